@@ -1,0 +1,131 @@
+"""A deterministic fake backend for tests, docs and benchmarks.
+
+Its output depends on the prompt, the params and the generation index, so a
+test can see that each of them reached the backend. It behaves like a tiny
+model: ``max_new_tokens`` bounds the number of words and ``stop`` strings cut
+the text. Options script latency and failures, so combinators and retries can
+be tested without a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+
+import attrs
+
+from fnlabel.errors import BackendError
+from fnlabel.formats import check_format
+from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+
+__all__ = ["EchoConfig", "Echo", "echo", "prompt_text"]
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
+
+
+def prompt_text(prompt: FormattedPrompt) -> str:
+    """The text of a prompt: the string itself, or ``role: content`` lines of chat messages."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+@attrs.frozen
+class EchoConfig:
+    """Options of the fake backend (recipe ``kind = "echo"``).
+
+    Attributes:
+        model_name: reported in every ``LLMOutput``.
+        latency: seconds slept per call, to mimic a slow model.
+        latency_per_prompt: seconds slept per prompt in a call.
+        fail_on: a prompt containing any of these substrings gets a
+            :class:`GenerationFailure` for each of its generations.
+        raise_on: a call with a prompt containing any of these substrings raises
+            :class:`BackendError` (the whole call fails).
+        prompt_format: the backend's natural prompt format.
+        call_log: a file to which one line per produced generation is appended,
+            so tests can count backend work, even across processes.
+    """
+
+    model_name: str = "echo"
+    latency: float = 0.0
+    latency_per_prompt: float = 0.0
+    fail_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    raise_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    prompt_format: str = attrs.field(default="default", validator=lambda _i, _a, v: check_format(v))
+    call_log: str | None = None
+
+
+@attrs.frozen
+class Echo:
+    """The backend callable itself: ``Echo(config)(prompts, params)``."""
+
+    config: EchoConfig = EchoConfig()
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def prompt_format(self) -> str:
+        return self.config.prompt_format
+
+    def __call__(
+        self, prompts: Sequence[FormattedPrompt], params: GenerationParams
+    ) -> list[list[RawGeneration]]:
+        cfg = self.config
+        texts = [prompt_text(p) for p in prompts]
+        for row, text in enumerate(texts):
+            hit = next((s for s in cfg.raise_on if s in text), None)
+            if hit is not None:
+                raise BackendError(f"echo: prompt {row} contains {hit!r} (raise_on)")
+        delay = cfg.latency + cfg.latency_per_prompt * len(prompts)
+        if delay:
+            time.sleep(delay)
+        tag = _params_tag(params)
+        out = [[generation(t, params, i, tag) for i in range(params.num_generations)] for t in texts]
+        for row, text in enumerate(texts):
+            hit = next((s for s in cfg.fail_on if s in text), None)
+            if hit is not None:
+                out[row] = [GenerationFailure(f"echo: prompt contains {hit!r} (fail_on)")] * len(out[row])
+        if cfg.call_log:
+            produced = sum(isinstance(g, str) for gens in out for g in gens)
+            with open(cfg.call_log, "a", encoding="utf-8") as fh:
+                fh.write("g\n" * produced)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return out
+
+
+def _params_tag(params: GenerationParams) -> str:
+    # everything but num_generations: asking for more generations must not change earlier ones
+    key = repr(attrs.astuple(params.replace(num_generations=1)))
+    return hashlib.blake2b(key.encode(), digest_size=3).hexdigest()
+
+
+def generation(text: str, params: GenerationParams, index: int, tag: str | None = None) -> str:
+    """Generation ``index`` of the echo backend for ``text``: pure and deterministic."""
+    tag = tag or _params_tag(params)
+    body = " ".join(text.split()[: params.max_new_tokens])
+    out = f"[{index}:{tag}] {body}"
+    for s in params.stop:
+        cut = out.find(s)
+        if cut >= 0:
+            out = out[:cut]
+    return out
+
+
+def echo(**options: object) -> Echo:
+    """Make the fake backend; ``options`` are :class:`EchoConfig` fields.
+
+    Example:
+        >>> from fnlabel import GenerationParams
+        >>> generate = echo()
+        >>> generate(["hello world"], GenerationParams(num_generations=2))  # doctest: +ELLIPSIS
+        [['[0:...] hello world', '[1:...] hello world']]
+    """
+    return Echo(EchoConfig(**options))  # type: ignore[arg-type]

@@ -1,0 +1,202 @@
+"""Combinators: functions that take an LLM and return one.
+
+* :func:`with_prompt_format` / :func:`with_prompt_formatting_fn` return the LLM with
+  a different way of formatting prompts.
+* :func:`threaded` returns an LLM whose call returns a ``concurrent.futures.Future``.
+
+Every LLM-like value offers ``run(inputs, k) -> RunResult``,
+``submit(inputs, k) -> Future[RunResult]``, ``task`` and ``model_name``, so
+combinators compose in any order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import attrs
+
+from fnlabel.errors import ConfigError
+from fnlabel.formats import check_format
+from fnlabel.llm import LLM, RowFailure, RunResult, check_num_generations
+from fnlabel.types import FormattedPrompt, Input, LLMOutput, Prompt
+
+__all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threaded", "gather", "chunks"]
+
+T = TypeVar("T")
+
+
+def _map_inner(llm: Any, change: Callable[[LLM], LLM]) -> Any:
+    """Apply ``change`` to the plain LLM(s) inside ``llm`` and rebuild the wrappers."""
+    if isinstance(llm, LLM):
+        return change(llm)
+    inner = getattr(llm, "map_inner", None)
+    if inner is None:
+        raise ConfigError(
+            f"cannot change the prompt format of {type(llm).__name__}: apply it to the LLM before wrapping "
+            "(for in_process, set it in the spec that builds the LLM)"
+        )
+    return inner(lambda member: _map_inner(member, change))
+
+
+def with_prompt_format(llm: T, fmt: str) -> T:
+    """The same LLM, formatting prompts as ``fmt``.
+
+    Example:
+        >>> from fnlabel import llm, tasks, backends
+        >>> gen = with_prompt_format(llm(tasks.text_generation(), backends.echo()), "chatml")
+        >>> gen.prompt_format
+        'chatml'
+    """
+    check_format(fmt)
+    return _map_inner(llm, lambda m: attrs.evolve(m, prompt_format=fmt))
+
+
+def with_prompt_formatting_fn(llm: T, fn: Callable[[Prompt], FormattedPrompt]) -> T:
+    """The same LLM, formatting prompts with ``fn(Prompt)``; it wins over any prompt format.
+
+    Example:
+        >>> from fnlabel import llm, tasks, backends
+        >>> gen = with_prompt_formatting_fn(
+        ...     llm(tasks.text_generation(system_prompt=""), backends.echo(), prompt_format="chatml"),
+        ...     lambda p: f"Q: {p.formatted_prompt}",
+        ... )
+        >>> gen([{"input": "hi"}])[0][0]["prompt_used"]
+        'Q: hi'
+    """
+    if not callable(fn):
+        raise ConfigError(f"prompt_formatting_fn must be callable, got {fn!r}")
+    return _map_inner(llm, lambda m: attrs.evolve(m, prompt_formatting_fn=fn))
+
+
+def chunks(items: Sequence[T], n: int) -> list[tuple[int, Sequence[T]]]:
+    """Split ``items`` into at most ``n`` contiguous, near-equal chunks with their offsets."""
+    size, extra = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(min(n, len(items))):
+        end = start + size + (i < extra)
+        out.append((start, items[start:end]))
+        start = end
+    return out
+
+
+def gather(futures: Sequence[Future[Any]], combine: Callable[[list[Any]], T]) -> Future[T]:
+    """One Future of ``combine(results)``; it fails as soon as any input Future fails."""
+    done: Future[T] = Future()
+    results: list[Any] = [None] * len(futures)
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def settle(i: int, fut: Future[Any]) -> None:
+        exc = fut.exception() if not fut.cancelled() else ConfigError("a chunk was cancelled")
+        with lock:
+            if done.done():
+                return
+            if exc is not None:
+                done.set_exception(exc)
+                for other in futures:
+                    other.cancel()
+                return
+            results[i] = fut.result()
+            left[0] -= 1
+            if left[0]:
+                return
+        try:
+            done.set_result(combine(results))
+        except Exception as err:  # a broken combine must fail the Future, not hang it
+            done.set_exception(err)
+
+    if not futures:
+        done.set_result(combine([]))
+    for i, fut in enumerate(futures):
+        fut.add_done_callback(lambda f, i=i: settle(i, f))
+    return done
+
+
+def merge_chunks(parts: list[tuple[int, RunResult]]) -> RunResult:
+    """Concatenate chunk results, shifting each chunk's failure rows by its offset."""
+    outputs: list[list[LLMOutput]] = []
+    failures: list[RowFailure] = []
+    for offset, res in parts:
+        outputs.extend(res.outputs)
+        failures.extend(attrs.evolve(f, row=f.row + offset) for f in res.failures)
+    return RunResult(outputs, tuple(failures))
+
+
+@attrs.define(eq=False)
+class Threaded:
+    """An LLM run over ``num_threads`` threads; calls return Futures. Make one with :func:`threaded`."""
+
+    llm: Any
+    num_threads: int
+    _executor: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def task(self) -> Any:
+        return self.llm.task
+
+    @property
+    def model_name(self) -> str:
+        return self.llm.model_name
+
+    def map_inner(self, change: Callable[[Any], Any]) -> Threaded:
+        return Threaded(change(self.llm), self.num_threads)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="fnlabel-threaded")
+            return self._executor
+
+    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+        check_num_generations(num_generations)
+        rows = list(inputs)
+        parts = chunks(rows, self.num_threads)
+        pool = self._pool()
+        futures = [pool.submit(self.llm.run, chunk, num_generations) for _, chunk in parts]
+        offsets = [offset for offset, _ in parts]
+        return gather(futures, lambda results: merge_chunks(list(zip(offsets, results))))
+
+    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[list[list[LLMOutput]]]:
+        """A Future of the nested outputs list."""
+        return gather([self.submit(inputs, num_generations)], lambda rs: rs[0].outputs)
+
+    generate = __call__
+
+    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+        return self.submit(inputs, num_generations).result()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.llm, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Threaded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def threaded(llm: Any, num_threads: int) -> Threaded:
+    """Run ``llm`` over ``num_threads`` threads (inputs split into contiguous chunks).
+
+    A call returns a ``concurrent.futures.Future`` of the same nested list as the
+    plain LLM; an exception in any worker fails the Future instead of hanging it.
+
+    Example:
+        >>> from fnlabel import llm, tasks, backends
+        >>> gen = threaded(llm(tasks.text_generation(), backends.echo()), num_threads=2)
+        >>> len(gen([{"input": "a"}, {"input": "b"}, {"input": "c"}]).result())
+        3
+    """
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ConfigError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+    if not hasattr(llm, "run"):
+        raise ConfigError(f"threaded() needs an LLM (with .run), got {type(llm).__name__}")
+    return Threaded(llm, num_threads)

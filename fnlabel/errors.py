@@ -1,0 +1,40 @@
+"""One error hierarchy for fnlabel.
+
+Every error fnlabel raises on purpose is a :class:`FnlabelError`; the CLI turns
+them into a message on stderr and a non-zero exit code, without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FnlabelError",
+    "ConfigError",
+    "RecipeError",
+    "InputError",
+    "BackendError",
+    "ParseError",
+]
+
+
+class FnlabelError(Exception):
+    """Base class of all fnlabel errors."""
+
+
+class ConfigError(FnlabelError, ValueError):
+    """A config record or a combinator got a value it cannot use."""
+
+
+class RecipeError(ConfigError):
+    """A TOML recipe could not be loaded: the message names the file and key path."""
+
+
+class InputError(FnlabelError, ValueError):
+    """An input file or row is unusable: the message names the file, the row and the key."""
+
+
+class BackendError(FnlabelError, RuntimeError):
+    """A backend failed, or broke its contract (wrong number of prompts or generations)."""
+
+
+class ParseError(FnlabelError, ValueError):
+    """A task's ``parse`` could not read a raw output; the message says what it expected."""
