@@ -13,6 +13,7 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
 import attrs
 
@@ -58,6 +59,12 @@ class EchoConfig:
     raise_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     prompt_format: str = attrs.field(default="default", validator=lambda _i, _a, v: check_format(v))
     call_log: str | None = None
+
+    kind: ClassVar[str] = "echo"
+
+    def build(self) -> Echo:
+        """The backend callable for this config."""
+        return Echo(self)
 
 
 @attrs.frozen
