@@ -96,13 +96,16 @@ def gather(futures: Sequence[Future[Any]], combine: Callable[[list[Any]], T]) ->
                 return
             if exc is not None:
                 done.set_exception(exc)
-                for other in futures:
-                    other.cancel()
-                return
-            results[i] = fut.result()
-            left[0] -= 1
-            if left[0]:
-                return
+            else:
+                results[i] = fut.result()
+                left[0] -= 1
+                if left[0]:
+                    return
+        if exc is not None:
+            # outside the lock: cancel() runs this callback again in this thread for a pending future
+            for other in futures:
+                other.cancel()
+            return
         try:
             done.set_result(combine(results))
         except Exception as err:  # a broken combine must fail the Future, not hang it
