@@ -101,8 +101,8 @@ class LLM:
             raise ConfigError(f"backend must be callable as generate(prompts, params), got {self.backend!r}")
         if not isinstance(self.params, GenerationParams):
             raise ConfigError(f"params must be GenerationParams, got {type(self.params).__name__}")
-        if self.prompt_format is not None:
-            check_format(self.prompt_format)
+        # also the backend's natural format: a bad one must fail now, not at the first row
+        check_format(self.effective_format)
         if self.prompt_formatting_fn is not None and not callable(self.prompt_formatting_fn):
             raise ConfigError("prompt_formatting_fn must be callable as fn(prompt: Prompt)")
         check = getattr(self.backend, "check_params", None)
