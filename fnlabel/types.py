@@ -61,8 +61,16 @@ class Prompt:
         'What is 2 + 2?'
     """
 
-    system_prompt: str = attrs.field(validator=attrs.validators.instance_of(str))
-    formatted_prompt: str = attrs.field(validator=attrs.validators.instance_of(str))
+    system_prompt: str
+    formatted_prompt: str
+
+    def __attrs_post_init__(self) -> None:
+        # one cheap check instead of attrs validators: a Prompt is built for every input row
+        if self.system_prompt.__class__ is not str or self.formatted_prompt.__class__ is not str:
+            for name in ("system_prompt", "formatted_prompt"):
+                value = getattr(self, name)
+                if not isinstance(value, str):
+                    raise TypeError(f"Prompt.{name} must be a str, got {type(value).__name__}: {value!r}")
 
 
 @attrs.frozen

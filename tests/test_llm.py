@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fnlabel import (
     LLM,
@@ -277,3 +279,66 @@ def test_llm_is_frozen_and_comparable():
     with pytest.raises(AttributeError):
         gen.model_name = "x"  # type: ignore[misc]
     assert gen == llm(TG, backends.echo())
+
+
+# ---- the same results whatever mix of good and bad rows (fast and careful paths agree) ----
+
+
+def _parse_unless_marked(raw: str) -> dict:
+    if "PARSE" in raw:
+        raise ParseError("marked unparsable")
+    return {"text": raw}
+
+
+MARKED = Task("marked", lambda r: Prompt("", r["input"]), _parse_unless_marked, "input", "text")
+
+
+def expected_by_hand(inputs, k):
+    """What the LLM must return, computed row by row from the echo backend's pure generation()."""
+    params = GenerationParams(num_generations=k)
+    empty = {"model_name": "echo", "prompt_used": None, "raw_output": None, "parsed_output": None}
+    out, failures = [], []
+    for i, row in enumerate(inputs):
+        if "input" not in row:
+            out.append([dict(empty) for _ in range(k)])
+            failures.append((i, None, "input"))
+            continue
+        row_out = []
+        for g in range(k):
+            if "FAIL" in row["input"]:
+                row_out.append({**empty, "prompt_used": row["input"]})
+                failures.append((i, g, "backend"))
+                continue
+            raw = generation(row["input"], params, g)
+            parsed = None if "PARSE" in raw else {"text": raw}
+            if parsed is None:
+                failures.append((i, g, "parse"))
+            row_out.append({"model_name": "echo", "prompt_used": row["input"], "raw_output": raw, "parsed_output": parsed})
+        out.append(row_out)
+    return out, sorted(failures, key=lambda f: (f[2] != "input", f[0], f[1] or 0))
+
+
+ROW = st.one_of(
+    st.builds(lambda w: {"input": w}, st.sampled_from(["a b", "c", "FAIL d", "PARSE e", "f PARSE", ""])),
+    st.just({"not_input": "x"}),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(ROW, max_size=8), st.integers(min_value=1, max_value=3))
+def test_any_mix_of_rows_gives_the_by_hand_result(inputs, k):
+    res = llm(MARKED, backends.echo(fail_on="FAIL")).run(inputs, num_generations=k)
+    out, failures = expected_by_hand(inputs, k)
+    assert res.outputs == out
+    got = [(f.row, f.generation, f.stage) for f in res.failures]
+    assert sorted(got, key=lambda f: (f[2] != "input", f[0], f[1] or 0)) == failures
+
+
+def test_inputs_may_be_any_sequence_or_iterable_and_rows_any_mapping():
+    from types import MappingProxyType
+
+    gen = llm(TG, Recorder())
+    expected = gen([{"input": "a"}, {"input": "b"}])
+    assert gen(({"input": "a"}, {"input": "b"})) == expected
+    assert gen(iter([{"input": "a"}, {"input": "b"}])) == expected
+    assert gen([MappingProxyType({"input": "a"}), {"input": "b"}]) == expected
