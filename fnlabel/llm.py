@@ -79,14 +79,6 @@ def shared_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-class _GiveUp(Exception):
-    """Raised inside a fast path to hand the stage to its careful, row-by-row path."""
-
-
-def _give_up() -> Any:
-    raise _GiveUp
-
-
 def _default_model_name(backend: object) -> str:
     return getattr(backend, "model_name", None) or getattr(backend, "__name__", None) or type(backend).__name__
 
@@ -211,17 +203,21 @@ class LLM:
     def _outputs_fast(self, prompts: list[FormattedPrompt], raw: list[list[Any]], k: int) -> list[Any] | None:
         """All outputs when every row is good and every generation a parsable str, else None."""
         name, parse = self.model_name, self.task.parse
+        outputs: list[Any] = []
+        add = outputs.append
         try:
-            return [
-                [
-                    {"model_name": name, "prompt_used": prompt, "raw_output": text,
-                     "parsed_output": parse(text) if text.__class__ is str else _give_up()}
-                    for text in (gens if gens.__class__ is list and len(gens) == k else _give_up())
-                ]
-                for prompt, gens in zip(prompts, raw)
-            ]
+            for prompt, gens in zip(prompts, raw):
+                if gens.__class__ is not list or len(gens) != k:
+                    return None
+                row = []
+                for text in gens:
+                    if text.__class__ is not str:
+                        return None
+                    row.append({"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parse(text)})
+                add(row)
         except Exception:
             return None
+        return outputs
 
     def _outputs_each(
         self, n: int, rows: Sequence[int], prompts: list[FormattedPrompt], raw: list[list[Any]], k: int,
