@@ -9,13 +9,13 @@ generations, parse errors), and ``llm.submit`` returns a Future of that.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
 
-from fnlabel.errors import BackendError, ConfigError
+from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.formats import FORMATS, check_format
 from fnlabel.tasks.base import Task
 from fnlabel.types import (
@@ -144,6 +144,10 @@ class LLM:
         k = check_num_generations(num_generations)
         params = self.params if k == self.params.num_generations else self.params.replace(num_generations=k)
         if not isinstance(inputs, (list, tuple)):
+            if isinstance(inputs, (str, bytes, Mapping)):  # iterating them would make each key or char a "row"
+                raise InputError(
+                    f"inputs must be a list of dicts, got a {type(inputs).__name__}; for one input pass [row]"
+                )
             inputs = list(inputs)
         # Each stage tries a fast path over all rows first (comprehensions, no bookkeeping:
         # this is fnlabel's per-input overhead, see benchmarks/overhead.py). The fast path

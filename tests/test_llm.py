@@ -14,6 +14,7 @@ from fnlabel import (
     ConfigError,
     GenerationFailure,
     GenerationParams,
+    InputError,
     ParseError,
     Prompt,
     RowFailure,
@@ -342,3 +343,11 @@ def test_inputs_may_be_any_sequence_or_iterable_and_rows_any_mapping():
     assert gen(({"input": "a"}, {"input": "b"})) == expected
     assert gen(iter([{"input": "a"}, {"input": "b"}])) == expected
     assert gen([MappingProxyType({"input": "a"}), {"input": "b"}]) == expected
+
+
+@pytest.mark.parametrize("inputs", [{"input": "one row"}, "a string", b"bytes"])
+def test_a_single_row_or_a_string_is_not_taken_for_a_list_of_rows(inputs):
+    rec = Recorder()
+    with pytest.raises(InputError, match=r"list of dicts.*pass \[row\]"):
+        llm(TG, rec)(inputs)
+    assert rec.calls == []
