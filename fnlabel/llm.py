@@ -28,7 +28,7 @@ from fnlabel.types import (
     Prompt,
 )
 
-__all__ = ["LLM", "llm", "RowFailure", "RunResult", "backend_name", "check_num_generations"]
+__all__ = ["LLM", "llm", "RowFailure", "RunResult", "as_rows", "backend_name", "check_num_generations"]
 
 log = logging.getLogger("fnlabel")
 
@@ -60,6 +60,15 @@ def backend_name(backend: object) -> str:
     name = getattr(backend, "model_name", None)
     kind = getattr(backend, "__qualname__", None) or type(backend).__name__
     return f"{kind} ({name})" if name and name != kind else kind
+
+
+def as_rows(inputs: Sequence[Input]) -> Sequence[Input]:
+    """``inputs`` as a list or tuple of rows; a single dict or a string is an :class:`InputError`."""
+    if isinstance(inputs, (list, tuple)):
+        return inputs
+    if isinstance(inputs, (str, bytes, Mapping)):  # iterating them would make each key or char a "row"
+        raise InputError(f"inputs must be a list of dicts, got a {type(inputs).__name__}; for one input pass [row]")
+    return list(inputs)
 
 
 def check_num_generations(k: object) -> int:
@@ -133,7 +142,7 @@ class LLM:
 
     def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
         """Run in a background thread; a Future of :class:`RunResult`."""
-        return shared_pool().submit(self.run, list(inputs), num_generations)
+        return shared_pool().submit(self.run, list(as_rows(inputs)), num_generations)
 
     def formatter(self) -> Callable[[Prompt], FormattedPrompt]:
         """The function that formats each prompt (resolved once per call, not once per row)."""
@@ -143,12 +152,7 @@ class LLM:
         """Like calling the LLM, but also return the failures of the call."""
         k = check_num_generations(num_generations)
         params = self.params if k == self.params.num_generations else self.params.replace(num_generations=k)
-        if not isinstance(inputs, (list, tuple)):
-            if isinstance(inputs, (str, bytes, Mapping)):  # iterating them would make each key or char a "row"
-                raise InputError(
-                    f"inputs must be a list of dicts, got a {type(inputs).__name__}; for one input pass [row]"
-                )
-            inputs = list(inputs)
+        inputs = as_rows(inputs)
         # Each stage tries a fast path over all rows first (comprehensions, no bookkeeping:
         # this is fnlabel's per-input overhead, see benchmarks/overhead.py). The fast path
         # gives up at the first row that needs care, and the careful path redoes the stage

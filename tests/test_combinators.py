@@ -270,3 +270,12 @@ def test_gather_reports_a_cancelled_input():
     f: Future = Future()
     f.cancel()
     assert isinstance(gather([f], lambda rs: rs).exception(timeout=1), ConfigError)
+
+
+def test_threaded_and_submit_refuse_a_single_row():
+    from fnlabel import InputError
+
+    with pytest.raises(InputError, match="list of dicts"):
+        threaded(llm(TASK, backends.echo()), 2)({"input": "x"})
+    with pytest.raises(InputError, match="list of dicts"):
+        llm(TASK, backends.echo()).submit({"input": "x"})
