@@ -63,7 +63,14 @@ class NoWorkLLM(LLM):
                     parsed_output = self.task.parse_output(text)
                 except Exception as e:
                     parsed_output = None
-                output.append(LLMOutput(model_name=self.model_name, prompt_used=prompt, raw_output=text, parsed_output=parsed_output))
+                output.append(
+                    LLMOutput(
+                        model_name=self.model_name,
+                        prompt_used=prompt,
+                        raw_output=text,
+                        parsed_output=parsed_output,
+                    )
+                )
             outputs.append(output)
         return outputs
 
@@ -127,7 +134,8 @@ def main() -> None:
             di_best[k] = min(di_best[k], us)
 
     rows = []
-    print(f"per-input overhead, {args.inputs} inputs, best of {args.rounds} x {args.repeats} runs (CPU microseconds/input)")
+    runs = f"best of {args.rounds} x {args.repeats} runs"
+    print(f"per-input overhead, {args.inputs} inputs, {runs} (CPU microseconds/input)")
     print(f"{'num_generations':>16} {'fnlabel':>10} {'distilabel 0.6.0':>17} {'ratio':>7}")
     for k in map(str, ks):
         ratio = fn_best[k] / di_best[k]

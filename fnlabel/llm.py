@@ -153,7 +153,7 @@ class LLM:
         k = check_num_generations(num_generations)
         params = self.params if k == self.params.num_generations else self.params.replace(num_generations=k)
         inputs = as_rows(inputs)
-        # Each stage tries a fast path over all rows first (comprehensions, no bookkeeping:
+        # Each stage tries a fast path over all rows first (tight loops, no bookkeeping:
         # this is fnlabel's per-input overhead, see benchmarks/overhead.py). The fast path
         # gives up at the first row that needs care, and the careful path redoes the stage
         # row by row (tasks' functions are pure, so redoing is safe).
@@ -221,7 +221,8 @@ class LLM:
                 for text in gens:
                     if text.__class__ is not str:
                         return None
-                    row.append({"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parse(text)})
+                    parsed = parse(text)
+                    row.append({"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parsed})
                 add(row)
         except Exception:
             return None

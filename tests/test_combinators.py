@@ -137,7 +137,8 @@ def test_threaded_runs_chunks_concurrently():
         return [[p] * params.num_generations for p in prompts]
 
     out = threaded(llm(TASK, together), 3)(ROWS[:9]).result(timeout=20)
-    assert [row[0]["raw_output"] for row in out] == [TASK.build_prompt(r).system_prompt + "\n" + r["input"] for r in ROWS[:9]]
+    expected = [TASK.build_prompt(r).system_prompt + "\n" + r["input"] for r in ROWS[:9]]
+    assert [row[0]["raw_output"] for row in out] == expected
 
 
 @pytest.mark.timeout(30)

@@ -152,7 +152,10 @@ def test_distinct_parse_errors_are_each_logged(caplog):
 
 def test_generation_failure_loses_only_that_generation():
     def flaky(prompts, params):
-        return [[GenerationFailure(f"retries exhausted for {p}") if g == 1 else f"{p}|{g}" for g in range(params.num_generations)] for p in prompts]
+        def one(p, g):
+            return GenerationFailure(f"retries exhausted for {p}") if g == 1 else f"{p}|{g}"
+
+        return [[one(p, g) for g in range(params.num_generations)] for p in prompts]
 
     res = llm(TG, flaky).run(rows(2), num_generations=3)
     for i, row in enumerate(res.outputs):
@@ -314,7 +317,9 @@ def expected_by_hand(inputs, k):
             parsed = None if "PARSE" in raw else {"text": raw}
             if parsed is None:
                 failures.append((i, g, "parse"))
-            row_out.append({"model_name": "echo", "prompt_used": row["input"], "raw_output": raw, "parsed_output": parsed})
+            row_out.append(
+                {"model_name": "echo", "prompt_used": row["input"], "raw_output": raw, "parsed_output": parsed}
+            )
         out.append(row_out)
     return out, sorted(failures, key=lambda f: (f[2] != "input", f[0], f[1] or 0))
 

@@ -78,7 +78,8 @@ def test_params_are_frozen_hashable_and_picklable():
     p = GenerationParams(max_new_tokens=8, temperature=0.0, top_k=5, seed=3, stop=["\n"], num_generations=2)
     with pytest.raises(AttributeError):
         p.temperature = 1.0  # type: ignore[misc]
-    assert hash(p) == hash(GenerationParams(max_new_tokens=8, temperature=0, top_k=5, seed=3, stop="\n", num_generations=2))
+    same = GenerationParams(max_new_tokens=8, temperature=0, top_k=5, seed=3, stop="\n", num_generations=2)
+    assert hash(p) == hash(same)
     assert {p: 1}[pickle.loads(pickle.dumps(p))] == 1
     assert pickle.loads(pickle.dumps(p)) == p
 
