@@ -165,17 +165,24 @@ class MalformedResponse(Exception):
     """The server answered 2xx with something that is not the expected payload (retried)."""
 
 
-def _status(exc: BaseException) -> int | None:
-    for obj in (exc, getattr(exc, "response", None)):
-        for name in ("status_code", "status"):
-            value = getattr(obj, name, None)
-            if isinstance(value, int) and 100 <= value < 600:
-                return value
+def _status(exc: BaseException | None) -> int | None:
+    # huggingface_hub raises TGI errors (e.g. OverloadedError) "from" the HTTP error carrying the status
+    for _ in range(4):
+        if exc is None:
+            return None
+        for obj in (exc, getattr(exc, "response", None)):
+            for name in ("status_code", "status"):
+                value = getattr(obj, name, None)
+                if isinstance(value, int) and 100 <= value < 600:
+                    return value
+        exc = exc.__cause__
     return None
 
 
 def retry_after(exc: BaseException) -> float | None:
     """Seconds from ``Retry-After-Ms`` / ``Retry-After`` (seconds or HTTP date) of an error's response."""
+    while exc.__cause__ is not None and getattr(exc, "response", None) is None:
+        exc = exc.__cause__
     headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "headers", None)
     if not headers:
         return None
@@ -195,13 +202,19 @@ def retry_after(exc: BaseException) -> float | None:
 
 
 def server_message(exc: BaseException) -> str:
-    """The server's own message for an HTTP error, else ``str(exc)``."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        msg = err.get("message") if isinstance(err, dict) else err
-        if msg:
-            return str(msg)
+    """The server's own message for an HTTP error (OpenAI or TGI error body), else ``str(exc)``."""
+    for obj in (exc, exc.__cause__):
+        body = getattr(obj, "body", None)
+        if body is None:
+            try:
+                body = obj.response.json()  # type: ignore[union-attr]
+            except Exception:  # no response, or not JSON: fall back to the exception text
+                body = None
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            msg = err.get("message") if isinstance(err, dict) else err
+            if msg:
+                return str(msg)
     return str(exc) or type(exc).__name__
 
 
@@ -281,7 +294,14 @@ class LoopThread:
                 thread.start()
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
                 if self._setup is not None:
-                    self.state = asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
+                    try:
+                        self.state = asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
+                    except BaseException:
+                        loop.call_soon_threadsafe(loop.stop)
+                        thread.join(timeout=10)
+                        loop.close()
+                        self._loop = self._thread = None
+                        raise
             return self._loop
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Future[T] | Any":

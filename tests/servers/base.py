@@ -175,6 +175,10 @@ class ServerThread:
             self.requests.append(Seen(path, body, fault.kind))
         return fault
 
+    def error_payload(self, fault: Fault) -> Any:
+        """The body of an injected HTTP error (OpenAI style)."""
+        return {"error": {"message": fault.message, "type": "injected", "code": fault.status}}
+
     async def serve(self, request: web.Request, answer: Callable[[Any, int | None], Any]) -> web.StreamResponse:
         """Apply the script, then ``answer(body, forced_choices)`` -> JSON payload."""
         try:
@@ -186,8 +190,7 @@ class ServerThread:
             await asyncio.sleep(self.latency)
         if fault.kind == "status":
             headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
-            payload = {"error": {"message": fault.message, "type": "injected", "code": fault.status}}
-            return web.json_response(payload, status=fault.status, headers=headers)
+            return web.json_response(self.error_payload(fault), status=fault.status, headers=headers)
         if fault.kind == "drop":
             request.transport.abort()  # type: ignore[union-attr]
             return web.Response(status=204)  # never reaches the client: the socket is gone

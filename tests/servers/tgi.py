@@ -35,6 +35,11 @@ class TGIServer(ServerThread):
             web.get("/info", self._info),
         ]
 
+    def error_payload(self, fault: Any) -> Any:
+        # TGI's error body; huggingface_hub turns error_type into OverloadedError, ValidationError, ...
+        kind = "overloaded" if fault.status == 429 else "validation" if fault.status < 500 else "generation"
+        return {"error": fault.message, "error_type": kind}
+
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         return await self.serve(request, lambda body, _n: {"generated_text": tgi_text(body)})
 
