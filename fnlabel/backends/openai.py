@@ -56,6 +56,14 @@ def _name(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
         raise ConfigError(f"{attr.name} must be a non-empty string, got {value!r}")
 
 
+def _one_of(*options: str) -> Any:
+    def check(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        if value not in options:
+            raise ConfigError(f"{attr.name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+
+    return check
+
+
 @attrs.frozen
 class OpenAIConfig:
     """Options of the OpenAI backend (recipe ``kind = "openai"``).
@@ -93,9 +101,7 @@ class OpenAIConfig:
     extra_body: FrozenDict = attrs.field(default=None, converter=frozen_dict)
     supports_top_k: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     native_n: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-    max_tokens_param: str = attrs.field(
-        default="max_tokens", validator=attrs.validators.in_(("max_tokens", "max_completion_tokens"))
-    )
+    max_tokens_param: str = attrs.field(default="max_tokens", validator=_one_of("max_tokens", "max_completion_tokens"))
     prompt_format: str = attrs.field(default="openai", validator=lambda _i, _a, v: check_format(v))
 
     kind: ClassVar[str] = "openai"

@@ -2,6 +2,7 @@
 
 - :class:`FaultServer`: an OpenAI-compatible server (``/v1/completions``,
   ``/v1/chat/completions``, ``/v1/models``) that injects faults per prompt.
+- :class:`LlamaCppServer` / :func:`shared_llama_server`: a real llama.cpp server (embedded model).
 - :class:`TGIServer`: the TGI protocol (``/generate`` and ``/`` for
   text_generation, ``/v1/chat/completions``) with the same fault script.
 
@@ -20,6 +21,7 @@ and prints its URL (used by the benchmarks).
 
 from tests.servers.base import Fault, Seen
 from tests.servers.openai_fault import FaultServer
+from tests.servers.llama_cpp import LlamaCppServer, shared_llama_server
 from tests.servers.tgi import TGIServer
 
-__all__ = ["Fault", "FaultServer", "Seen", "TGIServer"]
+__all__ = ["Fault", "FaultServer", "LlamaCppServer", "Seen", "TGIServer", "shared_llama_server"]

@@ -71,6 +71,7 @@ class Seen:
     path: str
     body: Any
     fault: str
+    headers: dict[str, str] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
 
 
@@ -96,6 +97,8 @@ class ServerThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     # --- subclasses -------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -114,9 +117,9 @@ class ServerThread:
         loop = asyncio.new_event_loop()
         app = web.Application()
         app.add_routes(self.routes())
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         loop.run_until_complete(self._runner.setup())
-        loop.run_until_complete(web.SockSite(self._runner, sock, shutdown_timeout=0.2, backlog=1024).start())
+        loop.run_until_complete(web.SockSite(self._runner, sock, backlog=1024).start())
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name=f"test-server-{self.port}", daemon=True)
         self._thread.start()
@@ -154,8 +157,9 @@ class ServerThread:
         with self._lock:
             self.requests.clear()
             self._counts.clear()
+            self.max_in_flight = 0
 
-    def pick(self, body: Any, path: str) -> Fault:
+    def pick(self, body: Any, path: str, headers: dict[str, str] | None = None) -> Fault:
         """The fault for this request (and record it)."""
         fault = Fault()
         with self._lock:
@@ -172,7 +176,7 @@ class ServerThread:
                         elif seen < len(plan):
                             fault = plan[seen]
                         break
-            self.requests.append(Seen(path, body, fault.kind))
+            self.requests.append(Seen(path, body, fault.kind, dict(headers or {})))
         return fault
 
     def error_payload(self, fault: Fault) -> Any:
@@ -185,7 +189,15 @@ class ServerThread:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": {"message": "request body is not JSON"}}, status=400)
-        fault = self.pick(body, request.path)
+        fault = self.pick(body, request.path, dict(request.headers))
+        self.in_flight += 1  # only touched on the server's loop
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request, body, fault, answer)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request, body: Any, fault: Fault, answer: Callable[[Any, int | None], Any]) -> web.StreamResponse:
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault.kind == "status":
