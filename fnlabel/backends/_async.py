@@ -253,7 +253,8 @@ async def with_retries(
     while True:
         async with semaphore:
             try:
-                return await asyncio.wait_for(request(), policy.timeout)
+                async with asyncio.timeout(policy.timeout):  # no extra task per request, unlike wait_for
+                    return await request()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # classified below; nothing escapes unlabelled

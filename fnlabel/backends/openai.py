@@ -15,6 +15,7 @@ out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -229,26 +230,38 @@ class OpenAIBackend:
         return with_retries(lambda: self._request(client, prompt, params, n, index), self._policy, semaphore, self._what)
 
     async def _request(self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> list[str]:
+        # The body is plain JSON already, so it travels in extra_body: the SDK's typed transform of
+        # messages and params would cost more client CPU than the rest of the request (see
+        # benchmarks/openai_bench.py). The raw response is read with json.loads for the same reason.
         body = self.request_body(params, n, index)
-        extra = body.pop("extra_body")
         if isinstance(prompt, str):
-            response = await client.completions.create(prompt=prompt, extra_body=extra, **body)
+            body["prompt"] = prompt
+            raw = await client.completions.with_raw_response.create(model=self.config.model, prompt="", extra_body=body)
         else:
-            response = await client.chat.completions.create(messages=prompt, extra_body=extra, **body)
-        return _texts(response, chat=not isinstance(prompt, str))
+            body["messages"] = prompt
+            raw = await client.chat.completions.with_raw_response.create(model=self.config.model, messages=(), extra_body=body)
+        try:
+            data = json.loads(raw.http_response.content)
+        except ValueError as exc:
+            raise MalformedResponse(f"response is not JSON: {raw.http_response.text[:200]!r}") from exc
+        return _texts(data, chat=not isinstance(prompt, str))
 
     def request_body(self, params: GenerationParams, n: int = 1, index: int = 0) -> dict[str, Any]:
-        """The request params for ``n`` choices starting at generation ``index`` (seed derived per index).
+        """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.
+
+        ``extra_body`` is merged first, so it cannot override the general params.
+        The seed of generation ``index`` is ``derive_seed(params.seed, index)``.
 
         Example:
             >>> from fnlabel import GenerationParams
             >>> cfg = OpenAIConfig(model="m", base_url="http://127.0.0.1:1/v1", supports_top_k=True)
             >>> b = OpenAIBackend(cfg, None).request_body(GenerationParams(top_k=5, seed=1, stop="\\n"))
-            >>> b["max_tokens"], b["seed"], b["stop"], b["extra_body"]
-            (128, 1, ['\\n'], {'top_k': 5})
+            >>> b["max_tokens"], b["seed"], b["stop"], b["top_k"]
+            (128, 1, ['\\n'], 5)
         """
         cfg = self.config
         body: dict[str, Any] = {
+            **cfg.extra_body,
             "model": cfg.model,
             "n": n,
             cfg.max_tokens_param: params.max_new_tokens,
@@ -261,25 +274,23 @@ class OpenAIBackend:
             body["seed"] = derive_seed(params.seed, index)
         if params.stop:
             body["stop"] = list(params.stop)
-        extra = dict(cfg.extra_body)
         if params.top_k is not None:
-            extra["top_k"] = params.top_k
-        body["extra_body"] = extra
+            body["top_k"] = params.top_k
         return body
 
 
-def _texts(response: Any, *, chat: bool) -> list[str]:
+def _texts(data: Any, *, chat: bool) -> list[str]:
     """The texts of a response's choices in index order; MalformedResponse if it has none or is not one."""
-    choices = getattr(response, "choices", None)
+    choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
-        raise MalformedResponse(f"expected a completion with choices, got {str(response)[:200]!r}")
+        raise MalformedResponse(f"expected a completion with choices, got {str(data)[:200]!r}")
     try:
-        ordered = sorted(choices, key=lambda c: c.index or 0)
+        ordered = sorted(choices, key=lambda c: c.get("index") or 0)
         if chat:
-            return [c.message.content or "" for c in ordered]
-        return [c.text or "" for c in ordered]
-    except (AttributeError, TypeError) as exc:
-        raise MalformedResponse(f"unexpected choice shape: {str(response)[:200]!r}") from exc
+            return [c["message"].get("content") or "" for c in ordered]
+        return [c.get("text") or "" for c in ordered]
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise MalformedResponse(f"unexpected choice shape: {str(data)[:200]!r}") from exc
 
 
 def openai(**options: Any) -> OpenAIBackend:
