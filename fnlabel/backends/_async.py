@@ -39,6 +39,7 @@ __all__ = [
     "positive",
     "non_negative",
     "read_secret",
+    "require",
     "FrozenDict",
     "frozen_dict",
     "failed",
@@ -87,6 +88,15 @@ def read_secret(env: str, *, what: str, fix: str, optional: bool = False) -> str
     if value is None and not optional:
         raise ConfigError(f"{what} needs an API key: environment variable {env} is not set. {fix}")
     return value
+
+
+def require(extra: str, *modules: str) -> None:
+    """ConfigError naming the pip extra when one of ``modules`` is not installed (nothing is imported)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not installed: pip install 'fnlabel[{extra}]'")
 
 
 def derive_seed(seed: int, index: int) -> int:

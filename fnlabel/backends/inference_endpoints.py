@@ -28,6 +28,7 @@ from fnlabel.backends._async import (
     gather_all,
     non_negative,
     positive,
+    require,
     with_retries,
 )
 from fnlabel.errors import BackendError, ConfigError
@@ -102,6 +103,7 @@ class InferenceEndpointsConfig:
 
     def build(self) -> InferenceEndpointsBackend:
         """The backend callable; reads the token now (ConfigError when one is needed and missing)."""
+        require("inference-endpoints", "huggingface_hub")
         token = os.environ.get(self.token_env) or None
         if token is None and self.base_url is None:
             from huggingface_hub import get_token

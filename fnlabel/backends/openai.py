@@ -35,6 +35,7 @@ from fnlabel.backends._async import (
     non_negative,
     positive,
     read_secret,
+    require,
     with_retries,
 )
 from fnlabel.errors import BackendError, ConfigError
@@ -113,6 +114,7 @@ class OpenAIConfig:
 
     def build(self) -> OpenAIBackend:
         """The backend callable; reads the key from ``api_key_env`` now (ConfigError if missing)."""
+        require("openai", "openai", "aiohttp")
         key = read_secret(
             self.api_key_env,
             what=f"openai backend (model {self.model!r})",
