@@ -5,7 +5,7 @@ A remote backend is a sync ``generate(prompts, params)`` over an async client.
 works the same from plain code, from threads and from inside a running event
 loop (the caller blocks; the work runs on the backend's own loop).
 :func:`with_retries` runs one request under the backend's semaphore, retrying
-what is worth retrying: 408/429/5xx, timeouts, dropped connections and
+what is worth retrying: 408/409/425/429/5xx, timeouts, dropped connections and
 malformed responses, with exponential backoff and jitter that honours
 ``Retry-After``. 401/403/404 abort the whole call (a wrong key, model or
 endpoint fails every row alike); any other 4xx fails its row at once with the

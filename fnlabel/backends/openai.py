@@ -148,7 +148,7 @@ class OpenAIBackend:
                 api_key=api_key or PLACEHOLDER_KEY,
                 organization=config.organization,
                 base_url=config.base_url,
-                timeout=config.timeout + 5,  # asyncio.wait_for enforces config.timeout
+                timeout=config.timeout + 5,  # asyncio.timeout in with_retries enforces config.timeout
                 max_retries=0,  # fnlabel's retries are the only ones
                 http_client=DefaultAioHttpClient(timeout=config.timeout + 5),
             )
