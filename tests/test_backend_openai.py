@@ -105,7 +105,7 @@ SCRIPT = {
 }
 
 
-def test_every_generation_arrives_or_is_reported_for_its_row():
+def test_every_generation_arrives_or_is_reported_for_its_row(caplog):
     rows = ["ok-1", "rate-limited", "flaky", "always-500", "dropped", "garbled", "sluggish", "stingy", "ok-2"]
     with FaultServer(script=SCRIPT) as srv:
         gen = fast(srv.url, timeout=1.0)
@@ -129,6 +129,7 @@ def test_every_generation_arrives_or_is_reported_for_its_row():
     stingy = [o["raw_output"] for o in result.outputs[rows.index("stingy")]]
     assert stingy[0] == "stingy [gen 0 seed 5]" and stingy[1].startswith("stingy [gen 0 seed ") and stingy[1] != stingy[0]
     assert srv.count("always-500") == 4  # 1 attempt + max_retries=3
+    assert "row 3 generation 0 failed" in caplog.text and "row 3 generation 1 failed" in caplog.text
 
 
 def test_retry_after_is_honoured():
@@ -174,6 +175,31 @@ def test_timeouts_and_dropped_connections_exhaust_retries_without_hanging():
     assert isinstance(out[1][0], GenerationFailure) and "gave up after 3 attempts" in out[1][0].error
     assert out[2] == ["fine [gen 0 seed None]"]
     assert srv.count("stuck") == 3 and srv.count("gone") == 3
+
+
+def test_sync_generate_inside_a_running_event_loop():
+    with FaultServer(latency=0.05) as srv:
+        gen = fast(srv.url)
+
+        async def main():
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            awaited = await gen.agenerate(["a", "b"], GenerationParams())  # the caller's loop keeps running
+            blocking = gen(["c"], GenerationParams())  # the sync form blocks this loop but cannot deadlock
+            task.cancel()
+            return awaited, blocking, ticks
+
+        awaited, blocking, ticks = asyncio.run(main())
+        gen.close()
+    assert awaited == [["a [gen 0 seed None]"], ["b [gen 0 seed None]"]] and blocking == [["c [gen 0 seed None]"]]
+    assert ticks >= 2
 
 
 def test_concurrency_is_bounded():

@@ -317,7 +317,11 @@ class LoopThread:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Future[T] | Any":
         """Schedule ``coro`` on the loop; a ``concurrent.futures.Future`` of its result."""
-        loop = self._start()
+        try:
+            loop = self._start()
+        except BaseException:
+            coro.close()  # never scheduled: do not leave it un-awaited
+            raise
         if threading.current_thread() is self._thread:
             coro.close()
             raise BackendError(f"{self._name}: generate() called from its own event loop thread; use agenerate()")
