@@ -132,6 +132,37 @@ def test_every_generation_arrives_or_is_reported_for_its_row(caplog):
     assert "row 3 generation 0 failed" in caplog.text and "row 3 generation 1 failed" in caplog.text
 
 
+def test_random_faults_never_lose_or_mix_up_a_generation():
+    import random
+    import threading
+
+    rng, lock = random.Random(0), threading.Lock()
+    faults = [Fault.error(500), Fault.rate_limit(0.01), Fault.drop(), Fault.malformed(), Fault.fewer(1),
+              Fault.slow(5), Fault.error(400, "refused")]
+
+    def script(body, path):
+        with lock:
+            return rng.choice(faults) if rng.random() < 0.3 else None
+
+    prompts = [f"row-{i}" if i % 2 else [{"role": "user", "content": f"row-{i}"}] for i in range(120)]
+    with FaultServer(script=script) as srv:
+        gen = fast(srv.url, timeout=0.5, max_retries=4, max_concurrency=16)
+        out = gen(prompts, GenerationParams(num_generations=3, seed=9))
+        gen.close()
+    assert len(out) == 120 and all(len(row) == 3 for row in out)
+    failures = 0
+    for i, row in enumerate(out):
+        for g in row:
+            if isinstance(g, GenerationFailure):
+                failures += 1
+                assert "refused" in g.error or "gave up" in g.error
+            else:
+                assert g.startswith(f"row-{i} [gen "), (i, g)
+        texts = [g for g in row if isinstance(g, str)]
+        assert len(set(texts)) == len(texts), "no generation is duplicated by a refill"
+    assert 0 < failures < 120, "some requests were refused (400), most arrived"
+
+
 def test_retry_after_is_honoured():
     with FaultServer(script={"slow-down": [Fault.rate_limit(0.6)]}) as srv:
         gen = fast(srv.url)
