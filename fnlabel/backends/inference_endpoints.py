@@ -1,0 +1,286 @@
+"""Hugging Face Inference Endpoints, TGI servers and serverless models (``huggingface_hub``).
+
+String prompts go to TGI ``text_generation``, chat prompts to ``chat_completion``.
+Each generation is its own request with its own seed (``derive_seed(seed, i)``),
+so ``num_generations`` fans out concurrently. Requests run on
+``AsyncInferenceClient`` with the concurrency, retry and event-loop machinery of
+:mod:`fnlabel.backends._async` (shared with the OpenAI backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import weakref
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from fnlabel.backends._async import (
+    LoopThread,
+    MalformedResponse,
+    RetryPolicy,
+    RowError,
+    derive_seed,
+    failed,
+    gather_all,
+    non_negative,
+    positive,
+    require,
+    with_retries,
+)
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.formats import check_format
+from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+
+__all__ = ["InferenceEndpointsConfig", "InferenceEndpointsBackend", "inference_endpoints"]
+
+
+def _optional_str(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{attr.name} must be a non-empty string or unset, got {value!r}")
+
+
+def _optional_positive(inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        positive(inst, attr, value)
+
+
+@attrs.frozen
+class InferenceEndpointsConfig:
+    """Options of the Inference Endpoints backend (recipe ``kind = "inference-endpoints"``).
+
+    Give exactly one target: ``endpoint_name`` (+ ``namespace``) of a dedicated
+    Inference Endpoint, ``base_url`` of any TGI server, or only ``model_id`` for
+    serverless inference (``provider`` picks the provider; default: huggingface_hub's).
+
+    Attributes:
+        model_id: the Hub model id (serverless target; sent as ``model`` in chat requests).
+        endpoint_name: a dedicated Inference Endpoint, resolved to its URL on first use.
+        namespace: the endpoint's user or organization (default: the token's user).
+        base_url: a TGI server URL; the token is then optional (local servers need none).
+        token_env: the environment variable holding the Hugging Face token; if unset, the token
+            saved by ``hf auth login`` is used.
+        provider: serverless provider (e.g. ``"hf-inference"``), only with ``model_id`` alone.
+        max_concurrency, timeout, max_retries, backoff, max_backoff: as for the OpenAI backend.
+        repetition_penalty: TGI's multiplicative penalty (text_generation only; unset: none).
+        prompt_format: the natural prompt format (``"openai"``: chat messages -> chat_completion).
+    """
+
+    model_id: str | None = attrs.field(default=None, validator=_optional_str)
+    endpoint_name: str | None = attrs.field(default=None, validator=_optional_str)
+    namespace: str | None = attrs.field(default=None, validator=_optional_str)
+    base_url: str | None = attrs.field(default=None, validator=_optional_str)
+    token_env: str = attrs.field(default="HF_TOKEN", validator=attrs.validators.min_len(1))
+    provider: str | None = attrs.field(default=None, validator=_optional_str)
+    max_concurrency: int = attrs.field(default=64, validator=non_negative)
+    timeout: float = attrs.field(default=120.0, validator=positive)
+    max_retries: int = attrs.field(default=5, validator=non_negative)
+    backoff: float = attrs.field(default=0.5, validator=positive)
+    max_backoff: float = attrs.field(default=60.0, validator=positive)
+    repetition_penalty: float | None = attrs.field(default=None, validator=_optional_positive)
+    prompt_format: str = attrs.field(default="openai", validator=lambda _i, _a, v: check_format(v))
+
+    kind: ClassVar[str] = "inference-endpoints"
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.endpoint_name and self.base_url:
+            raise ConfigError("inference-endpoints: set endpoint_name or base_url, not both")
+        if not (self.endpoint_name or self.base_url or self.model_id):
+            raise ConfigError("inference-endpoints: set model_id, endpoint_name (+ namespace) or base_url")
+        if self.namespace and not self.endpoint_name:
+            raise ConfigError("inference-endpoints: namespace only goes with endpoint_name")
+        if self.provider and (self.endpoint_name or self.base_url):
+            raise ConfigError("inference-endpoints: provider only goes with model_id alone (serverless)")
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.timeout, self.backoff, self.max_backoff)
+
+    def build(self) -> InferenceEndpointsBackend:
+        """The backend callable; reads the token now (ConfigError when one is needed and missing)."""
+        require("inference-endpoints", "huggingface_hub")
+        token = os.environ.get(self.token_env) or None
+        if token is None and self.base_url is None:
+            from huggingface_hub import get_token
+
+            token = get_token()
+            if token is None:
+                target = self.endpoint_name or self.model_id
+                raise ConfigError(
+                    f"inference-endpoints backend ({target}) needs a Hugging Face token: environment variable "
+                    f"{self.token_env} is not set and no saved login was found. Export it "
+                    f"(export {self.token_env}=hf_...), run `hf auth login`, or set token_env in [backend]."
+                )
+        return InferenceEndpointsBackend(self, token)
+
+
+class InferenceEndpointsBackend:
+    """``generate(prompts, params)`` over TGI / Inference Endpoints. Make one with :func:`inference_endpoints`."""
+
+    def __init__(self, config: InferenceEndpointsConfig, token: str | None) -> None:
+        self.config = config
+        self._policy = config.retry_policy
+        self._what = f"inference-endpoints ({self.model_name})"
+
+        async def setup() -> tuple[Any, asyncio.Semaphore]:
+            from huggingface_hub import AsyncInferenceClient
+
+            url = config.base_url or (await asyncio.to_thread(_endpoint_url, config, token) if config.endpoint_name else None)
+            target = {"model": url} if url else {"model": config.model_id, "provider": config.provider}
+            client = AsyncInferenceClient(**target, token=token, timeout=config.timeout + 5)
+            return client, asyncio.Semaphore(config.max_concurrency)
+
+        async def teardown(state: tuple[Any, asyncio.Semaphore]) -> None:
+            await state[0].close()
+
+        self._loop = LoopThread("fnlabel-inference-endpoints", setup, teardown)
+        self._finalizer = weakref.finalize(self, self._loop.close)
+
+    @property
+    def model_name(self) -> str:
+        cfg = self.config
+        return cfg.model_id or cfg.endpoint_name or cfg.base_url or "tgi"
+
+    @property
+    def prompt_format(self) -> str:
+        return self.config.prompt_format
+
+    def __repr__(self) -> str:
+        return f"InferenceEndpointsBackend({self.config!r})"
+
+    def __reduce__(self) -> Any:
+        return (InferenceEndpointsConfig.build, (self.config,))
+
+    def check_prompts(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> None:
+        """Refuse params the endpoint of these prompts cannot honour (before any request)."""
+        kinds = {isinstance(p, str) for p in prompts}
+        if True in kinds and params.presence_penalty:
+            raise ConfigError(
+                "inference-endpoints: presence_penalty has no TGI text_generation equivalent; use chat "
+                "prompts (prompt_format 'openai' -> chat_completion) or leave it 0"
+            )
+        if False in kinds and params.top_k is not None:
+            raise ConfigError(
+                "inference-endpoints: chat_completion has no top_k; use a string prompt format "
+                "(e.g. 'chatml' -> text_generation) or leave top_k unset"
+            )
+
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        """Generate ``params.num_generations`` texts per prompt (sync; safe inside a running loop)."""
+        self.check_prompts(prompts, params)
+        return self._loop.run(self._generate(list(prompts), params))
+
+    async def agenerate(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        """The same as calling the backend, awaitable from any event loop."""
+        self.check_prompts(prompts, params)
+        return await asyncio.wrap_future(self._loop.submit(self._generate(list(prompts), params)))
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the loop thread (a later call reopens them)."""
+        self._loop.close()
+
+    async def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        client, semaphore = self._loop.state
+        rows = []
+        for prompt in prompts:
+            base = params.seed if params.seed is not None else random.randrange(2**31)
+            rows.extend(self._one(client, semaphore, prompt, params, derive_seed(base, i)) for i in range(params.num_generations))
+        flat = await gather_all(rows)
+        k = params.num_generations
+        return [flat[j * k : (j + 1) * k] for j in range(len(prompts))]
+
+    async def _one(self, client: Any, semaphore: asyncio.Semaphore, prompt: FormattedPrompt,
+                   params: GenerationParams, seed: int) -> RawGeneration:
+        if isinstance(prompt, str):
+            request = lambda: _text(client, prompt, self.text_generation_kwargs(params, seed))  # noqa: E731
+        else:
+            request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))  # noqa: E731
+        try:
+            return await with_retries(request, self._policy, semaphore, self._what)
+        except RowError as exc:
+            return failed(exc, 1)[0]
+
+    def text_generation_kwargs(self, params: GenerationParams, seed: int) -> dict[str, Any]:
+        """``AsyncInferenceClient.text_generation`` kwargs for one generation.
+
+        Example:
+            >>> from fnlabel import GenerationParams
+            >>> b = InferenceEndpointsConfig(base_url="http://127.0.0.1:1").build()
+            >>> kw = b.text_generation_kwargs(GenerationParams(temperature=0.0, top_p=1.0), seed=3)
+            >>> kw["do_sample"], kw["temperature"], kw["top_p"], kw["seed"]
+            (False, None, None, 3)
+        """
+        sample = params.temperature > 0
+        return {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sample,
+            "temperature": params.temperature if sample else None,  # TGI rejects temperature=0
+            "top_k": params.top_k,
+            "top_p": params.top_p if params.top_p < 1 else None,  # TGI requires top_p < 1
+            "frequency_penalty": params.frequency_penalty or None,
+            "repetition_penalty": self.config.repetition_penalty,
+            "seed": seed,
+            "stop": list(params.stop) or None,
+            "return_full_text": False,
+        }
+
+    def chat_kwargs(self, params: GenerationParams, seed: int) -> dict[str, Any]:
+        """``AsyncInferenceClient.chat_completion`` kwargs for one generation."""
+        return {
+            "model": self.config.model_id,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p if params.top_p < 1 else None,
+            "frequency_penalty": params.frequency_penalty or None,
+            "presence_penalty": params.presence_penalty or None,
+            "seed": seed,
+            "stop": list(params.stop) or None,
+        }
+
+
+async def _text(client: Any, prompt: str, kwargs: dict[str, Any]) -> str:
+    text = await client.text_generation(prompt, **kwargs)
+    if not isinstance(text, str):
+        raise MalformedResponse(f"expected generated text, got {str(text)[:200]!r}")
+    return text
+
+
+async def _chat(client: Any, messages: list[Any], kwargs: dict[str, Any]) -> str:
+    response = await client.chat_completion(messages, **kwargs)
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise MalformedResponse(f"expected a chat completion with choices, got {str(response)[:200]!r}")
+    return choices[0].message.content or ""
+
+
+def _endpoint_url(config: InferenceEndpointsConfig, token: str | None) -> str:
+    """The URL of a running dedicated endpoint (BackendError naming its status otherwise)."""
+    from huggingface_hub import get_inference_endpoint
+
+    name = f"{config.namespace + '/' if config.namespace else ''}{config.endpoint_name}"
+    try:
+        endpoint = get_inference_endpoint(config.endpoint_name, namespace=config.namespace, token=token)
+    except Exception as exc:
+        raise BackendError(f"inference endpoint {name}: cannot look it up: {exc}") from exc
+    if endpoint.status != "running" or not endpoint.url:
+        raise BackendError(
+            f"inference endpoint {name} is {endpoint.status!r}, not running: resume it in the Hugging Face UI "
+            "or with huggingface_hub.get_inference_endpoint(...).resume().wait()"
+        )
+    return endpoint.url
+
+
+def inference_endpoints(**options: Any) -> InferenceEndpointsBackend:
+    """Make the Inference Endpoints backend; ``options`` are :class:`InferenceEndpointsConfig` fields.
+
+    Example:
+        >>> gen = inference_endpoints(base_url="http://127.0.0.1:8080", model_id="HuggingFaceTB/SmolLM2-135M-Instruct")
+        >>> gen.model_name, gen.prompt_format
+        ('HuggingFaceTB/SmolLM2-135M-Instruct', 'openai')
+    """
+    return InferenceEndpointsConfig(**options).build()

@@ -1,0 +1,308 @@
+"""OpenAI and OpenAI-compatible servers (vLLM serve, llama.cpp's server, TGI, ...).
+
+Chat prompts go to ``/chat/completions``, string prompts to ``/completions``.
+Requests run on the official SDK's ``AsyncOpenAI`` with its aiohttp transport,
+at most ``max_concurrency`` in flight, on an event loop owned by the backend
+(see :mod:`fnlabel.backends._async`), so the sync ``generate`` is safe anywhere.
+``num_generations`` uses the native ``n``; when a server returns fewer choices
+(llama.cpp's server ignores ``n``) the missing ones are requested one by one,
+concurrently, and later calls fan out directly. The SDK's own retries are off:
+ours retry 408/409/429/5xx, timeouts, dropped connections and malformed bodies
+with backoff and jitter that honour ``Retry-After``. A prompt whose retries run
+out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from fnlabel.backends._async import (
+    FrozenDict,
+    LoopThread,
+    MalformedResponse,
+    RetryPolicy,
+    RowError,
+    derive_seed,
+    failed,
+    frozen_dict,
+    gather_all,
+    non_negative,
+    positive,
+    read_secret,
+    require,
+    with_retries,
+)
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.formats import check_format
+from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+
+__all__ = ["OpenAIConfig", "OpenAIBackend", "openai", "PLACEHOLDER_KEY"]
+
+#: sent when ``base_url`` is set and the key variable is unset (local servers need no key)
+PLACEHOLDER_KEY = "sk-no-key-required"
+
+
+def _optional_str(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{attr.name} must be a non-empty string or unset, got {value!r}")
+
+
+def _name(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{attr.name} must be a non-empty string, got {value!r}")
+
+
+def _one_of(*options: str) -> Any:
+    def check(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        if value not in options:
+            raise ConfigError(f"{attr.name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class OpenAIConfig:
+    """Options of the OpenAI backend (recipe ``kind = "openai"``).
+
+    Attributes:
+        model: the model name sent with each request (never checked against ``/models``).
+        base_url: an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``; unset: api.openai.com.
+        api_key_env: the environment variable holding the key (the key itself is never stored).
+            With ``base_url`` set and the variable unset, a placeholder key is sent (local servers).
+        organization: OpenAI organization id, if any.
+        max_concurrency: requests in flight at most (all calls of this backend together).
+        timeout: seconds per request attempt.
+        max_retries: retries per request after the first attempt.
+        backoff: first retry delay in seconds (doubles each retry, with jitter; Retry-After wins).
+        max_backoff: longest wait between two attempts, Retry-After included.
+        extra_body: server-specific params merged into every request body.
+        supports_top_k: the server accepts ``top_k`` in the body (vLLM, llama.cpp, TGI); else
+            ``top_k`` is refused with a ConfigError rather than dropped.
+        native_n: ask for ``num_generations`` with one ``n=k`` request; False: k requests with n=1
+            (for servers that reject ``n``).
+        max_tokens_param: ``"max_tokens"`` (compatible servers) or ``"max_completion_tokens"``
+            (OpenAI reasoning models).
+        prompt_format: the natural prompt format (``"openai"``: chat messages).
+    """
+
+    model: str = attrs.field(validator=_name)
+    base_url: str | None = attrs.field(default=None, validator=_optional_str)
+    api_key_env: str = attrs.field(default="OPENAI_API_KEY", validator=_name)
+    organization: str | None = attrs.field(default=None, validator=_optional_str)
+    max_concurrency: int = attrs.field(default=64, validator=non_negative)
+    timeout: float = attrs.field(default=120.0, validator=positive)
+    max_retries: int = attrs.field(default=5, validator=non_negative)
+    backoff: float = attrs.field(default=0.5, validator=positive)
+    max_backoff: float = attrs.field(default=60.0, validator=positive)
+    extra_body: FrozenDict = attrs.field(default=None, converter=frozen_dict)
+    supports_top_k: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    native_n: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    max_tokens_param: str = attrs.field(default="max_tokens", validator=_one_of("max_tokens", "max_completion_tokens"))
+    prompt_format: str = attrs.field(default="openai", validator=lambda _i, _a, v: check_format(v))
+
+    kind: ClassVar[str] = "openai"
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+
+    def build(self) -> OpenAIBackend:
+        """The backend callable; reads the key from ``api_key_env`` now (ConfigError if missing)."""
+        require("openai", "openai", "aiohttp")
+        key = read_secret(
+            self.api_key_env,
+            what=f"openai backend (model {self.model!r})",
+            fix=f"Export it (export {self.api_key_env}=sk-...), or set api_key_env in [backend] to the "
+            "variable that holds your key. For a local server set base_url: a placeholder key is sent.",
+            optional=self.base_url is not None,
+        )
+        return OpenAIBackend(self, key)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.timeout, self.backoff, self.max_backoff)
+
+
+class OpenAIBackend:
+    """``generate(prompts, params)`` over an OpenAI-compatible server. Make one with :func:`openai`."""
+
+    def __init__(self, config: OpenAIConfig, api_key: str | None) -> None:
+        self.config = config
+        self._placeholder_key = api_key is None
+        self._n_ignored = not config.native_n
+        self._policy = config.retry_policy
+        where = f" at {config.base_url}" if config.base_url else ""
+        self._what = f"openai ({config.model}{where})"
+
+        async def setup() -> tuple[Any, asyncio.Semaphore]:
+            # created on the backend's loop: the aiohttp session belongs to it
+            from openai import AsyncOpenAI, DefaultAioHttpClient
+
+            client = AsyncOpenAI(
+                api_key=api_key or PLACEHOLDER_KEY,
+                organization=config.organization,
+                base_url=config.base_url,
+                timeout=config.timeout + 5,  # asyncio.timeout in with_retries enforces config.timeout
+                max_retries=0,  # fnlabel's retries are the only ones
+                http_client=DefaultAioHttpClient(timeout=config.timeout + 5),
+            )
+            return client, asyncio.Semaphore(config.max_concurrency)
+
+        async def teardown(state: tuple[Any, asyncio.Semaphore]) -> None:
+            await state[0].close()
+
+        self._loop = LoopThread("fnlabel-openai", setup, teardown)
+        self._finalizer = weakref.finalize(self, self._loop.close)
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model
+
+    @property
+    def prompt_format(self) -> str:
+        return self.config.prompt_format
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.config!r})"
+
+    def __reduce__(self) -> Any:
+        return (OpenAIConfig.build, (self.config,))
+
+    def check_params(self, params: GenerationParams) -> None:
+        """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``)."""
+        if params.top_k is not None and not self.config.supports_top_k:
+            raise ConfigError(
+                f"openai backend: top_k={params.top_k} is not an OpenAI parameter. If the server at "
+                f"{self.config.base_url or 'api.openai.com'} accepts top_k (vLLM, llama.cpp, TGI do), set "
+                "supports_top_k = true in [backend]; otherwise leave top_k unset."
+            )
+
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        """Generate ``params.num_generations`` texts per prompt (sync; safe inside a running loop)."""
+        self.check_params(params)
+        return self._loop.run(self._generate(list(prompts), params))
+
+    async def agenerate(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        """The same as calling the backend, awaitable from any event loop."""
+        self.check_params(params)
+        return await asyncio.wrap_future(self._loop.submit(self._generate(list(prompts), params)))
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the loop thread (a later call reopens them)."""
+        self._loop.close()
+
+    async def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        try:
+            return await gather_all([self._prompt(p, params) for p in prompts])
+        except BackendError as exc:
+            if self._placeholder_key and "HTTP 401" in str(exc):
+                raise BackendError(
+                    f"{exc} (${self.config.api_key_env} is unset, so a placeholder key was sent: "
+                    f"export {self.config.api_key_env}=<key>)"
+                ) from exc
+            raise
+
+    async def _prompt(self, prompt: FormattedPrompt, params: GenerationParams) -> list[RawGeneration]:
+        k, out = params.num_generations, []
+        if k == 1 or not self._n_ignored:
+            try:
+                out = (await self._retried(prompt, params, k, 0))[:k]
+            except RowError as exc:
+                return failed(exc, k)
+            if len(out) < k:
+                self._n_ignored = True  # later prompts fan out at once
+        if len(out) < k:
+            out += await gather_all([self._one(prompt, params, i) for i in range(len(out), k)])
+        return out
+
+    async def _one(self, prompt: FormattedPrompt, params: GenerationParams, index: int) -> RawGeneration:
+        try:
+            return (await self._retried(prompt, params, 1, index))[0]
+        except RowError as exc:
+            return failed(exc, 1)[0]
+
+    def _retried(self, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> Any:
+        client, semaphore = self._loop.state
+        return with_retries(lambda: self._request(client, prompt, params, n, index), self._policy, semaphore, self._what)
+
+    async def _request(self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> list[str]:
+        # The body is plain JSON already, so it travels in extra_body: the SDK's typed transform of
+        # messages and params would cost more client CPU than the rest of the request (see
+        # benchmarks/openai_bench.py). The raw response is read with json.loads for the same reason.
+        body = self.request_body(params, n, index)
+        if isinstance(prompt, str):
+            body["prompt"] = prompt
+            raw = await client.completions.with_raw_response.create(model=self.config.model, prompt="", extra_body=body)
+        else:
+            body["messages"] = prompt
+            raw = await client.chat.completions.with_raw_response.create(model=self.config.model, messages=(), extra_body=body)
+        try:
+            data = json.loads(raw.http_response.content)
+        except ValueError as exc:
+            raise MalformedResponse(f"response is not JSON: {raw.http_response.text[:200]!r}") from exc
+        return _texts(data, chat=not isinstance(prompt, str))
+
+    def request_body(self, params: GenerationParams, n: int = 1, index: int = 0) -> dict[str, Any]:
+        """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.
+
+        ``extra_body`` is merged first, so it cannot override the general params.
+        The seed of generation ``index`` is ``derive_seed(params.seed, index)``.
+
+        Example:
+            >>> from fnlabel import GenerationParams
+            >>> cfg = OpenAIConfig(model="m", base_url="http://127.0.0.1:1/v1", supports_top_k=True)
+            >>> b = OpenAIBackend(cfg, None).request_body(GenerationParams(top_k=5, seed=1, stop="\\n"))
+            >>> b["max_tokens"], b["seed"], b["stop"], b["top_k"]
+            (128, 1, ['\\n'], 5)
+        """
+        cfg = self.config
+        body: dict[str, Any] = {
+            **cfg.extra_body,
+            "model": cfg.model,
+            "n": n,
+            cfg.max_tokens_param: params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "frequency_penalty": params.frequency_penalty,
+            "presence_penalty": params.presence_penalty,
+        }
+        if params.seed is not None:
+            body["seed"] = derive_seed(params.seed, index)
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.top_k is not None:
+            body["top_k"] = params.top_k
+        return body
+
+
+def _texts(data: Any, *, chat: bool) -> list[str]:
+    """The texts of a response's choices in index order; MalformedResponse if it has none or is not one."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponse(f"expected a completion with choices, got {str(data)[:200]!r}")
+    try:
+        ordered = sorted(choices, key=lambda c: c.get("index") or 0)
+        if chat:
+            return [c["message"].get("content") or "" for c in ordered]
+        return [c.get("text") or "" for c in ordered]
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise MalformedResponse(f"unexpected choice shape: {str(data)[:200]!r}") from exc
+
+
+def openai(**options: Any) -> OpenAIBackend:
+    """Make the OpenAI backend; ``options`` are :class:`OpenAIConfig` fields.
+
+    Example:
+        >>> import os
+        >>> os.environ.pop("NO_SUCH_KEY_VAR", None)
+        >>> gen = openai(model="smollm2", base_url="http://127.0.0.1:8080/v1", api_key_env="NO_SUCH_KEY_VAR")
+        >>> gen.model_name, gen.prompt_format
+        ('smollm2', 'openai')
+    """
+    return OpenAIConfig(**options).build()
