@@ -8,7 +8,7 @@ Future gets its own answer.
 
 Protocol (all messages are picklable tuples):
 
-* parent -> child: ``("run", rid, pickled (inputs, k))`` and ``("stop",)``;
+* parent -> child: ``("run", rid, pickled (inputs, k))`` and ``("stop", drain)``;
 * child -> parent: ``("ready", info)`` once the LLM is built, ``("failed", text)``
   when building it raised, then ``("result", rid, RunResult)`` or
   ``("error", rid, exception, traceback_text)`` per request.
@@ -18,26 +18,30 @@ process sentinel, so a child that dies (signal, segfault, out of memory,
 ``os._exit``) fails every pending and later call with a
 :class:`~fnlabel.errors.BackendError` at once; nothing restarts it (make a new
 ``in_process`` to try again).
+
+``close()`` drains (requests already sent are answered, for up to
+``close_timeout`` seconds); garbage collection and interpreter exit stop the
+child at once and fail what is pending. Either way the child is reaped.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import multiprocessing.util
+import os
 import pickle
 import queue
 import signal
 import threading
-import traceback
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 import attrs
 
+from fnlabel._process_child import child_main
 from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.llm import LLM, RunResult, check_num_generations, llm
 from fnlabel.tasks.base import Task
@@ -46,51 +50,6 @@ from fnlabel.types import GenerationParams, Input, LLMOutput
 __all__ = ["in_process", "InProcess", "LLMSpec"]
 
 log = logging.getLogger("fnlabel")
-
-
-# ----------------------------------------------------------------------------- child side
-
-
-def _remote_only(*_args: Any) -> Any:
-    raise ConfigError(
-        "this task's functions could not be pickled, so they exist only in the in_process child; "
-        "make build_prompt/parse top-level functions or frozen attrs callables to use them in the parent"
-    )
-
-
-def _portable_task(task: Any) -> Any:
-    """The task itself when it pickles, else a stand-in with the same name and keys."""
-    try:
-        pickle.dumps(task)
-        return task
-    except Exception:
-        return Task(
-            name=getattr(task, "name", "task"),
-            build_prompt=_remote_only,
-            parse=_remote_only,
-            input_keys=tuple(getattr(task, "input_keys", ())),
-            output_keys=tuple(getattr(task, "output_keys", ())),
-        )
-
-
-def _portable_error(exc: BaseException) -> BaseException:
-    """``exc`` when it survives a pickle round trip, else a BackendError carrying its text."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return BackendError(f"{type(exc).__name__}: {exc}")
-
-
-def _build(spec: Any) -> Any:
-    build = getattr(spec, "build", None)
-    built = build() if callable(build) else spec()
-    if not (callable(getattr(built, "run", None)) and hasattr(built, "task")):
-        raise ConfigError(
-            f"the spec built a {type(built).__name__}, not an LLM (with .run and .task); a backend config "
-            "builds only a backend: wrap it as fnlabel.process.LLMSpec(task, config)"
-        )
-    return built
 
 
 @attrs.frozen
@@ -123,47 +82,6 @@ def _has_build(value: Any) -> None:
         raise ConfigError(f"LLMSpec.backend must be a backend config with build(), got {type(value).__name__}")
 
 
-def _child_main(spec: Any, conn: Any, workers: int) -> None:
-    """Entry point of the child: build the LLM, then answer requests until told to stop."""
-    # Ctrl-C reaches the whole process group; the parent decides when the child stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        llm = _build(spec)
-        info = {"model_name": str(llm.model_name), "task": _portable_task(llm.task)}
-    except BaseException as exc:  # noqa: BLE001 - any failure to build is reported, then we exit
-        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-        conn.close()
-        raise SystemExit(1) from None
-    conn.send(("ready", info))
-    send_lock = threading.Lock()
-
-    def answer(rid: int, request: bytes) -> None:
-        try:
-            inputs, k = pickle.loads(request)
-            payload = pickle.dumps(("result", rid, llm.run(inputs, k)))  # fail here, not inside send
-        except BaseException as exc:  # noqa: BLE001 - every error goes back to its own Future
-            payload = pickle.dumps(("error", rid, _portable_error(exc), traceback.format_exc()))
-        with send_lock:
-            conn.send_bytes(payload)
-
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="fnlabel-child")
-    try:
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):  # the parent is gone
-                break
-            if msg[0] == "stop":
-                break
-            pool.submit(answer, msg[1], msg[2])
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        close = getattr(llm, "close", None)
-        if close is not None:
-            close()
-        conn.close()
-
-
 # ----------------------------------------------------------------------------- parent side
 
 
@@ -192,6 +110,7 @@ class _State:
     ready: threading.Event = attrs.field(factory=threading.Event)
     info: dict[str, Any] | None = None
     error: BackendError | None = None  # set once: the child failed, died or was closed
+    closing: bool = False  # close() was called: no new calls, pending ones may still be answered
     pending: dict[int, Future] = attrs.field(factory=dict)
     next_id: int = 0
     reader: threading.Thread | None = None
@@ -251,42 +170,55 @@ def _reader(state: _State) -> None:
                 if hasattr(exc, "add_note"):
                     exc.add_note(f"raised in the {state.label} child:\n{msg[3]}")
                 fut.set_exception(exc)
-    state.process.join()
-    if state.error is None:
-        with state.lock:
-            waiting = len(state.pending)
-        state.fail_all(
-            BackendError(
-                f"{state.label}: the child process (pid {state.process.pid}) died with "
-                f"{_exit_reason(state.process.exitcode)} while {waiting} request(s) were pending "
-                "(killed, crashed or out of memory?); every later call fails too: "
-                "make a new in_process(...) to start a fresh child"
-            )
+    proc = state.process
+    proc.join()
+    with state.lock:
+        waiting = len(state.pending)
+    if state.closing:
+        how = "" if proc.exitcode == 0 else f" (the child was stopped with {_exit_reason(proc.exitcode)})"
+        error = _closed(state, f"{how}; {waiting} request(s) sent before close() got no answer" if waiting else how)
+    else:
+        error = BackendError(
+            f"{state.label}: the child process (pid {proc.pid}) died with {_exit_reason(proc.exitcode)} "
+            f"while {waiting} request(s) were pending (killed, crashed or out of memory?); every later "
+            "call fails too: make a new in_process(...) to start a fresh child"
         )
+    state.fail_all(error)
     conn.close()
 
 
-def _shutdown(state: _State, timeout: float) -> None:
-    """Stop the child (politely, then terminate, then kill) and reap it; idempotent."""
+def _closed(state: _State, detail: str = "") -> BackendError:
+    return BackendError(f"{state.label} was closed{detail}; make a new in_process(...) to run more")
+
+
+def _shutdown(state: _State, timeout: float, drain: bool) -> None:
+    """Stop the child (asking first, then SIGTERM, then SIGKILL) and reap it; idempotent.
+
+    ``drain``: let the child answer what it was already sent (``close()``); else
+    fail pending calls now and stop the child at once (garbage collection, exit).
+    """
     if os.getpid() != state.owner_pid:  # a forked copy of the parent does not own the child
         return
-    state.fail_all(BackendError(f"{state.label} was closed; make a new in_process(...) to run more"))
-    proc = state.process
-    state.outbox.put(("stop",))
-    if proc.pid is None:
-        return
-    proc.join(timeout)
-    if proc.exitcode is None:
+    with state.lock:
+        state.closing = True
+    if not drain:
+        state.fail_all(_closed(state))
+    proc, reader = state.process, state.reader
+    state.outbox.put(("stop", drain))
+    if reader is None or reader is threading.current_thread():
+        return  # (a Future callback dropped the last reference) the reader reaps the child once it exits
+    # Only the reader thread waits for (reaps) the child; here we wait for the reader.
+    reader.join(timeout)
+    if reader.is_alive():
         log.warning("%s: child %s did not stop within %.0f s; terminating it", state.label, proc.pid, timeout)
         proc.terminate()
-        proc.join(5)
-    if proc.exitcode is None:
+        reader.join(5)
+    if reader.is_alive():
         proc.kill()
-        proc.join()
+        reader.join()
     state.outbox.put(None)
-    for thread in (state.reader, state.writer):
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5)
+    if state.writer is not None:
+        state.writer.join(5)
 
 
 class InProcess:
@@ -304,7 +236,7 @@ class InProcess:
         label = f"in_process({_short(spec)})"
         ctx = multiprocessing.get_context(start_method)
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=_child_main, args=(spec, child_conn, workers), name="fnlabel-in-process")
+        process = ctx.Process(target=child_main, args=(spec, child_conn, workers), name="fnlabel-in-process")
         try:
             process.start()
         except Exception as exc:
@@ -320,9 +252,12 @@ class InProcess:
         state.writer = threading.Thread(target=_writer, args=(state,), name="fnlabel-in-process-writer", daemon=True)
         state.reader.start()
         state.writer.start()
-        # Runs on close(), on garbage collection, and at interpreter exit *before*
-        # multiprocessing joins its children (so a forgotten InProcess cannot hang exit).
-        self._finalizer = multiprocessing.util.Finalize(self, _shutdown, args=(state, close_timeout), exitpriority=10)
+        self.close_timeout = close_timeout
+        # Runs on garbage collection and at interpreter exit *before* multiprocessing
+        # joins its children, so a forgotten InProcess cannot hang the exit.
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _shutdown, args=(state, min(close_timeout, 5.0), False), exitpriority=10
+        )
 
     def __repr__(self) -> str:
         s = self._state
@@ -373,7 +308,7 @@ class InProcess:
         fut.set_running_or_notify_cancel()  # answers are matched by id; a request cannot be withdrawn
         s = self._state
         with s.lock:
-            error = s.error
+            error = s.error or (_closed(s) if s.closing else None)
             if error is None:
                 rid, s.next_id = s.next_id, s.next_id + 1
                 s.pending[rid] = fut
@@ -395,7 +330,11 @@ class InProcess:
         return self.submit(inputs, num_generations).result()
 
     def close(self) -> None:
-        """Stop and reap the child; pending and later calls fail with BackendError. Idempotent."""
+        """Let the child answer what it was sent (up to ``close_timeout`` s), then stop and reap it.
+
+        Later calls fail with BackendError. Idempotent.
+        """
+        _shutdown(self._state, self.close_timeout, drain=True)
         self._finalizer()
 
     def __enter__(self) -> InProcess:
@@ -434,7 +373,9 @@ def in_process(
     code / signal. There is no automatic restart. An exception raised by the
     LLM's ``run`` fails only that call's Future (re-raised as it was, with the
     child's traceback attached as a note). ``close()`` / ``with`` stop and reap
-    the child; a forgotten one is stopped at garbage collection or interpreter exit.
+    the child, after answering the calls already made (up to ``close_timeout`` s);
+    a forgotten one is stopped at once at garbage collection or interpreter exit
+    (its pending calls fail), so keep a reference while its Futures are pending.
 
     Args:
         spec: picklable; a record with ``build() -> LLM`` (backend configs, recipes)
@@ -442,7 +383,7 @@ def in_process(
         start_method: multiprocessing start method; ``spawn`` is safe with CUDA, vLLM and threads.
         workers: requests the child runs concurrently (threads in the child).
         ready_timeout: seconds ``task`` / ``model_name`` wait for the child to load.
-        close_timeout: seconds ``close()`` waits for the child before terminating it.
+        close_timeout: seconds ``close()`` lets the child finish before terminating it.
 
     Example:
         >>> from fnlabel import tasks

@@ -25,6 +25,10 @@ def slow_echo_llm() -> fnlabel.LLM:
     return fnlabel.llm(TASK, backends.echo(model_name="slow", latency=60.0))
 
 
+def half_second_echo_llm() -> fnlabel.LLM:
+    return fnlabel.llm(TASK, backends.echo(model_name="half-second", latency=0.5))
+
+
 def raising_echo_llm() -> fnlabel.LLM:
     return fnlabel.llm(TASK, backends.echo(model_name="raiser", raise_on="boom"))
 

@@ -188,6 +188,14 @@ def test_close_reaps_the_child_and_later_calls_fail():
     gen.close()  # idempotent
 
 
+def test_close_first_answers_the_calls_already_made():
+    gen = in_process(helpers.half_second_echo_llm)
+    pending = [gen([{"input": f"r{i}"}]) for i in range(2)]
+    gen.close()
+    assert [f.result(timeout=5)[0][0]["raw_output"].split()[-1] for f in pending] == ["r0", "r1"]
+    assert not process_exists(gen.pid)
+
+
 def test_forgotten_children_are_stopped_at_interpreter_exit(tmp_path):
     script = textwrap.dedent(
         """
