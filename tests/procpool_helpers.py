@@ -71,7 +71,7 @@ def _llama():
     import llama_cpp
 
     return llama_cpp.Llama(
-        model_path=str(embedded_gguf()), n_ctx=512, n_threads=2, seed=7, verbose=False
+        model_path=str(embedded_gguf()), n_ctx=512, n_threads=1, seed=7, verbose=False
     )
 
 

@@ -222,10 +222,10 @@ def test_forgotten_children_are_stopped_at_interpreter_exit(tmp_path):
 
 @pytest.mark.slow
 def test_real_llama_cpp_model_in_a_child_matches_the_parent():
-    inputs = [{"input": "Name a colour."}, {"input": "What is 2 + 2?"}]
+    inputs = [{"input": "Name a colour."}]
     with in_process(helpers.llama_llm) as gen:
         assert gen.model_name == "smollm2-llama-cpp"
-        got = gen(inputs, 2).result(timeout=120)
+        got = gen(inputs, 2).result(timeout=300)
     by_hand = helpers.llama_llm()(inputs, 2)
     texts = [[o["raw_output"] for o in row] for row in got]
     assert all(isinstance(t, str) and t.strip() for row in texts for t in row)
