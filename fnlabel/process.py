@@ -42,6 +42,7 @@ from typing import Any
 import attrs
 
 from fnlabel._process_child import child_main
+from fnlabel.combinators import gather
 from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.llm import LLM, RunResult, check_num_generations, llm
 from fnlabel.tasks.base import Task
@@ -319,8 +320,6 @@ class InProcess:
 
     def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[list[list[LLMOutput]]]:
         """A Future of the nested outputs list (one list per input, ``num_generations`` each)."""
-        from fnlabel.combinators import gather
-
         return gather([self.submit(inputs, num_generations)], lambda rs: rs[0].outputs)
 
     generate = __call__

@@ -196,6 +196,21 @@ def test_close_first_answers_the_calls_already_made():
     assert not process_exists(gen.pid)
 
 
+def test_garbage_collected_in_process_stops_its_child():
+    import gc
+
+    gen = in_process(helpers.echo_llm)
+    pid = gen.wait_ready(60).pid
+    del gen
+    gc.collect()
+    assert wait_gone(pid, within=10)
+
+
+def test_prompt_format_cannot_reach_into_the_child(echo_child):
+    with pytest.raises(ConfigError, match="in_process, set it in the spec"):
+        fnlabel.with_prompt_format(echo_child, "chatml")
+
+
 def test_forgotten_children_are_stopped_at_interpreter_exit(tmp_path):
     script = textwrap.dedent(
         """
