@@ -11,7 +11,10 @@ Configurations, measured in one run (best of ``--repeats``):
 
 * ``one``: ``in_process(member)``;
 * ``pooled2``: ``pooled([in_process(member), in_process(member)])``: each member
-  makes half of every input's generations.
+  makes half of every input's generations (each with its own
+  ``max_concurrency=64``, so twice the requests in flight);
+* ``pooled2_same_total_concurrency``: the same with ``max_concurrency=32`` per
+  member, so only the second client process differs from ``one``.
 
 ``native_n=False`` (one request per generation, as against servers that ignore
 ``n``) keeps the number of requests equal in both; ``native_n=True`` (one
@@ -122,7 +125,7 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
 # ----------------------------------------------------------------------------- the clients
 
 
-def backend_config(base_url: str, latency: float, native_n: bool):
+def backend_config(base_url: str, latency: float, native_n: bool, max_concurrency: int = 64):
     """OpenAIConfig when the openai backend exists, else the echo backend with the same latency."""
     try:
         from fnlabel.backends.openai import OpenAIConfig
@@ -131,7 +134,8 @@ def backend_config(base_url: str, latency: float, native_n: bool):
 
         return "echo", EchoConfig(model_name="bench", latency=latency)
     return "openai", OpenAIConfig(
-        model="bench", base_url=base_url, api_key_env="FNLABEL_BENCH_KEY", max_concurrency=64, native_n=native_n
+        model="bench", base_url=base_url, api_key_env="FNLABEL_BENCH_KEY", max_concurrency=max_concurrency,
+        native_n=native_n,
     )
 
 
@@ -148,22 +152,37 @@ def timed(gen, rows: list[dict], k: int, batch: int) -> float:
     return elapsed
 
 
-def measure(spec: LLMSpec, rows: list[dict], k: int, batch: int, repeats: int, workers: int) -> dict[str, float]:
-    one = in_process(spec, workers=workers)
-    a, b = in_process(spec, workers=workers), in_process(spec, workers=workers)
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) used so far by the client children (0 without psutil)."""
     try:
-        pool = pooled([a, b])  # waits for both children to load
-        one.wait_ready()
-        timed(one, rows[:batch], k, batch)  # warm up connections
-        timed(pool, rows[:batch], k, batch)
-        best = {"one": float("inf"), "pooled2": float("inf")}
-        for _ in range(repeats):  # interleaved, so background load hits both alike
-            best["one"] = min(best["one"], timed(one, rows, k, batch))
-            best["pooled2"] = min(best["pooled2"], timed(pool, rows, k, batch))
-        return best
+        import psutil
+    except ImportError:
+        return 0.0
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+def measure(
+    configs: dict[str, list[LLMSpec]], rows: list[dict], k: int, batch: int, repeats: int, workers: int
+) -> dict[str, dict[str, float]]:
+    """Best wall time and mean client CPU of each configuration (one spec: in_process; several: pooled)."""
+    children = {name: [in_process(spec, workers=workers) for spec in specs] for name, specs in configs.items()}
+    try:
+        gens = {name: kids[0] if len(kids) == 1 else pooled(kids) for name, kids in children.items()}
+        for gen in gens.values():  # load and warm up connections
+            timed(gen, rows[:batch], k, batch)
+        best = {name: float("inf") for name in configs}
+        cpu = {name: 0.0 for name in configs}
+        for _ in range(repeats):  # interleaved, so background load hits all alike
+            for name, gen in gens.items():
+                pids = [kid.pid for kid in children[name]]
+                before = cpu_seconds(pids)
+                best[name] = min(best[name], timed(gen, rows, k, batch))
+                cpu[name] += (cpu_seconds(pids) - before) / repeats
+        return {name: {"wall_s": best[name], "client_cpu_s": cpu[name]} for name in configs}
     finally:
-        for gen in (one, a, b):
-            gen.close()
+        for kids in children.values():
+            for kid in kids:
+                kid.close()
 
 
 def main() -> None:
@@ -190,23 +209,30 @@ def main() -> None:
             "workers_per_child": args.workers, "server_latency_s": args.latency, "cpus": os.cpu_count(),
             "python": platform.python_version(), "fnlabel": fnlabel.__version__, "runs": {},
         }
+        gens = args.rows * args.k
         for native_n in (False, True):
             kind, config = backend_config(base_url, args.latency, native_n)
+            _, half = backend_config(base_url, args.latency, native_n, max_concurrency=32)
             report["backend"] = kind
-            spec = LLMSpec(task, config, params)
-            best = measure(spec, rows, args.k, args.batch, args.repeats, args.workers)
-            gens = args.rows * args.k
+            spec, half_spec = LLMSpec(task, config, params), LLMSpec(task, half, params)
+            configs = {"one": [spec], "pooled2": [spec, spec]}
+            if kind == "openai":  # the same 64 requests in flight in total: isolates the second process
+                configs["pooled2_same_total_concurrency"] = [half_spec, half_spec]
+            measured = measure(configs, rows, args.k, args.batch, args.repeats, args.workers)
+            one = measured["one"]["wall_s"]
             run = {
-                "one_s": round(best["one"], 3),
-                "pooled2_s": round(best["pooled2"], 3),
-                "one_gen_per_s": round(gens / best["one"], 1),
-                "pooled2_gen_per_s": round(gens / best["pooled2"], 1),
-                "speedup_pooled2_vs_one": round(best["one"] / best["pooled2"], 2),
+                name: {
+                    "wall_s": round(m["wall_s"], 3),
+                    "gen_per_s": round(gens / m["wall_s"], 1),
+                    "client_cpu_s": round(m["client_cpu_s"], 3),
+                    "throughput_ratio_vs_one": round(one / m["wall_s"], 2),
+                }
+                for name, m in measured.items()
             }
-            name = f"{kind}, native_n={native_n}"
-            report["runs"][name] = run
-            print(f"{name}: one {run['one_s']} s, pooled2 {run['pooled2_s']} s -> "
-                  f"pooled2/one throughput ratio {run['speedup_pooled2_vs_one']}x", flush=True)
+            label = f"{kind}, native_n={native_n}"
+            report["runs"][label] = run
+            print(label + ": " + ", ".join(f"{n} {r['wall_s']} s ({r['throughput_ratio_vs_one']}x)" for n, r in run.items()),
+                  flush=True)
             if kind == "echo":
                 break  # native_n means nothing to echo
     finally:

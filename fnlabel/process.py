@@ -280,7 +280,7 @@ class InProcess:
                 "pass a larger ready_timeout= if the model is slow to load"
             )
         if s.info is None:
-            raise s.error  # type: ignore[misc]
+            raise BackendError(str(s.error)) from s.error
         return self
 
     @property
