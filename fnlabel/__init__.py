@@ -12,6 +12,8 @@ from fnlabel.combinators import threaded, with_prompt_format, with_prompt_format
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, ParseError, RecipeError
 from fnlabel.formats import FORMATS, format_prompt
 from fnlabel.llm import LLM, RowFailure, RunResult, llm
+from fnlabel.pool import pooled
+from fnlabel.process import in_process
 from fnlabel.tasks import Task
 from fnlabel.types import GenerationFailure, GenerationParams, LLMOutput, Prompt
 
@@ -35,7 +37,9 @@ __all__ = [
     "Task",
     "backends",
     "format_prompt",
+    "in_process",
     "llm",
+    "pooled",
     "tasks",
     "threaded",
     "with_prompt_format",

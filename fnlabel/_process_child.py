@@ -1,0 +1,117 @@
+"""The child side of :func:`fnlabel.in_process` (runs in the spawned process)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.tasks.base import Task
+
+__all__ = ["child_main"]
+
+
+def _remote_only(*_args: Any) -> Any:
+    raise ConfigError(
+        "this task's functions could not be pickled, so they exist only in the in_process child; "
+        "make build_prompt/parse top-level functions or frozen attrs callables to use them in the parent"
+    )
+
+
+def portable_task(task: Any) -> Any:
+    """The task itself when it pickles, else a stand-in with the same name and keys."""
+    try:
+        pickle.dumps(task)
+        return task
+    except Exception:
+        return Task(
+            name=getattr(task, "name", "task"),
+            build_prompt=_remote_only,
+            parse=_remote_only,
+            input_keys=tuple(getattr(task, "input_keys", ())),
+            output_keys=tuple(getattr(task, "output_keys", ())),
+        )
+
+
+def portable_error(exc: BaseException) -> BaseException:
+    """``exc`` when it survives a pickle round trip, else a BackendError carrying its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return BackendError(f"{type(exc).__name__}: {exc}")
+
+
+def build(spec: Any) -> Any:
+    """The LLM that ``spec`` describes (``spec.build()`` or ``spec()``), checked to be LLM-like."""
+    make = getattr(spec, "build", None)
+    built = make() if callable(make) else spec()
+    if not (callable(getattr(built, "run", None)) and hasattr(built, "task")):
+        raise ConfigError(
+            f"the spec built a {type(built).__name__}, not an LLM (with .run and .task); a backend config "
+            "builds only a backend: wrap it as fnlabel.process.LLMSpec(task, config)"
+        )
+    return built
+
+
+def child_main(spec: Any, conn: Any, workers: int) -> None:
+    """Build the LLM, then answer requests until told to stop or the parent goes away.
+
+    ``("stop", True)`` drains: requests already received are answered first.
+    ``("stop", False)`` (and a vanished parent) stops now: queued requests are
+    dropped and, if one is still running, the process exits without waiting for it.
+    """
+    # Ctrl-C reaches the whole process group; the parent decides when the child stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        llm = build(spec)
+        info = {"model_name": str(llm.model_name), "task": portable_task(llm.task)}
+    except BaseException as exc:  # noqa: BLE001 - any failure to build is reported, then we exit
+        conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        conn.close()
+        raise SystemExit(1) from None
+    conn.send(("ready", info))
+    send_lock, count_lock, running = threading.Lock(), threading.Lock(), [0]
+
+    def answer(rid: int, request: bytes) -> None:
+        with count_lock:
+            running[0] += 1
+        try:
+            try:
+                inputs, k = pickle.loads(request)
+                payload = pickle.dumps(("result", rid, llm.run(inputs, k)))  # fail here, not inside send
+            except BaseException as exc:  # noqa: BLE001 - every error goes back to its own Future
+                payload = pickle.dumps(("error", rid, portable_error(exc), traceback.format_exc()))
+            with send_lock:
+                conn.send_bytes(payload)
+        except OSError:  # the parent is gone; nobody waits for this answer
+            pass
+        finally:
+            with count_lock:
+                running[0] -= 1
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fnlabel-child")
+    drain = False
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            break
+        if msg[0] == "stop":
+            drain = msg[1]
+            break
+        pool.submit(answer, msg[1], msg[2])
+    pool.shutdown(wait=drain, cancel_futures=not drain)
+    with count_lock:
+        busy = running[0]
+    if busy:  # stopping now while the model is mid-request: its answer is no longer wanted
+        os._exit(0)
+    close = getattr(llm, "close", None)
+    if close is not None:
+        close()
+    conn.close()

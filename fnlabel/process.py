@@ -1,0 +1,408 @@
+"""``in_process``: an LLM loaded and run in a child process.
+
+The parent never builds the model: it pickles a *spec* (a config or recipe
+record with a ``build()`` method, or a top-level zero-argument factory) and a
+``spawn``-started child builds the LLM from it. Requests travel over a pipe,
+each tagged with a request id, so any number may be in flight and every
+Future gets its own answer.
+
+Protocol (all messages are picklable tuples):
+
+* parent -> child: ``("run", rid, pickled (inputs, k))`` and ``("stop", drain)``;
+* child -> parent: ``("ready", info)`` once the LLM is built, ``("failed", text)``
+  when building it raised, then ``("result", rid, RunResult)`` or
+  ``("error", rid, exception, traceback_text)`` per request.
+
+A daemon thread in the parent reads the answers and watches the child's
+process sentinel, so a child that dies (signal, segfault, out of memory,
+``os._exit``) fails every pending and later call with a
+:class:`~fnlabel.errors.BackendError` at once; nothing restarts it (make a new
+``in_process`` to try again).
+
+``close()`` drains (requests already sent are answered, for up to
+``close_timeout`` seconds); garbage collection and interpreter exit stop the
+child at once and fail what is pending. Either way the child is reaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.util
+import os
+import pickle
+import queue
+import signal
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from multiprocessing.connection import wait as wait_for
+from typing import Any
+
+import attrs
+
+from fnlabel._process_child import child_main
+from fnlabel.combinators import gather
+from fnlabel.errors import BackendError, ConfigError, InputError
+from fnlabel.llm import LLM, RunResult, check_num_generations, llm
+from fnlabel.tasks.base import Task
+from fnlabel.types import GenerationParams, Input, LLMOutput
+
+__all__ = ["in_process", "InProcess", "LLMSpec"]
+
+log = logging.getLogger("fnlabel")
+
+
+@attrs.frozen
+class LLMSpec:
+    """A picklable description of an LLM: a task, a backend config and params.
+
+    ``build()`` composes them with :func:`fnlabel.llm` (in the child, under
+    :func:`in_process`). The task's functions must pickle (top-level functions
+    or frozen attrs callables, as the built-in tasks are).
+
+    Example:
+        >>> from fnlabel import tasks
+        >>> from fnlabel.backends import EchoConfig
+        >>> LLMSpec(tasks.text_generation(), EchoConfig(model_name="e")).build().model_name
+        'e'
+    """
+
+    task: Task
+    backend: Any = attrs.field(validator=lambda _i, _a, v: _has_build(v))
+    params: GenerationParams = GenerationParams()
+    model_name: str | None = None
+    prompt_format: str | None = None
+
+    def build(self) -> LLM:
+        return llm(self.task, self.backend.build(), self.params, self.model_name, self.prompt_format)
+
+
+def _has_build(value: Any) -> None:
+    if not callable(getattr(value, "build", None)):
+        raise ConfigError(f"LLMSpec.backend must be a backend config with build(), got {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "an unknown exit status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"signal {name} (exit code {exitcode})"
+    return f"exit code {exitcode}"
+
+
+@attrs.define(eq=False)
+class _State:
+    """Everything the reader thread and the finalizer share (never the InProcess itself)."""
+
+    label: str
+    process: Any
+    owner_pid: int
+    conn: Any
+    outbox: queue.SimpleQueue
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    ready: threading.Event = attrs.field(factory=threading.Event)
+    info: dict[str, Any] | None = None
+    error: BackendError | None = None  # set once: the child failed, died or was closed
+    closing: bool = False  # close() was called: no new calls, pending ones may still be answered
+    pending: dict[int, Future] = attrs.field(factory=dict)
+    next_id: int = 0
+    reader: threading.Thread | None = None
+    writer: threading.Thread | None = None
+
+    def fail_all(self, error: BackendError) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+            futures, self.pending = list(self.pending.values()), {}
+        self.ready.set()
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(self.error)
+
+
+def _writer(state: _State) -> None:
+    # A thread of its own, so a call returns its Future at once even while the
+    # child is still loading and the pipe is full.
+    while True:
+        msg = state.outbox.get()
+        if msg is None:
+            return
+        try:
+            state.conn.send(msg)
+        except (OSError, ValueError):  # the child is gone; the reader reports why
+            return
+        if msg[0] == "stop":
+            return
+
+
+def _reader(state: _State) -> None:
+    conn, sentinel = state.conn, state.process.sentinel
+    while True:
+        ready = wait_for([conn, sentinel])
+        if conn not in ready:
+            break  # the child exited and left nothing to read
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        kind = msg[0]
+        if kind == "ready":
+            state.info = msg[1]
+            state.ready.set()
+        elif kind == "failed":
+            state.fail_all(BackendError(f"{state.label}: building the LLM failed in the child: {msg[1]}"))
+        elif kind in ("result", "error"):
+            with state.lock:
+                fut = state.pending.pop(msg[1], None)
+            if fut is None or fut.done():
+                continue
+            if kind == "result":
+                fut.set_result(msg[2])
+            else:
+                exc = msg[2]
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"raised in the {state.label} child:\n{msg[3]}")
+                fut.set_exception(exc)
+    proc = state.process
+    proc.join()
+    with state.lock:
+        waiting = len(state.pending)
+    if state.closing:
+        how = "" if proc.exitcode == 0 else f" (the child was stopped with {_exit_reason(proc.exitcode)})"
+        error = _closed(state, f"{how}; {waiting} request(s) sent before close() got no answer" if waiting else how)
+    else:
+        error = BackendError(
+            f"{state.label}: the child process (pid {proc.pid}) died with {_exit_reason(proc.exitcode)} "
+            f"while {waiting} request(s) were pending (killed, crashed or out of memory?); every later "
+            "call fails too: make a new in_process(...) to start a fresh child"
+        )
+    state.fail_all(error)
+    conn.close()
+
+
+def _closed(state: _State, detail: str = "") -> BackendError:
+    return BackendError(f"{state.label} was closed{detail}; make a new in_process(...) to run more")
+
+
+def _shutdown(state: _State, timeout: float, drain: bool) -> None:
+    """Stop the child (asking first, then SIGTERM, then SIGKILL) and reap it; idempotent.
+
+    ``drain``: let the child answer what it was already sent (``close()``); else
+    fail pending calls now and stop the child at once (garbage collection, exit).
+    """
+    if os.getpid() != state.owner_pid:  # a forked copy of the parent does not own the child
+        return
+    with state.lock:
+        state.closing = True
+    if not drain:
+        state.fail_all(_closed(state))
+    proc, reader = state.process, state.reader
+    state.outbox.put(("stop", drain))
+    if reader is None or reader is threading.current_thread():
+        return  # (a Future callback dropped the last reference) the reader reaps the child once it exits
+    # Only the reader thread waits for (reaps) the child; here we wait for the reader.
+    reader.join(timeout)
+    if reader.is_alive():
+        log.warning("%s: child %s did not stop within %.0f s; terminating it", state.label, proc.pid, timeout)
+        proc.terminate()
+        reader.join(5)
+    if reader.is_alive():
+        proc.kill()
+        reader.join()
+    state.outbox.put(None)
+    if state.writer is not None:
+        state.writer.join(5)
+
+
+class InProcess:
+    """An LLM running in a child process. Make one with :func:`in_process`.
+
+    ``__call__`` returns a Future of the nested outputs list, ``submit`` a Future
+    of :class:`~fnlabel.llm.RunResult`, ``run`` blocks. ``task`` and
+    ``model_name`` wait for the child to finish loading.
+    """
+
+    def __init__(self, spec: Any, *, start_method: str, workers: int, ready_timeout: float, close_timeout: float):
+        self.spec = spec
+        self.workers = workers
+        self.ready_timeout = ready_timeout
+        label = f"in_process({_short(spec)})"
+        ctx = multiprocessing.get_context(start_method)
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=child_main, args=(spec, child_conn, workers), name="fnlabel-in-process")
+        try:
+            process.start()
+        except Exception as exc:
+            parent_conn.close()
+            raise ConfigError(
+                f"{label}: could not start the child ({type(exc).__name__}: {exc}); the spec must be "
+                "picklable: a config/recipe record with build(), or a top-level function (not a lambda or closure)"
+            ) from exc
+        finally:
+            child_conn.close()
+        self._state = state = _State(label, process, os.getpid(), parent_conn, queue.SimpleQueue())
+        state.reader = threading.Thread(target=_reader, args=(state,), name="fnlabel-in-process-reader", daemon=True)
+        state.writer = threading.Thread(target=_writer, args=(state,), name="fnlabel-in-process-writer", daemon=True)
+        state.reader.start()
+        state.writer.start()
+        self.close_timeout = close_timeout
+        # Runs on garbage collection and at interpreter exit *before* multiprocessing
+        # joins its children, so a forgotten InProcess cannot hang the exit.
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _shutdown, args=(state, min(close_timeout, 5.0), False), exitpriority=10
+        )
+
+    def __repr__(self) -> str:
+        s = self._state
+        status = "failed" if s.error else ("ready" if s.info else "loading")
+        return f"<InProcess {s.label} pid={s.process.pid} {status}>"
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self._state.process.pid
+
+    def wait_ready(self, timeout: float | None = None) -> InProcess:
+        """Block until the child has built the LLM; raise BackendError if it failed or timed out."""
+        s = self._state
+        timeout = self.ready_timeout if timeout is None else timeout
+        if not s.ready.wait(timeout):
+            raise BackendError(
+                f"{s.label}: the child did not finish loading within {timeout:g} s; "
+                "pass a larger ready_timeout= if the model is slow to load"
+            )
+        if s.info is None:
+            raise BackendError(str(s.error)) from s.error
+        return self
+
+    @property
+    def task(self) -> Task:
+        """The child's task (waits for the child to load)."""
+        self.wait_ready()
+        return self._state.info["task"]  # type: ignore[index]
+
+    @property
+    def model_name(self) -> str:
+        """The child's model name (waits for the child to load)."""
+        self.wait_ready()
+        return self._state.info["model_name"]  # type: ignore[index]
+
+    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+        """Send a request to the child; a Future of :class:`~fnlabel.llm.RunResult`."""
+        k = check_num_generations(num_generations)
+        try:
+            request = pickle.dumps((list(inputs), k))
+        except Exception as exc:
+            raise InputError(
+                f"{self._state.label}: the inputs must be picklable to reach the child "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        fut: Future[RunResult] = Future()
+        fut.set_running_or_notify_cancel()  # answers are matched by id; a request cannot be withdrawn
+        s = self._state
+        with s.lock:
+            error = s.error or (_closed(s) if s.closing else None)
+            if error is None:
+                rid, s.next_id = s.next_id, s.next_id + 1
+                s.pending[rid] = fut
+                s.outbox.put(("run", rid, request))
+        if error is not None:
+            fut.set_exception(error)
+        return fut
+
+    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[list[list[LLMOutput]]]:
+        """A Future of the nested outputs list (one list per input, ``num_generations`` each)."""
+        return gather([self.submit(inputs, num_generations)], lambda rs: rs[0].outputs)
+
+    generate = __call__
+
+    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+        """Blocking form of :meth:`submit`."""
+        return self.submit(inputs, num_generations).result()
+
+    def close(self) -> None:
+        """Let the child answer what it was sent (up to ``close_timeout`` s), then stop and reap it.
+
+        Later calls fail with BackendError. Idempotent.
+        """
+        _shutdown(self._state, self.close_timeout, drain=True)
+        self._finalizer()
+
+    def __enter__(self) -> InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _short(spec: Any) -> str:
+    if isinstance(spec, LLMSpec):
+        return f"LLMSpec({type(spec.backend).__name__}, task={spec.task.name!r})"
+    text = getattr(spec, "__qualname__", None) or repr(spec)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def in_process(
+    spec: Any,
+    *,
+    start_method: str = "spawn",
+    workers: int = 1,
+    ready_timeout: float = 900.0,
+    close_timeout: float = 30.0,
+) -> InProcess:
+    """Build and run an LLM in a child process.
+
+    The child starts now and builds the LLM from ``spec`` while the parent goes
+    on; calls made before it is ready wait in its queue. Each call returns a
+    ``concurrent.futures.Future``; any number may be in flight. The child runs
+    ``workers`` requests at a time (default 1: most local models are not
+    thread-safe; raise it for HTTP backends).
+
+    Faults never hang: if building the LLM raises, or the child dies (signal,
+    segfault, out of memory), every pending and later call fails with
+    :class:`~fnlabel.errors.BackendError` naming the exception text or the exit
+    code / signal. There is no automatic restart. An exception raised by the
+    LLM's ``run`` fails only that call's Future (re-raised as it was, with the
+    child's traceback attached as a note). ``close()`` / ``with`` stop and reap
+    the child, after answering the calls already made (up to ``close_timeout`` s);
+    a forgotten one is stopped at once at garbage collection or interpreter exit
+    (its pending calls fail), so keep a reference while its Futures are pending.
+
+    Args:
+        spec: picklable; a record with ``build() -> LLM`` (backend configs, recipes)
+            or a top-level zero-argument function returning an LLM.
+        start_method: multiprocessing start method; ``spawn`` is safe with CUDA, vLLM and threads.
+        workers: requests the child runs concurrently (threads in the child).
+        ready_timeout: seconds ``task`` / ``model_name`` wait for the child to load.
+        close_timeout: seconds ``close()`` lets the child finish before terminating it.
+
+    Example:
+        >>> from fnlabel import tasks
+        >>> from fnlabel.backends import EchoConfig
+        >>> spec = LLMSpec(tasks.text_generation(), EchoConfig(model_name="child"))
+        >>> with in_process(spec) as gen:
+        ...     gen([{"input": "hi"}]).result()[0][0]["model_name"]
+        'child'
+    """
+    if not (callable(getattr(spec, "build", None)) or callable(spec)):
+        raise ConfigError(
+            f"in_process needs a spec with build() (a config or recipe record) or a zero-argument "
+            f"factory function, got {type(spec).__name__}"
+        )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if start_method not in multiprocessing.get_all_start_methods():
+        raise ConfigError(
+            f"unknown start_method {start_method!r}; available: {', '.join(multiprocessing.get_all_start_methods())}"
+        )
+    return InProcess(
+        spec, start_method=start_method, workers=workers, ready_timeout=ready_timeout, close_timeout=close_timeout
+    )
