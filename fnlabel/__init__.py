@@ -12,12 +12,33 @@ from fnlabel.combinators import threaded, with_prompt_format, with_prompt_format
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, ParseError, RecipeError
 from fnlabel.formats import FORMATS, format_prompt
 from fnlabel.llm import LLM, RowFailure, RunResult, llm
-from fnlabel.pool import pooled
-from fnlabel.process import in_process
 from fnlabel.tasks import Task
 from fnlabel.types import GenerationFailure, GenerationParams, LLMOutput, Prompt
 
 __version__ = "0.1.0"
+
+# Names whose modules are imported on first use, so `import fnlabel` stays fast
+# and loads no multiprocessing, sqlite or TOML machinery it does not need.
+_LAZY = {
+    "in_process": "fnlabel.process",
+    "pooled": "fnlabel.pool",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fnlabel' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BackendError",
