@@ -373,7 +373,7 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise RecipeError(f"{path}: no such recipe file (run `fnlabel list` or look in recipes/)") from exc
+        raise RecipeError(f"{path}: no such recipe file (check the path; `fnlabel list` shows the recipes in ./recipes)") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc}") from exc
     return loads_recipe(text, str(path))
