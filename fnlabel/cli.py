@@ -14,6 +14,7 @@ exit code. Exit codes:
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from fnlabel.errors import FnlabelError
+from fnlabel.errors import ConfigError, FnlabelError, RecipeError
 
 __all__ = ["main", "Progress"]
 
@@ -126,6 +127,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_recipe(
             recipe, opts, progress=progress, wrap_llm=_cache_wrapper(args, recipe, opts), log=log
         )
+    except ConfigError as exc:  # raised while composing the LLM (e.g. a param the backend cannot honour)
+        if isinstance(exc, RecipeError):
+            raise
+        raise RecipeError(f"{args.recipe}: {exc}") from exc
     finally:
         progress.finish()
     _print_summary(summary, opts)
@@ -175,10 +180,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 32 else text[:29] + "...'"
+
+
+def _keys(cls: Any) -> str:
+    import attrs
+
+    from fnlabel.recipe_toml import is_secret
+
+    return ", ".join(
+        f"{f.name}={_short(f.default)}" if not isinstance(f.default, attrs.Factory) else f.name  # type: ignore[arg-type]
+        for f in attrs.fields(cls)
+        if not is_secret(f)
+    )
+
+
 def _cmd_list(_args: argparse.Namespace) -> int:
     import importlib.util
 
-    from fnlabel.backends import BACKENDS
+    from fnlabel.backends import BACKENDS, config_class
     from fnlabel.formats import FORMATS
     from fnlabel.io import INPUT_FORMATS
     from fnlabel.tasks import TASKS
@@ -187,11 +209,20 @@ def _cmd_list(_args: argparse.Namespace) -> int:
     for kind, factory in TASKS.items():
         doc = (factory.__doc__ or "").strip().splitlines()
         print(f"  {kind:24} {doc[0] if doc else ''}")
+        params = inspect.signature(factory).parameters.values()
+        keys = ", ".join(p.name if p.default is p.empty else f"{p.name}={_short(p.default)}" for p in params)
+        print(f"  {'':24} keys: {keys}")
     print("backends:")
     for kind, target in BACKENDS.items():
         module = target.partition(":")[0]
-        ok = importlib.util.find_spec(module) is not None
-        print(f"  {kind:24} {'' if ok else '(not available in this installation)'}".rstrip())
+        if importlib.util.find_spec(module) is None:
+            print(f"  {kind:24} (not available in this installation)")
+            continue
+        try:
+            keys = _keys(config_class(kind))
+        except Exception as exc:  # a broken optional module must not break `list`
+            keys = f"(cannot be loaded: {type(exc).__name__}: {exc})"
+        print(f"  {kind:24} keys: {keys}")
     print("prompt formats:")
     print("  " + ", ".join(FORMATS))
     print("input formats:")
