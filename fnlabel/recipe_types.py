@@ -33,6 +33,7 @@ __all__ = [
     "converter",
     "FrozenMap",
     "frozen",
+    "thaw",
     "Mismatch",
     "at",
     "error_lines",
@@ -71,6 +72,15 @@ def frozen(value: Any) -> Any:
         return FrozenMap({k: frozen(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
         return tuple(frozen(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of :func:`frozen`: plain lists and dicts, for factories that expect them."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
     return value
 
 

@@ -95,7 +95,7 @@ class TaskSpec:
     def build(self) -> Any:
         from fnlabel.tasks import TASKS
 
-        return TASKS[self.kind](**self.options)
+        return TASKS[self.kind](**rt.thaw(self.options))
 
 
 @attrs.frozen(kw_only=True)
