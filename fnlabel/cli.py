@@ -8,6 +8,8 @@ exit code. Exit codes:
 * 2: a bad recipe, input or command line (the message is on stderr, no traceback
   unless ``--debug``);
 * 3: the run stopped because more rows failed than ``--max-failures`` allows;
+* 4: the backend failed before any row was done (a model that cannot load, a server
+  that is down, a bad key): nothing was written;
 * 130: interrupted (Ctrl-C); rerun the same command to resume.
 """
 
@@ -23,11 +25,11 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from fnlabel.errors import ConfigError, FnlabelError, RecipeError
+from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
 
 __all__ = ["main", "Progress"]
 
-EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -247,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"fnlabel: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     except KeyboardInterrupt:
         print("\nfnlabel: interrupted; the output holds every finished batch: rerun the same command to resume",
               file=sys.stderr)

@@ -6,8 +6,10 @@ the LLM only if something is left to do, and runs the rest in batches of
 ``batch_size``: each batch's failure records and then its output lines are
 appended and fsynced before the next batch starts.
 
-Failures (a row's input is unusable, a generation failed after the backend's
-retries, a parse error, or a whole batch raised) are written to
+If the first batch of a run raises as a whole (a model that cannot load, a server
+that is down, a bad key), the run stops with :class:`~fnlabel.errors.BackendError`
+before writing anything. Later failures (a row's input is unusable, a generation
+failed after the backend's retries, a parse error, or a whole batch raised) are written to
 ``<output>.failures.jsonl`` as ``{"row", "where", "generation", "stage", "error"}``.
 The row still gets its output line (``raw_output``/``parsed_output`` null where it
 failed). ``retry_failed=True`` reruns only the rows listed there and replaces
@@ -16,6 +18,7 @@ their lines (the output is rewritten atomically).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import ConfigError, InputError
+from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.io import InputData, JsonlLog, normalized, read_input, to_json_line, write_parquet
 from fnlabel.llm import RowFailure
 
@@ -153,28 +156,32 @@ class _Job:
         return {k: v for k, v in record.items() if k not in self.added}
 
     def _check_resume(self) -> None:
-        n = self.out.count
-        if not n:
-            return
-        rows = self.data.rows
-        checks = [0] if n > len(rows) else sorted({0, n - 1})
-        first_last = {}
-        for i, rec in enumerate(self.out.records()):
-            if i in checks:
-                first_last[i] = rec
-            if i >= max(checks):
-                break
-        for i in checks:
-            if i >= len(rows) or normalized(self._strip(first_last[i])) != normalized(rows[i]):
-                raise InputError(
-                    f"{self.opts.journal} line {i + 1} is not input row {self.data.locate(i) if i < len(rows) else i}: "
-                    "the output was written from another input; pass another --output, or delete "
-                    f"{self.opts.journal} (and {self.opts.failures_path}) to start over"
-                )
+        n, rows = self.out.count, self.data.rows
         # failure records of rows past the output's end belong to a batch that never landed
         kept = [line for line in self.fails.lines() if _row_of(line) < n]
         if len(kept) != self.fails.count:
             self.fails.rewrite(kept)
+        if not n:
+            return
+        checks = [0] if n > len(rows) else sorted({0, n - 1})
+        found: dict[int, str] = {}
+        for i, line in enumerate(self.out.lines()):
+            if i in checks:
+                found[i] = line
+            if i >= checks[-1]:
+                break
+        for i in checks:
+            try:
+                same = i < len(rows) and normalized(self._strip(json.loads(found[i]))) == normalized(rows[i])
+            except (json.JSONDecodeError, AttributeError):
+                same = False
+            if not same:
+                row = self.data.locate(i) if i < len(rows) else f"{i} (the input has only {len(rows)} rows)"
+                raise InputError(
+                    f"{self.opts.journal} line {i + 1} is not input row {row}: "
+                    "the output was written from another input; pass another --output, or delete "
+                    f"{self.opts.journal} (and {self.opts.failures_path}) to start over"
+                )
 
     def get_llm(self) -> Any:
         if self.llm is None:
@@ -222,8 +229,6 @@ class _Job:
 
 
 def _row_of(line: str) -> int:
-    import json
-
     try:
         return int(json.loads(line)["row"])
     except (ValueError, KeyError, TypeError):
@@ -262,6 +267,13 @@ def run_recipe(
     try:
         for batch in _batches(todo, opts.batch_size):
             lines, records, gens, batch_error = job.run_batch(batch)
+            if batch_error and summary.rows_run == 0:
+                # nothing has worked yet: a model that cannot load, a server that is down, a bad key.
+                # Stop before writing, rather than record every row of the input as failed.
+                raise BackendError(
+                    f"the first batch ({job.data.locate(batch[0])} to {job.data.where[batch[-1]]}) failed as a "
+                    f"whole, so the run stopped before writing it: {batch_error}"
+                )
             if batch_error and log is not None:
                 log(f"rows {job.data.where[batch[0]]}..{job.data.where[batch[-1]]} failed: {batch_error}")
             if opts.retry_failed:

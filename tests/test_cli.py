@@ -242,14 +242,36 @@ def test_retry_failed_reruns_only_the_failed_rows(tmp_path: Path) -> None:
 
 
 def test_max_failures_stops_a_run_failing_wholesale(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", questions(20))
-    recipe = echo_recipe(tmp_path, backend='raise_on = ["question"]', run="batch_size = 2")
+    inputs = questions(2) + [{"id": i, "input": f"broken {i}"} for i in range(2, 20)]
+    write_jsonl(tmp_path / "in.jsonl", inputs)
+    recipe = echo_recipe(tmp_path, backend='raise_on = ["broken"]', run="batch_size = 2")
     res = fnlabel("run", str(recipe), "--max-failures", "3")
     assert res.returncode == 3, res.stderr
     assert "stopped: 4 rows failed, more than --max-failures 3" in res.stderr
-    assert "BackendError: echo: prompt 0 contains 'question' (raise_on)" in res.stderr
-    assert len(read_jsonl(tmp_path / "out.jsonl")) == 4  # two batches landed, then it stopped
+    assert "BackendError: echo: prompt 0 contains 'broken' (raise_on)" in res.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 6  # one good batch, two failed ones, then it stopped
     assert len(read_jsonl(tmp_path / "out.jsonl.failures.jsonl")) == 4
+    rerun = fnlabel("run", str(recipe), "--max-failures", "3")  # its first batch fails: stop, write nothing
+    assert rerun.returncode == 4 and len(read_jsonl(tmp_path / "out.jsonl")) == 6
+
+
+def test_max_failures_counts_failed_generations_too(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(10))
+    recipe = echo_recipe(tmp_path, backend='fail_on = ["number"]', run="batch_size = 3\nmax_failures = 0")
+    res = fnlabel("run", str(recipe))
+    assert res.returncode == 3 and "more than --max-failures 0" in res.stderr
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 3
+
+
+def test_a_first_batch_that_raises_stops_the_run_before_writing(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(6))
+    recipe = echo_recipe(tmp_path, backend='raise_on = ["question"]', run="batch_size = 2")
+    res = fnlabel("run", str(recipe))
+    assert res.returncode == 4, res.stderr
+    assert "the first batch" in res.stderr and "failed as a whole" in res.stderr
+    assert "BackendError: echo: prompt 0 contains 'question' (raise_on)" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out.jsonl").exists() or read_jsonl(tmp_path / "out.jsonl") == []
 
 
 def test_a_batch_that_raises_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -373,3 +395,17 @@ def test_quickstart_on_the_embedded_model(tmp_path: Path) -> None:
     for row in rows:
         assert len(row["outputs"]) == 2
         assert all(isinstance(o["parsed_output"]["generations"], str) and o["raw_output"] for o in row["outputs"])
+
+
+def test_failure_records_of_a_batch_that_never_landed_are_dropped(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"text": "no input"}\n{"input": "b"}\n')
+    recipe = echo_recipe(tmp_path)
+    # as if killed after the first batch's failure records were written, before its output lines
+    (tmp_path / "out.jsonl.failures.jsonl").write_text(
+        '{"row": 0, "where": "line 1", "generation": null, "stage": "input", "error": "x"}\n{"row": 1, "wh'
+    )
+    res = fnlabel("run", str(recipe))
+    assert res.returncode == 0, res.stderr
+    [failure] = read_jsonl(tmp_path / "out.jsonl.failures.jsonl")
+    assert failure["row"] == 0 and failure["error"] == "missing key(s) ['input']"
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 2

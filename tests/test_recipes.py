@@ -274,3 +274,30 @@ def test_two_stage_recipe_labels_the_generations(tmp_path: Path, monkeypatch: py
     stages = {(f["row"], f["stage"]) for f in read_jsonl(tmp_path / "out.jsonl.failures.jsonl")}
     assert stages == {(1, "generate.input"), (1, "label.input")}
     assert summary.failed_rows == 1 and summary.rows_done == 3
+
+
+def test_dump_round_trips_any_text_and_numbers() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fnlabel.recipe_toml import toml_value
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.text(),
+        st.lists(st.text(min_size=1), max_size=3),
+        st.floats(min_value=0, max_value=1e6, allow_nan=False),
+        st.integers(min_value=0, max_value=2**63 - 1),
+    )
+    def check(prompt: str, stop: list[str], temperature: float, seed: int) -> None:
+        text = (
+            f"[task]\nkind = \"text-generation\"\nsystem_prompt = {toml_value(prompt)}\n"
+            f"[backend]\nkind = \"echo\"\nfail_on = {toml_value(stop)}\n"
+            f"[params]\ntemperature = {toml_value(temperature)}\nseed = {seed}\nstop = {toml_value(stop)}\n"
+        )
+        recipe = loads_recipe(text)
+        assert recipe.task.options["system_prompt"] == prompt
+        assert recipe.params.temperature == temperature and recipe.params.stop == tuple(stop)
+        assert loads_recipe(dump_recipe(recipe)) == recipe
+
+    check()
