@@ -108,3 +108,16 @@ def _count_parse(raw: str) -> dict[str, Any]:
 def rate_lengths(scale: int = 10) -> Task:
     """A labeller for two-stage tests: reads ``input`` + ``generations`` (a list)."""
     return Task("rate-lengths", _count_prompt, _count_parse, ("input", "generations"), ("rating",))
+
+
+def _picky_parse(raw: str) -> dict[str, Any]:
+    from fnlabel.errors import ParseError
+
+    if "odd" in raw:
+        raise ParseError("expected an even answer")
+    return {"answer": raw}
+
+
+def picky() -> Task:
+    """A task whose parse fails on outputs containing 'odd' (for parse-failure tests)."""
+    return Task("picky", lambda row: Prompt("", row["input"]), _picky_parse, ("input",), ("answer",))

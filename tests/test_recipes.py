@@ -301,3 +301,24 @@ def test_dump_round_trips_any_text_and_numbers() -> None:
         assert loads_recipe(dump_recipe(recipe)) == recipe
 
     check()
+
+
+def test_parse_failures_are_recorded_per_generation_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.recipe_helpers import picky
+
+    monkeypatch.setitem(TASKS, "picky", picky)
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "even"}, {"input": "odd"}, {"input": "even too"}])
+    recipe = loads_recipe('[task]\nkind = "picky"\n[backend]\nkind = "echo"\n[run]\nnum_generations = 2\nbatch_size = 2\n')
+    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    summary = run_recipe(recipe, opts)
+    assert summary.failed_rows == 1 and summary.generations == 6
+    failures = read_jsonl(tmp_path / "out.jsonl.failures.jsonl")
+    assert [(f["row"], f["generation"], f["stage"]) for f in failures] == [(1, 0, "parse"), (1, 1, "parse")]
+    assert "ParseError: expected an even answer" in failures[0]["error"]
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert rows[1]["outputs"][0]["raw_output"].endswith("odd") and rows[1]["outputs"][0]["parsed_output"] is None
+
+    retry = run_recipe(recipe, attrs.evolve(opts, retry_failed=True))
+    assert retry.rows_run == 1 and retry.failed_rows == 1  # still odd: still failing, recorded once
+    assert len(read_jsonl(tmp_path / "out.jsonl.failures.jsonl")) == 2
+    assert read_jsonl(tmp_path / "out.jsonl") == rows
