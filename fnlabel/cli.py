@@ -83,8 +83,8 @@ class Progress:
         frac = done / total if total else 1.0
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         rate = generations / elapsed if elapsed > 0 else 0.0
-        eta = elapsed / done * (total - done) if done else 0.0
-        return f"[{bar}] {done}/{total} rows  {rate:.1f} gen/s  ETA {_clock(eta)} "
+        eta = _clock(elapsed / done * (total - done)) if done else "?"
+        return f"[{bar}] {done}/{total} rows  {rate:.1f} gen/s  ETA {eta} "
 
     def finish(self) -> None:
         if self.enabled:
@@ -159,8 +159,7 @@ def _print_summary(s: Any, opts: Any) -> None:
         gen = f" generation {rec['generation']}" if rec["generation"] is not None else ""
         print(f"  {opts.input} {rec['where']}{gen}: {rec['stage']}: {rec['error']}", file=err)
     if s.failed_rows:
-        more = f" (and more)" if s.failed_rows > 5 else ""
-        print(f"  failures{more} are in {s.failures_path}; rerun with --retry-failed to retry them", file=err)
+        print(f"  every failure is recorded in {s.failures_path}; rerun with --retry-failed to retry them", file=err)
     if s.left and not s.stopped and opts.retry_failed:
         print(f"  {s.left} rows not run yet: rerun without --retry-failed to complete", file=err)
 

@@ -264,6 +264,8 @@ def run_recipe(
     else:
         todo = list(range(job.out.count, len(job.data.rows)))
     failed: set[int] = set()
+    if progress is not None and todo:
+        progress(0, len(todo), 0)
     try:
         for batch in _batches(todo, opts.batch_size):
             lines, records, gens, batch_error = job.run_batch(batch)
