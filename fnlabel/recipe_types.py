@@ -204,15 +204,65 @@ converter.register_structure_hook(PositiveInt, _bounded(1))
 converter.register_structure_hook(NonNegativeInt, _bounded(0))
 
 
-def _is_optional(t: Any) -> bool:
-    return get_origin(t) in (Union, types.UnionType) and type(None) in get_args(t) and len(get_args(t)) == 2
+def _is_union(t: Any) -> bool:
+    return get_origin(t) in (Union, types.UnionType)
 
 
-def _optional_factory(t: Any) -> Callable[[Any, Any], Any]:
-    inner = next(a for a in get_args(t) if a is not type(None))
+def _union_factory(t: Any) -> Callable[[Any, Any], Any]:
+    options = [a for a in get_args(t) if a is not type(None)]
+    nullable = len(options) < len(get_args(t))
 
     def hook(value: Any, _t: Any) -> Any:
-        return None if value is None else converter.structure(value, inner)
+        if value is None and nullable:
+            return None
+        if len(options) == 1:  # Optional[X]: X's own error is the clearest
+            return converter.structure(value, options[0])
+        for option in options:  # the first type that takes the value wins (strict scalars: no coercion)
+            try:
+                return converter.structure(value, option)
+            except Exception:
+                continue
+        raise Mismatch(describe(t), value)
+
+    return hook
+
+
+def _is_literal(t: Any) -> bool:
+    return get_origin(t) is typing.Literal
+
+
+def _literal_factory(t: Any) -> Callable[[Any, Any], Any]:
+    allowed = get_args(t)
+
+    def hook(value: Any, _t: Any) -> Any:
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise Mismatch("one of " + ", ".join(repr(a) for a in allowed), value)
+        return value
+
+    return hook
+
+
+def _is_mapping(t: Any) -> bool:
+    return get_origin(t) in (dict, Mapping, typing.Mapping) or t in (dict, Mapping)
+
+
+def _mapping_factory(t: Any) -> Callable[[Any, Any], Any]:
+    key_t, value_t = (get_args(t) or (Any, Any))[:2]
+
+    def hook(value: Any, _t: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise Mismatch("a table", value)
+        out, errors = {}, []
+        for k, v in value.items():
+            try:
+                out[converter.structure(k, key_t) if key_t is not Any else k] = (
+                    v if value_t is Any else converter.structure(v, value_t)
+                )
+            except Exception as exc:
+                errors.append(at(str(k), exc, value_t).exceptions[0])
+        if errors:
+            raise ClassValidationError(f"while structuring {describe(t)}", errors, dict)
+        return out
 
     return hook
 
@@ -246,7 +296,9 @@ def _sequence_factory(t: Any) -> Callable[[Any, Any], Any]:
     return hook
 
 
-converter.register_structure_hook_factory(_is_optional, _optional_factory)
+converter.register_structure_hook_factory(_is_union, _union_factory)
+converter.register_structure_hook_factory(_is_literal, _literal_factory)
+converter.register_structure_hook_factory(_is_mapping, _mapping_factory)
 converter.register_structure_hook_factory(_is_sequence, _sequence_factory)
 
 # --- generation params: num_generations is a [run] setting --------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import typing
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -121,3 +122,21 @@ def _picky_parse(raw: str) -> dict[str, Any]:
 def picky() -> Task:
     """A task whose parse fails on outputs containing 'odd' (for parse-failure tests)."""
     return Task("picky", lambda row: Prompt("", row["input"]), _picky_parse, ("input",), ("answer",))
+
+
+@attrs.frozen
+class TypedConfig:
+    """A backend config with the field types real backends use (literals, unions, tables, lists)."""
+
+    dtype: typing.Literal["auto", "float32"] = "auto"
+    device: int | str = "cpu"
+    timeout: float | None = None
+    extra_body: dict[str, Any] = attrs.Factory(dict)
+    sizes: tuple[int, ...] = ()
+
+    kind: ClassVar[str] = "typed"
+
+    def build(self) -> Any:
+        from fnlabel.backends import echo
+
+        return echo()

@@ -322,3 +322,34 @@ def test_parse_failures_are_recorded_per_generation_and_retried(tmp_path: Path, 
     assert retry.rows_run == 1 and retry.failed_rows == 1  # still odd: still failing, recorded once
     assert len(read_jsonl(tmp_path / "out.jsonl.failures.jsonl")) == 2
     assert read_jsonl(tmp_path / "out.jsonl") == rows
+
+
+TYPED = '[task]\nkind = "text-generation"\n[backend]\nkind = "typed"\n'
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('dtype = "bf16"', "backend.dtype: expected one of 'auto', 'float32', got 'bf16'"),
+        ("device = 1.5", "backend.device: expected int | str, got 1.5"),
+        ('timeout = "slow"', "backend.timeout: expected float, got 'slow'"),
+        ("extra_body = 3", "backend.extra_body: expected a table, got 3"),
+        ('sizes = [1, "two"]', "backend.sizes[1]: expected int, got 'two'"),
+        ("sizes = 3", "backend.sizes: expected a list of int, got 3"),
+    ],
+)
+def test_backend_field_types_are_strict(monkeypatch: pytest.MonkeyPatch, lines: str, message: str) -> None:
+    monkeypatch.setitem(BACKENDS, "typed", "tests.recipe_helpers:TypedConfig")
+    with pytest.raises(RecipeError) as info:
+        loads_recipe(TYPED + lines + "\n", "x.toml")
+    assert str(info.value) == f"x.toml: {message}"
+
+
+def test_backend_field_types_accept_what_they_should(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKENDS, "typed", "tests.recipe_helpers:TypedConfig")
+    recipe = loads_recipe(TYPED + 'dtype = "float32"\ndevice = 0\ntimeout = 5\nextra_body = { a = [1, { b = "c" }] }\n'
+                                  "sizes = [1, 2]\n")
+    b = recipe.backend
+    assert (b.dtype, b.device, b.timeout, b.extra_body, b.sizes) == ("float32", 0, 5.0, {"a": [1, {"b": "c"}]}, (1, 2))
+    assert isinstance(b.timeout, float)
+    assert loads_recipe(dump_recipe(recipe)) == recipe
