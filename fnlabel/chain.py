@@ -52,6 +52,10 @@ class Chain:
     def model_name(self) -> str:
         return f"{self.generator.model_name} -> {self.labeller.model_name}"
 
+    def map_inner(self, change: Any) -> Chain:
+        """The same chain with ``change`` applied to both stages (how combinators reach inside)."""
+        return Chain(change(self.generator), change(self.labeller), self.feed, self.label_generations)
+
     def run_stages(self, inputs: Sequence[Input], num_generations: int = 1) -> ChainResult:
         """Run the generator with ``num_generations``, then label each row's generations."""
         check_num_generations(num_generations)

@@ -97,9 +97,18 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def _cache_wrapper(args: argparse.Namespace, recipe: Any, opts: Any) -> Any:
-    """The per-sample cache plugs in here (``--no-cache`` turns it off); none yet."""
-    return None
+def _cache_store(args: argparse.Namespace, opts: Any) -> Any:
+    """The per-sample cache of this run: on by default, off with ``--no-cache``.
+
+    None while :mod:`fnlabel.cache` is not installed.
+    """
+    if args.no_cache:
+        return None
+    try:
+        from fnlabel.cache import cache_for_run
+    except ImportError:
+        return None
+    return cache_for_run(opts.output)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -127,7 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         summary = run_recipe(
-            recipe, opts, progress=progress, wrap_llm=_cache_wrapper(args, recipe, opts), log=log
+            recipe, opts, progress=progress, log=log, cache=_cache_store(args, opts)
         )
     except ConfigError as exc:  # raised while composing the LLM (e.g. a param the backend cannot honour)
         if isinstance(exc, RecipeError):
@@ -192,7 +201,8 @@ def _keys(cls: Any) -> str:
     from fnlabel.recipe_toml import is_secret
 
     return ", ".join(
-        f"{f.name}={_short(f.default)}" if not isinstance(f.default, attrs.Factory) else f.name  # type: ignore[arg-type]
+        f.name if isinstance(f.default, attrs.Factory) else  # type: ignore[arg-type]
+        f"{f.name} (required)" if f.default is attrs.NOTHING else f"{f.name}={_short(f.default)}"
         for f in attrs.fields(cls)
         if not is_secret(f)
     )

@@ -108,13 +108,16 @@ class LLMSpec:
     prompt_format: str | None = None
     prompt_formatting_fn: str | None = None
     model_name: str | None = None
+    #: a per-sample cache store (or its file path): applied where the LLM is built, so an
+    #: in_process child caches in its own process
+    cache: Any = attrs.field(default=None, eq=False)
 
     def build(self) -> Any:
         """The plain LLM, built in this process (this loads the model)."""
         from fnlabel.llm import llm
 
         fn = import_object(self.prompt_formatting_fn) if self.prompt_formatting_fn else None
-        return llm(
+        built = llm(
             self.task.build(),
             self.backend.build(),
             self.params,
@@ -122,6 +125,11 @@ class LLMSpec:
             prompt_format=self.prompt_format,
             prompt_formatting_fn=fn,
         )
+        if self.cache is None:
+            return built
+        from fnlabel.cache import cached
+
+        return cached(built, self.cache)
 
 
 def _params_default() -> Any:
@@ -189,10 +197,16 @@ class Stage:
             out.append((spec, self.in_process if m.in_process is None else m.in_process))
         return out
 
-    def build(self) -> Any:
-        """Compose this stage's LLM (in_process children and pools are started here)."""
+    def build(self, cache: Any = None) -> Any:
+        """Compose this stage's LLM (in_process children and pools are started here).
+
+        ``cache`` (a store or a file path, see :func:`fnlabel.cache.cached`) caches
+        every generation, in whichever process builds each LLM.
+        """
         llms = []
         for spec, child in self.specs():
+            if cache is not None:
+                spec = attrs.evolve(spec, cache=cache)
             if child:
                 from fnlabel.process import in_process
 
@@ -239,15 +253,18 @@ class Recipe(Stage):
     run: RunSpec = RunSpec()
     label: LabelStage | None = None
 
-    def build(self) -> Any:
-        """The composed LLM: the generator, or a :class:`~fnlabel.chain.Chain` when ``[label]`` is set."""
-        generator = super().build()
+    def build(self, cache: Any = None) -> Any:
+        """The composed LLM: the generator, or a :class:`~fnlabel.chain.Chain` when ``[label]`` is set.
+
+        ``cache``: a per-sample cache store or file path for every LLM of the recipe.
+        """
+        generator = super().build(cache)
         if self.label is None:
             return generator
         from fnlabel.chain import Chain
 
         try:
-            labeller = self.label.build()
+            labeller = self.label.build(cache)
         except BaseException:
             _close(generator)
             raise
@@ -379,9 +396,15 @@ def load_recipe(path: str | Path) -> Recipe:
     return loads_recipe(text, str(path))
 
 
-def build(recipe: Recipe) -> Any:
-    """Compose the LLM a recipe describes (``recipe.build()``)."""
-    return recipe.build()
+def build(recipe: Recipe, cache: Any = None) -> Any:
+    """Compose the LLM a recipe describes (``recipe.build(cache)``).
+
+    Example:
+        >>> gen = build(load_recipe("recipes/echo.toml"))
+        >>> len(gen([{"input": "hi"}], num_generations=2)[0])
+        2
+    """
+    return recipe.build(cache)
 
 
 def dump_recipe(recipe: Recipe) -> str:

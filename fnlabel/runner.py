@@ -132,8 +132,8 @@ def _count(outputs: list[list[dict[str, Any]]]) -> int:
 class _Job:
     """One run's state: the input, the two logs, the LLM (built on first use)."""
 
-    def __init__(self, recipe: Any, opts: RunOptions, wrap: Callable[[Any], Any] | None) -> None:
-        self.recipe, self.opts, self.wrap = recipe, opts, wrap
+    def __init__(self, recipe: Any, opts: RunOptions, wrap: Callable[[Any], Any] | None, cache: Any = None) -> None:
+        self.recipe, self.opts, self.wrap, self.cache = recipe, opts, wrap, cache
         self.feed = [k for k, _ in recipe.label_inputs()]
         self.added = [opts.output_key, *([GENERATOR_KEY, *self.feed] if recipe.label is not None else [])]
         self.data: InputData = read_input(opts.input, opts.limit)
@@ -185,7 +185,7 @@ class _Job:
 
     def get_llm(self) -> Any:
         if self.llm is None:
-            llm = self.recipe.build()
+            llm = self.recipe.build(self.cache) if self.cache is not None else self.recipe.build()
             self.llm = self.wrap(llm) if self.wrap is not None else llm
         return self.llm
 
@@ -242,10 +242,12 @@ def run_recipe(
     progress: Progress | None = None,
     wrap_llm: Callable[[Any], Any] | None = None,
     log: Callable[[str], None] | None = None,
+    cache: Any = None,
 ) -> Summary:
     """Run ``recipe`` with ``opts``; returns a :class:`Summary` (``stopped`` set if max_failures hit).
 
-    ``wrap_llm`` wraps the built LLM (the per-sample cache plugs in here).
+    ``cache`` is a per-sample cache store or file path (``recipe.build(cache)``);
+    ``wrap_llm`` wraps the built LLM.
 
     Example:
         >>> import tempfile, fnlabel
@@ -256,7 +258,7 @@ def run_recipe(
         3
     """
     started = time.monotonic()
-    job = _Job(recipe, opts, wrap_llm)
+    job = _Job(recipe, opts, wrap_llm, cache)
     summary = Summary(opts.output, opts.failures_path, rows_total=len(job.data.rows))
     if opts.retry_failed:
         todo = sorted({_row_of(line) for line in job.fails.lines()} - {1 << 62})

@@ -7,6 +7,7 @@ import os
 import subprocess
 import typing
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,11 +17,13 @@ from fnlabel.tasks import Task
 from fnlabel.types import Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
+#: subprocess runs keep their per-sample cache here, not in the user's cache folder
+CACHE_DIR = tempfile.mkdtemp(prefix="fnlabel-cli-cache-")
 
 
 def fnlabel(*args: str, cwd: Path | None = None, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:
     """Run ``python -m fnlabel ARGS`` in a subprocess (cwd defaults to the repo root)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": CACHE_DIR}
     return subprocess.run(
         [sys.executable, "-m", "fnlabel", *args],
         cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kw,
@@ -28,7 +31,7 @@ def fnlabel(*args: str, cwd: Path | None = None, timeout: float = 60, **kw: Any)
 
 
 def popen(*args: str, cwd: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": CACHE_DIR}
     return subprocess.Popen(
         [sys.executable, "-m", "fnlabel", *args], cwd=cwd or ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

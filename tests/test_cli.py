@@ -333,7 +333,7 @@ def test_progress_bar_on_a_real_tty(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", questions(4))
     recipe = echo_recipe(tmp_path, run="batch_size = 1")
     leader, follower = os.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "fnlabel", "run", str(recipe)], cwd=ROOT, env=env,
                           stderr=follower, stdout=subprocess.DEVNULL, timeout=60)
     os.close(follower)
