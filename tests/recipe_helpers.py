@@ -17,13 +17,18 @@ from fnlabel.tasks import Task
 from fnlabel.types import Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
-#: subprocess runs keep their per-sample cache here, not in the user's cache folder
-CACHE_DIR = tempfile.mkdtemp(prefix="fnlabel-cli-cache-")
+#: subprocess runs keep their per-sample cache under here (a fresh folder per run, so tests
+#: never share cached generations), not in the user's cache folder
+CACHE_ROOT = tempfile.mkdtemp(prefix="fnlabel-cli-cache-")
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": tempfile.mkdtemp(dir=CACHE_ROOT)}
 
 
 def fnlabel(*args: str, cwd: Path | None = None, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:
     """Run ``python -m fnlabel ARGS`` in a subprocess (cwd defaults to the repo root)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": CACHE_DIR}
+    env = _env()
     return subprocess.run(
         [sys.executable, "-m", "fnlabel", *args],
         cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kw,
@@ -31,7 +36,7 @@ def fnlabel(*args: str, cwd: Path | None = None, timeout: float = 60, **kw: Any)
 
 
 def popen(*args: str, cwd: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": CACHE_DIR}
+    env = _env()
     return subprocess.Popen(
         [sys.executable, "-m", "fnlabel", *args], cwd=cwd or ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
