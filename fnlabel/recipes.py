@@ -132,12 +132,6 @@ class LLMSpec:
         return cached(built, self.cache)
 
 
-def _params_default() -> Any:
-    from fnlabel.types import GenerationParams
-
-    return GenerationParams()
-
-
 @attrs.frozen(kw_only=True)
 class PoolMember:
     """One ``[[pool]]`` member; unset keys are inherited from its stage (``params`` are merged)."""
@@ -156,7 +150,7 @@ class Stage:
 
     task: TaskSpec
     backend: BackendConfig | None = None
-    params: rt.Params = attrs.field(factory=_params_default)
+    params: rt.Params = rt.Params()
     prompt_format: PromptFormat | None = None
     prompt_formatting_fn: ObjectPath | None = None
     in_process: bool = False
@@ -203,21 +197,26 @@ class Stage:
         ``cache`` (a store or a file path, see :func:`fnlabel.cache.cached`) caches
         every generation, in whichever process builds each LLM.
         """
-        llms = []
-        for spec, child in self.specs():
-            if cache is not None:
-                spec = attrs.evolve(spec, cache=cache)
-            if child:
-                from fnlabel.process import in_process
+        llms: list[Any] = []
+        try:
+            for spec, child in self.specs():
+                if cache is not None:
+                    spec = attrs.evolve(spec, cache=cache)
+                if child:
+                    from fnlabel.process import in_process
 
-                llms.append(in_process(spec))
-            else:
-                llms.append(spec.build())
-        if not self.pool:
-            return llms[0]
-        from fnlabel.pool import pooled
+                    llms.append(in_process(spec))
+                else:
+                    llms.append(spec.build())
+            if not self.pool:
+                return llms[0]
+            from fnlabel.pool import pooled
 
-        return pooled(llms)
+            return pooled(llms)
+        except BaseException:  # a member that fails must not leave the others' children running
+            for built in llms:
+                _close(built)
+            raise
 
 
 @attrs.frozen(kw_only=True)
