@@ -132,6 +132,7 @@ def _read_hf(spec: str, limit: int | None) -> tuple[list[dict[str, Any]], list[s
     except ImportError as exc:
         raise InputError(f"{spec}: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'") from exc
     split = split or "train"
+    datasets.disable_progress_bars()  # fnlabel draws its own progress
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:

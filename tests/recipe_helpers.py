@@ -23,7 +23,8 @@ CACHE_ROOT = tempfile.mkdtemp(prefix="fnlabel-cli-cache-")
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": tempfile.mkdtemp(dir=CACHE_ROOT)}
+    cache = tempfile.mkdtemp(dir=CACHE_ROOT)
+    return {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": cache, "HF_DATASETS_CACHE": cache}
 
 
 def fnlabel(*args: str, cwd: Path | None = None, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:

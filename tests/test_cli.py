@@ -42,8 +42,13 @@ def test_quickstart_shaped_echo_recipe_runs_from_the_repo_root(tmp_path: Path) -
     assert read_jsonl(out) == rows
 
 
-def _write_input(tmp: Path, fmt: str, rows: list[dict]) -> Path:
+def _write_input(tmp: Path, fmt: str, rows: list[dict]) -> Path | str:
     path = tmp / f"input.{fmt}"
+    if fmt == "hf":  # a Hugging Face dataset folder (the same loader as a hub dataset)
+        pytest.importorskip("datasets")
+        path.mkdir()
+        write_jsonl(path / "train.jsonl", rows)
+        return f"hf:{path}:train"
     if fmt == "jsonl":
         write_jsonl(path, rows)
     elif fmt == "json":
@@ -61,7 +66,7 @@ def _write_input(tmp: Path, fmt: str, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet", "hf"])
 def test_every_input_format(tmp_path: Path, fmt: str) -> None:
     rows = questions(5)
     src = _write_input(tmp_path, fmt, rows)

@@ -53,10 +53,34 @@ def test_parquet(tmp_path: Path) -> None:
     assert data.rows == ROWS[:2] and data.where == ["row 0", "row 1"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")
 def test_hf_without_the_extra_says_how_to_install() -> None:
-    with pytest.raises(InputError, match=r"hf:org/name:test: .*pip install 'fnlabel\[datasets\]'"):
-        read_input("hf:org/name:test")
+    import subprocess
+    import sys
+
+    # a fresh interpreter in which `import datasets` fails, as it does without the extra
+    code = (
+        "import sys; sys.modules['datasets'] = None\n"
+        "from fnlabel.io import read_input\n"
+        "try:\n    read_input('hf:org/name:test')\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).parent.parent).stdout
+    assert out.strip() == "InputError hf:org/name:test: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="needs the datasets extra")
+def test_hf_dataset_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"input": "a"}\n{"input": "b"}\n{"input": "c"}\n')
+    (folder / "test.jsonl").write_text('{"input": "t"}\n')
+    data = read_input(f"hf:{folder}", limit=2)
+    assert data.rows == [{"input": "a"}, {"input": "b"}] and data.where == ["row 0", "row 1"]
+    assert read_input(f"hf:{folder}:test").rows == [{"input": "t"}]
+    with pytest.raises(InputError, match=r"cannot load dataset .* split 'nope'"):
+        read_input(f"hf:{folder}:nope")
 
 
 @pytest.mark.parametrize(
