@@ -22,6 +22,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "in_process": "fnlabel.process",
     "pooled": "fnlabel.pool",
+    "Recipe": "fnlabel.recipes",
+    "build": "fnlabel.recipes",
+    "dump_recipe": "fnlabel.recipes",
+    "load_recipe": "fnlabel.recipes",
 }
 
 
@@ -52,14 +56,18 @@ __all__ = [
     "LLMOutput",
     "ParseError",
     "Prompt",
+    "Recipe",
     "RecipeError",
     "RowFailure",
     "RunResult",
     "Task",
     "backends",
+    "build",
+    "dump_recipe",
     "format_prompt",
     "in_process",
     "llm",
+    "load_recipe",
     "pooled",
     "tasks",
     "threaded",

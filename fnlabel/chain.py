@@ -1,0 +1,99 @@
+"""Two stages in a row: a generator, then a labeller that reads the generator's outputs.
+
+This is what distilabel 0.x's ``Pipeline(generator=..., labeller=...)`` did. For
+each input row, the labeller's row is the input row plus, for each
+``(label_key, output_key)`` pair of ``feed``, ``label_key = [parsed_output[output_key]
+of each generation]`` (failed generations left out). A row whose generations all
+failed is not labelled; it is reported as a failure of stage ``label``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from fnlabel.llm import RowFailure, RunResult, check_num_generations
+from fnlabel.types import Input, LLMOutput
+
+__all__ = ["Chain", "ChainResult"]
+
+
+@attrs.frozen
+class ChainResult:
+    """What both stages produced for a list of inputs.
+
+    ``label_rows[i]`` is the labeller's input for row i (None when it was not labelled);
+    ``failures`` carry the stage in their ``stage`` field as ``"generate.<stage>"`` or
+    ``"label.<stage>"``.
+    """
+
+    generated: list[list[LLMOutput]]
+    label_rows: list[dict[str, Any] | None]
+    labelled: list[list[LLMOutput]]
+    failures: tuple[RowFailure, ...]
+
+
+@attrs.frozen
+class Chain:
+    """A generator LLM feeding a labeller LLM (both any LLM-like values)."""
+
+    generator: Any
+    labeller: Any
+    feed: tuple[tuple[str, str], ...]
+    label_generations: int = 1
+
+    @property
+    def task(self) -> Any:
+        return self.generator.task
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.generator.model_name} -> {self.labeller.model_name}"
+
+    def map_inner(self, change: Any) -> Chain:
+        """The same chain with ``change`` applied to both stages (how combinators reach inside)."""
+        return Chain(change(self.generator), change(self.labeller), self.feed, self.label_generations)
+
+    def run_stages(self, inputs: Sequence[Input], num_generations: int = 1) -> ChainResult:
+        """Run the generator with ``num_generations``, then label each row's generations."""
+        check_num_generations(num_generations)
+        rows = list(inputs)
+        gen = self.generator.run(rows, num_generations)
+        failures = [attrs.evolve(f, stage=f"generate.{f.stage}") for f in gen.failures]
+        label_rows: list[dict[str, Any] | None] = []
+        for i, (row, outs) in enumerate(zip(rows, gen.outputs)):
+            fed = {}
+            for label_key, out_key in self.feed:
+                fed[label_key] = [
+                    o["parsed_output"][out_key]
+                    for o in outs
+                    if o["parsed_output"] is not None and out_key in o["parsed_output"]
+                ]
+            if self.feed and not any(fed.values()):
+                label_rows.append(None)
+                failures.append(RowFailure(i, None, "label.input", "no generation to label (the generator failed)"))
+            else:
+                label_rows.append({**row, **fed})
+        todo = [i for i, r in enumerate(label_rows) if r is not None]
+        res = self.labeller.run([label_rows[i] for i in todo], self.label_generations) if todo else RunResult([])
+        labelled: list[list[LLMOutput]] = [[] for _ in rows]
+        for j, i in enumerate(todo):
+            labelled[i] = res.outputs[j]
+        failures.extend(attrs.evolve(f, row=todo[f.row], stage=f"label.{f.stage}") for f in res.failures)
+        return ChainResult(gen.outputs, label_rows, labelled, tuple(failures))
+
+    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+        """The labeller's outputs for each input, and the failures of both stages."""
+        res = self.run_stages(inputs, num_generations)
+        return RunResult(res.labelled, res.failures)
+
+    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> list[list[LLMOutput]]:
+        return self.run(inputs, num_generations).outputs
+
+    def close(self) -> None:
+        for llm in (self.generator, self.labeller):
+            close = getattr(llm, "close", None)
+            if close is not None:
+                close()

@@ -1,0 +1,267 @@
+"""The ``fnlabel`` command: ``run``, ``validate`` and ``list``.
+
+This is the only place where an :class:`~fnlabel.errors.FnlabelError` becomes an
+exit code. Exit codes:
+
+* 0: success (failed rows, if any, are recorded and reported; see ``--max-failures``);
+* 1: an unexpected error (a bug: the traceback is printed);
+* 2: a bad recipe, input or command line (the message is on stderr, no traceback
+  unless ``--debug``);
+* 3: the run stopped because more rows failed than ``--max-failures`` allows;
+* 4: the backend failed before any row was done (a model that cannot load, a server
+  that is down, a bad key): nothing was written;
+* 130: interrupted (Ctrl-C); rerun the same command to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
+
+__all__ = ["main", "Progress"]
+
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fnlabel", description="Generate and label data with LLMs from TOML recipes.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and fnlabel's log")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,validate,list}")
+
+    run = sub.add_parser("run", help="run a recipe over its input, writing JSONL (resumes an unfinished output)")
+    run.add_argument("recipe", help="path to a recipe .toml file")
+    run.add_argument("--input", help="input file (.jsonl .json .csv .parquet) or hf:NAME[:SPLIT]; overrides [run] input")
+    run.add_argument("--output", help="output .jsonl (or .parquet); overrides [run] output")
+    run.add_argument("--num-generations", type=int, help="generations per input row; overrides [run]")
+    run.add_argument("--limit", type=int, help="use only the first N input rows")
+    run.add_argument("--batch-size", type=int, help="rows per batch (each batch is written when it completes)")
+    run.add_argument("--retry-failed", action="store_true", help="rerun only the rows in OUTPUT.failures.jsonl")
+    run.add_argument("--max-failures", type=int, help="stop (exit 3) once more than N rows have failed")
+    run.add_argument("--no-cache", action="store_true", help="do not use the per-sample cache")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    val = sub.add_parser("validate", help="check a recipe (and its prompt formatting fn) without loading a model")
+    val.add_argument("recipe")
+    val.add_argument("--dump", action="store_true", help="print the recipe as fnlabel reads it (TOML)")
+    val.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    sub.add_parser("list", help="list task kinds, backend kinds and prompt formats")
+    return p
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, stream: TextIO, total: int, enabled: bool | None = None) -> None:
+        self.stream, self.total = stream, total
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.start = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int, generations: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        self.stream.write("\r" + self.line(done, total, generations, now - self.start))
+        self.stream.flush()
+
+    @staticmethod
+    def line(done: int, total: int, generations: int, elapsed: float, width: int = 24) -> str:
+        """The bar's text, e.g. ``[######------] 12/24 rows  3.1 gen/s  ETA 0:00:04``."""
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        rate = generations / elapsed if elapsed > 0 else 0.0
+        eta = _clock(elapsed / done * (total - done)) if done else "?"
+        return f"[{bar}] {done}/{total} rows  {rate:.1f} gen/s  ETA {eta} "
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _cache_store(args: argparse.Namespace, opts: Any) -> Any:
+    """The per-sample cache of this run: on by default, off with ``--no-cache``.
+
+    None while :mod:`fnlabel.cache` is not installed.
+    """
+    if args.no_cache:
+        return None
+    try:
+        from fnlabel.cache import cache_for_run
+    except ImportError:
+        return None
+    return cache_for_run(opts.output)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fnlabel.recipes import load_recipe
+    from fnlabel.runner import resolve_options, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    opts = resolve_options(
+        recipe,
+        args.recipe,
+        input=args.input,
+        output=args.output,
+        num_generations=args.num_generations,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_failures=args.max_failures,
+        retry_failed=args.retry_failed,
+    )
+    progress = Progress(sys.stderr, 0)
+
+    def log(msg: str) -> None:
+        if progress.enabled:
+            sys.stderr.write("\r\x1b[K")
+        print(f"fnlabel: {msg}", file=sys.stderr)
+
+    try:
+        summary = run_recipe(
+            recipe, opts, progress=progress, log=log, cache=_cache_store(args, opts)
+        )
+    except ConfigError as exc:  # raised while composing the LLM (e.g. a param the backend cannot honour)
+        if isinstance(exc, RecipeError):
+            raise
+        raise RecipeError(f"{args.recipe}: {exc}") from exc
+    finally:
+        progress.finish()
+    _print_summary(summary, opts)
+    if summary.stopped:
+        print(f"fnlabel: {summary.stopped}", file=sys.stderr)
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+def _print_summary(s: Any, opts: Any) -> None:
+    err = sys.stderr
+    if opts.retry_failed:
+        head = f"retried {s.rows_run} failed rows"
+    elif s.rows_run == 0 and s.left == 0:
+        head = f"nothing to do: {s.output} already has all {s.rows_total} rows"
+    else:
+        head = f"{s.rows_run} rows run"
+    print(
+        f"fnlabel: {head}; {s.generations} generations; {s.failed_rows} rows with failures; "
+        f"{s.rows_done}/{s.rows_total} rows in {s.output}; {s.elapsed:.1f}s",
+        file=err,
+    )
+    for rec in s.failures[:5]:
+        gen = f" generation {rec['generation']}" if rec["generation"] is not None else ""
+        print(f"  {opts.input} {rec['where']}{gen}: {rec['stage']}: {rec['error']}", file=err)
+    if s.failed_rows:
+        print(f"  every failure is recorded in {s.failures_path}; rerun with --retry-failed to retry them", file=err)
+    if s.left and not s.stopped and opts.retry_failed:
+        print(f"  {s.left} rows not run yet: rerun without --retry-failed to complete", file=err)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from fnlabel.recipes import dump_recipe, load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.dump:
+        sys.stdout.write(dump_recipe(recipe))
+        return EXIT_OK
+    stages = [("", recipe)] + ([("label: ", recipe.label)] if recipe.label is not None else [])
+    for prefix, stage in stages:
+        task = stage.task.build()
+        for spec, child in stage.specs():
+            where = " (in a child process)" if child else ""
+            print(f"{args.recipe}: ok: {prefix}task {task.name} (needs {', '.join(task.input_keys)}), "
+                  f"backend {type(spec.backend).kind}{where}")
+    return EXIT_OK
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 32 else text[:29] + "...'"
+
+
+def _keys(cls: Any) -> str:
+    import attrs
+
+    from fnlabel.recipe_toml import is_secret
+
+    return ", ".join(
+        f.name if isinstance(f.default, attrs.Factory) else  # type: ignore[arg-type]
+        f"{f.name} (required)" if f.default is attrs.NOTHING else f"{f.name}={_short(f.default)}"
+        for f in attrs.fields(cls)
+        if not is_secret(f)
+    )
+
+
+def _cmd_list(_args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from fnlabel.backends import BACKENDS, config_class
+    from fnlabel.formats import FORMATS
+    from fnlabel.io import INPUT_FORMATS
+    from fnlabel.tasks import TASKS
+
+    print("tasks:")
+    for kind, factory in TASKS.items():
+        doc = (factory.__doc__ or "").strip().splitlines()
+        print(f"  {kind:24} {doc[0] if doc else ''}")
+        params = inspect.signature(factory).parameters.values()
+        keys = ", ".join(p.name if p.default is p.empty else f"{p.name}={_short(p.default)}" for p in params)
+        print(f"  {'':24} keys: {keys}")
+    print("backends:")
+    for kind, target in BACKENDS.items():
+        module = target.partition(":")[0]
+        if importlib.util.find_spec(module) is None:
+            print(f"  {kind:24} (not available in this installation)")
+            continue
+        try:
+            keys = _keys(config_class(kind))
+        except Exception as exc:  # a broken optional module must not break `list`
+            keys = f"(cannot be loaded: {type(exc).__name__}: {exc})"
+        print(f"  {kind:24} keys: {keys}")
+    print("prompt formats:")
+    print("  " + ", ".join(FORMATS))
+    print("input formats:")
+    print("  " + ", ".join(INPUT_FORMATS))
+    found = sorted(Path("recipes").glob("*.toml"))
+    if found:
+        print("recipes (in ./recipes):")
+        for path in found:
+            print(f"  {path}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fnlabel`` console script and ``python -m fnlabel``."""
+    args = _parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"run": _cmd_run, "validate": _cmd_validate, "list": _cmd_list}
+    try:
+        return commands[args.command](args)
+    except FnlabelError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"fnlabel: error: {exc}", file=sys.stderr)
+        return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nfnlabel: interrupted; the output holds every finished batch: rerun the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK

@@ -1,0 +1,274 @@
+"""Reading inputs and writing outputs that survive a crash.
+
+Inputs are chosen by extension: ``.jsonl``/``.ndjson``, ``.json`` (a list of
+objects), ``.csv``, ``.parquet`` (extra ``fnlabel[parquet]``) or ``hf:name[:split]``
+(a Hugging Face dataset, extra ``fnlabel[datasets]``).
+
+Output is JSONL, one line per input row, **in input order**: line ``i`` of the
+output is input row ``i``. That order is the progress record: a rerun counts the
+complete lines to know which rows are done, drops a half-written last line
+(the only damage ``kill -9`` can do, since whole lines are appended and
+fsynced per batch) and goes on from there. Failures go to
+``<output>.failures.jsonl``, one line per failed row or generation, written
+*before* the batch's output lines; on resume, records of rows past the output's
+end are dropped, so neither file ever holds a duplicate.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fnlabel.errors import InputError
+
+__all__ = [
+    "InputData",
+    "read_input",
+    "JsonlLog",
+    "to_json_line",
+    "normalized",
+    "write_parquet",
+    "INPUT_FORMATS",
+]
+
+INPUT_FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", "hf:name[:split]")
+
+
+@attrs.frozen
+class InputData:
+    """Input rows plus where each came from (``"line 4"``, ``"row 12"``) for messages."""
+
+    source: str
+    rows: list[dict[str, Any]]
+    where: list[str]
+
+    def locate(self, i: int) -> str:
+        return f"{self.source} {self.where[i]}"
+
+
+def _missing(path: Path) -> InputError:
+    return InputError(
+        f"{path}: no such input file (relative paths are read from the current directory, {Path.cwd()}; "
+        "pass --input or set [run] input)"
+    )
+
+
+def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+    rows, where = [], []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path} line {n}: invalid JSON ({exc.msg}); each line must be one JSON object") from exc
+            if not isinstance(row, dict):
+                raise InputError(f"{path} line {n}: expected a JSON object ({{...}}), got {type(row).__name__}")
+            rows.append(row)
+            where.append(f"line {n}")
+    return rows, where
+
+
+def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from exc
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of objects ([{{...}}, ...]), got {type(data).__name__}")
+    data = data[:limit] if limit is not None else data
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise InputError(f"{path} item {i}: expected a JSON object ({{...}}), got {type(row).__name__}")
+    return data, [f"item {i}" for i in range(len(data))]
+
+
+def _read_csv(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+    rows, where = [], []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        start = 2
+        for row in reader:
+            if limit is not None and len(rows) >= limit:
+                break
+            if None in row:
+                raise InputError(f"{path} line {start}: more fields than the header has columns")
+            rows.append(dict(row))
+            where.append(f"line {start}")
+            start = reader.line_num + 1
+    return rows, where
+
+
+def _read_parquet(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise InputError(f"{path}: reading Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read Parquet ({exc})") from exc
+    if limit is not None:
+        table = table.slice(0, limit)
+    rows = table.to_pylist()
+    return rows, [f"row {i}" for i in range(len(rows))]
+
+
+def _read_hf(spec: str, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+    name, _, split = spec.removeprefix("hf:").partition(":")
+    if not name:
+        raise InputError(f"{spec}: expected hf:NAME[:SPLIT], e.g. hf:openai/gsm8k:train")
+    try:
+        import datasets
+    except ImportError as exc:
+        raise InputError(f"{spec}: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'") from exc
+    split = split or "train"
+    datasets.disable_progress_bars()  # fnlabel draws its own progress
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:
+        raise InputError(f"{spec}: cannot load dataset {name!r} split {split!r} ({exc})") from exc
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    rows = [dict(r) for r in ds]
+    return rows, [f"row {i}" for i in range(len(rows))]
+
+
+def read_input(source: str | os.PathLike[str], limit: int | None = None) -> InputData:
+    """Read input rows from a file (by extension) or ``hf:name[:split]``.
+
+    Example:
+        >>> data = read_input("recipes/data/questions.jsonl", limit=2)
+        >>> len(data.rows), data.where[0]
+        (2, 'line 1')
+    """
+    spec = str(source)
+    if spec.startswith("hf:"):
+        rows, where = _read_hf(spec, limit)
+        return InputData(spec, rows, where)
+    path = Path(spec)
+    readers = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
+               ".parquet": _read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise InputError(f"{path}: unknown input format {path.suffix or '(no extension)'!r}; "
+                         f"supported: {', '.join(INPUT_FORMATS)}")
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        rows, where = reader(path, limit)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc})") from exc
+    return InputData(spec, rows, where)
+
+
+def to_json_line(obj: Any) -> str:
+    """One JSONL line (values JSON cannot hold, like dates, are written as strings)."""
+    return json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+
+
+def normalized(row: dict[str, Any]) -> str:
+    """A canonical text of a row as the output holds it (to match output lines to input rows)."""
+    return json.dumps(json.loads(json.dumps(row, default=str)), sort_keys=True)
+
+
+def _fsync(fh: Any) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+class JsonlLog:
+    """An append-only JSONL file that is always whole lines.
+
+    Opening it drops a half-written trailing line (left by a crash). ``append``
+    writes whole lines and fsyncs them, so after ``kill -9`` at any moment the
+    file is valid JSONL. ``rewrite`` replaces it atomically (temp file + rename).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.count = self._repair()
+
+    def _repair(self) -> int:
+        if not self.path.exists():
+            return 0
+        count = end = pos = 0
+        with self.path.open("rb+") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                n = chunk.count(b"\n")
+                if n:
+                    count += n
+                    end = pos + chunk.rfind(b"\n") + 1
+                pos += len(chunk)
+            if end != pos:  # a half line from a crash: not part of the file
+                fh.truncate(end)
+                _fsync(fh)
+        return count
+
+    def lines(self) -> Iterator[str]:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as fh:
+            yield from fh
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for n, line in enumerate(self.lines(), 1):
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{self.path} line {n}: not valid JSON ({exc.msg}); was it edited by hand?") from exc
+
+    def append(self, lines: Iterable[str]) -> None:
+        """Append whole lines with one ``write`` call (O_APPEND), then fsync."""
+        lines = list(lines)
+        if not lines:
+            return
+        data = "".join(lines).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it in one call; loop only on a short write
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.count += len(lines)
+
+    def rewrite(self, lines: Iterable[str]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        count = 0
+        with tmp.open("w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line)
+                count += 1
+            _fsync(fh)
+        os.replace(tmp, self.path)
+        self.count = count
+
+
+def write_parquet(jsonl: Path, dest: Path) -> None:
+    """Convert a finished JSONL output to Parquet (nested values the schema cannot hold become JSON text)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise InputError(f"{dest}: writing Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
+    rows = [json.loads(line) for line in JsonlLog(jsonl).lines()]
+    try:
+        table = pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
+        table = pa.Table.from_pylist(flat)
+    tmp = dest.with_name(dest.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, dest)

@@ -1,0 +1,139 @@
+"""A small TOML writer for recipes (their shape is flat: scalars, arrays, a few tables).
+
+Secret fields are never written: a field is secret when its attrs metadata has
+``secret=True``, when it has ``repr=False``, or when its name is one of
+``api_key``, ``token``, ``password``, ``secret`` (use an ``*_env`` field naming
+an environment variable instead).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["dump", "toml_value", "is_secret"]
+
+_SECRET_NAMES = {"api_key", "token", "password", "secret", "hf_token", "access_token"}
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def is_secret(field: attrs.Attribute) -> bool:
+    """Whether a config field holds a secret that must never be written."""
+    return bool(field.metadata.get("secret")) or field.repr is False or field.name in _SECRET_NAMES
+
+
+def _key(name: str) -> str:
+    return name if _BARE_KEY.match(name) else _string(name)
+
+
+def _string(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value: Any) -> str:
+    """One TOML value (inline form).
+
+    Example:
+        >>> toml_value(["a", 1, 2.5, True, {"x": "y"}])
+        '["a", 1, 2.5, true, { x = "y" }]'
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Mapping):
+        items = [f"{_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
+
+
+def _fields(record: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config record's fields (None and secrets left out)."""
+    out: dict[str, Any] = {}
+    for f in attrs.fields(type(record)):
+        if f.name in skip or is_secret(f):
+            continue
+        value = getattr(record, f.name)
+        if value is None:
+            continue
+        out[f.name] = value
+    return out
+
+
+def _table(lines: list[str], header: str, items: Mapping[str, Any], array: bool = False) -> None:
+    lines.append("")
+    lines.append(f"[[{header}]]" if array else f"[{header}]")
+    lines.extend(f"{_key(k)} = {toml_value(v)}" for k, v in items.items())
+
+
+def _backend(record: Any) -> dict[str, Any]:
+    return {"kind": type(record).kind, **_fields(record)}
+
+
+def _stage(lines: list[str], stage: Any, prefix: str, extra: Mapping[str, Any] = {}) -> None:
+    """Write a stage: its scalars first (at ``prefix``), then its tables."""
+    scalars = {
+        "prompt_format": stage.prompt_format,
+        "prompt_formatting_fn": stage.prompt_formatting_fn,
+        "in_process": stage.in_process or None,
+        "model_name": stage.model_name,
+        **extra,
+    }
+    scalars = {k: v for k, v in scalars.items() if v is not None}
+    dot = f"{prefix}." if prefix else ""
+    if prefix:
+        _table(lines, prefix, scalars)
+    else:
+        lines.extend(f"{k} = {toml_value(v)}" for k, v in scalars.items())
+    _table(lines, f"{dot}task", {"kind": stage.task.kind, **stage.task.options})
+    if stage.backend is not None:
+        _table(lines, f"{dot}backend", _backend(stage.backend))
+    _table(lines, f"{dot}params", _fields(stage.params, skip=("num_generations",)))
+    for member in stage.pool:
+        own = {
+            "prompt_format": member.prompt_format,
+            "prompt_formatting_fn": member.prompt_formatting_fn,
+            "in_process": member.in_process,
+            "model_name": member.model_name,
+        }
+        _table(lines, f"{dot}pool", {k: v for k, v in own.items() if v is not None}, array=True)
+        if member.backend is not None:
+            _table(lines, f"{dot}pool.backend", _backend(member.backend))
+        if member.params:
+            _table(lines, f"{dot}pool.params", member.params)
+
+
+def dump(recipe: Any) -> str:
+    """The recipe as TOML text (see :func:`fnlabel.recipes.dump_recipe`)."""
+    lines: list[str] = ["# written by fnlabel.dump_recipe"]
+    _stage(lines, recipe, "")
+    _table(lines, "run", _fields(recipe.run))
+    if recipe.label is not None:
+        label = recipe.label
+        _stage(lines, label, "label", {"num_generations": label.num_generations})
+        if label.inputs:
+            _table(lines, "label.inputs", label.inputs)
+    return "\n".join(lines) + "\n"

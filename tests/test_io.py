@@ -1,0 +1,138 @@
+"""Inputs by extension, and the crash-safe JSONL log."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from fnlabel.errors import InputError
+from fnlabel.io import JsonlLog, read_input, to_json_line, write_parquet
+
+ROWS = [{"input": "a", "n": 1}, {"input": "b, with comma", "n": 2}, {"input": "c\nmultiline", "n": 3}]
+
+
+def test_jsonl_skips_blank_lines_and_keeps_line_numbers(tmp_path: Path) -> None:
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"input": "a"}\n\n{"input": "b"}\n   \n{"input": "c"}')  # no trailing newline either
+    data = read_input(p)
+    assert data.rows == [{"input": "a"}, {"input": "b"}, {"input": "c"}]
+    assert data.where == ["line 1", "line 3", "line 5"]
+    assert data.locate(1) == f"{p} line 3"
+    assert read_input(p, limit=2).rows == [{"input": "a"}, {"input": "b"}]
+
+
+def test_json_list(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps(ROWS))
+    data = read_input(p)
+    assert data.rows == ROWS and data.where == ["item 0", "item 1", "item 2"]
+
+
+def test_csv_values_are_strings_and_lines_count_quoted_newlines(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    with p.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["input", "n"])
+        w.writeheader()
+        w.writerows(ROWS)
+    data = read_input(p)
+    assert data.rows == [{k: str(v) for k, v in r.items()} for r in ROWS]
+    assert data.where == ["line 2", "line 3", "line 4"]  # row 3 starts on line 4 and spans two lines
+
+
+def test_parquet(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "x.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS), p)
+    data = read_input(p, limit=2)
+    assert data.rows == ROWS[:2] and data.where == ["row 0", "row 1"]
+
+
+def test_hf_without_the_extra_says_how_to_install() -> None:
+    import subprocess
+    import sys
+
+    # a fresh interpreter in which `import datasets` fails, as it does without the extra
+    code = (
+        "import sys; sys.modules['datasets'] = None\n"
+        "from fnlabel.io import read_input\n"
+        "try:\n    read_input('hf:org/name:test')\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).parent.parent).stdout
+    assert out.strip() == "InputError hf:org/name:test: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="needs the datasets extra")
+def test_hf_dataset_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"input": "a"}\n{"input": "b"}\n{"input": "c"}\n')
+    (folder / "test.jsonl").write_text('{"input": "t"}\n')
+    data = read_input(f"hf:{folder}", limit=2)
+    assert data.rows == [{"input": "a"}, {"input": "b"}] and data.where == ["row 0", "row 1"]
+    assert read_input(f"hf:{folder}:test").rows == [{"input": "t"}]
+    with pytest.raises(InputError, match=r"cannot load dataset .* split 'nope'"):
+        read_input(f"hf:{folder}:nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("x.jsonl", '{"input": "a"}\n{"input": \n', r"x.jsonl line 2: invalid JSON .*each line must be one JSON object"),
+        ("x.jsonl", '{"input": "a"}\n["a list"]\n', r"x.jsonl line 2: expected a JSON object"),
+        ("x.json", '{"input": "a"}', r"x.json: expected a JSON list of objects"),
+        ("x.json", '[{"input": "a"}, 3]', r"x.json item 1: expected a JSON object"),
+        ("x.json", "[{", r"x.json: invalid JSON at line 1"),
+        ("x.csv", "input\na,b\n", r"x.csv line 2: more fields than the header"),
+        ("x.txt", "hello", r"x.txt: unknown input format '.txt'; supported: .jsonl, .ndjson, .json, .csv, .parquet"),
+    ],
+)
+def test_bad_inputs_name_the_file_and_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_input(tmp_path / name)
+
+
+def test_missing_input_file_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nope.jsonl: no such input file \(relative paths are read from"):
+        read_input(tmp_path / "nope.jsonl")
+
+
+def test_log_drops_a_half_written_line_and_appends_whole_lines(tmp_path: Path) -> None:
+    p = tmp_path / "out.jsonl"
+    p.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b": "half')
+    log = JsonlLog(p)
+    assert log.count == 2
+    assert p.read_text() == '{"a": 1}\n{"a": 2}\n'
+    log.append([to_json_line({"a": 3}), to_json_line({"a": 4})])
+    assert log.count == 4 and [r["a"] for r in log.records()] == [1, 2, 3, 4]
+    log.rewrite(line.replace("4", "40") for line in list(log.lines()))
+    assert [r["a"] for r in JsonlLog(p).records()] == [1, 2, 3, 40]
+    assert not (tmp_path / "out.jsonl.tmp").exists()
+
+
+def test_log_counts_lines_across_read_chunks(tmp_path: Path) -> None:
+    p = tmp_path / "big.jsonl"
+    line = to_json_line({"x": "y" * 1000})
+    p.write_text(line * 3000 + line[:500])  # > 1 MiB, so the count spans chunks
+    assert JsonlLog(p).count == 3000
+    assert p.stat().st_size == len(line) * 3000
+
+
+def test_parquet_output_keeps_nested_outputs(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "o.jsonl"
+    rows = [{"input": "a", "outputs": [{"model_name": "m", "raw_output": "x", "parsed_output": {"g": "x"}}]}]
+    src.write_text("".join(to_json_line(r) for r in rows))
+    write_parquet(src, tmp_path / "o.parquet")
+    assert pq.read_table(tmp_path / "o.parquet").to_pylist() == rows
