@@ -220,5 +220,14 @@ def test_engine_loads_once_per_config(backend):
     again = CONFIG.build()
     assert again.engine is backend.engine and again == backend
     assert loaded_engines().count(CONFIG) == 1
-    threaded_safe = backend.engine.lock  # calls on one engine are serialised (vllm.LLM is not thread-safe)
-    assert not threaded_safe.locked()
+
+
+@pytest.mark.slow
+def test_calls_from_threads_are_served_correctly(backend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [[chat(f"Count to {i}.")] for i in (3, 4, 5)]
+    params = SAMPLE.replace(max_new_tokens=8, num_generations=2)
+    with ThreadPoolExecutor(3) as pool:  # vllm.LLM is not thread-safe: the backend serialises calls
+        threaded = list(pool.map(lambda b: backend(b, params), batches))
+    assert threaded == [backend(b, params) for b in batches]

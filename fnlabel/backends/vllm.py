@@ -206,7 +206,6 @@ class _Engine:
         self.llm = llm
         self.model_name = model_name
         self.lock = threading.Lock()
-        self.calls = 0  # LLM.generate / LLM.chat calls made through fnlabel
 
     def shutdown(self) -> None:
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
@@ -350,7 +349,6 @@ class VLLM:
 
         call = getattr(engine.llm, method)
         try:
-            engine.calls += 1
             results = call(batch, sampling, use_tqdm=False)
         except (VLLMValidationError, ValueError) as exc:
             # vLLM rejects the whole call when one prompt is invalid (e.g. longer than
