@@ -68,6 +68,18 @@ def test_config_is_hashable_picklable_and_registered():
     assert VLLMConfig(model="org/m") not in loaded_engines()  # model_name needs no engine
 
 
+def test_config_round_trips_through_cattrs():
+    import cattrs
+
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    table = {"model": "m", "dtype": "float32", "engine_kwargs": {"served_model_name": "x", "hf_overrides": {"a": 1}}}
+    cfg = conv.structure(table, VLLMConfig)
+    assert cfg.engine_kwargs.thaw() == table["engine_kwargs"]
+    assert conv.unstructure(cfg)["engine_kwargs"] == table["engine_kwargs"]
+    assert conv.structure(conv.unstructure(cfg), VLLMConfig) == cfg
+    assert "served_model_name" in repr(cfg)
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [

@@ -52,6 +52,9 @@ class FrozenTable(Mapping[str, Any]):
 
     items_: tuple[tuple[str, Any], ...] = ()
 
+    def __repr__(self) -> str:
+        return f"FrozenTable({dict(self.items_)!r})"
+
     @classmethod
     def of(cls, value: Mapping[str, Any] | None) -> FrozenTable:
         if value is None:
