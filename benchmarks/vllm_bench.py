@@ -9,7 +9,7 @@ which side goes first; the median paired ratio is less sensitive to a busy
 machine. ``fnlabel_share_in_vllm`` is the part of fnlabel's time spent inside
 the vLLM call: the ratio fnlabel would reach on a quiet machine.
 
-    python benchmarks/vllm_bench.py [--prompts 16] [--n 2] [--max-tokens 32] [--rounds 6]
+    python benchmarks/vllm_bench.py [--prompts 8] [--n 2] [--max-tokens 24] [--rounds 16]
 
 Writes benchmarks/results/vllm.json. Target: fnlabel >= 0.97x raw tokens/s.
 """
@@ -32,10 +32,10 @@ TOPICS = ["the sea", "a lighthouse", "bread", "a robot", "winter", "a library", 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--n", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/vllm.json"))
     args = ap.parse_args()
 
@@ -102,7 +102,7 @@ def main() -> None:
             "ratio": round(tps["fnlabel"] / tps["raw"], 3),
             "median_paired_ratio": round(ratios[len(ratios) // 2], 3),
             "paired_ratios": [round(x, 3) for x in ratios],
-            "fnlabel_share_in_vllm": round(in_engine[0] / total["fnlabel"], 4),
+            "fnlabel_share_in_vllm": round(in_engine[0] / total["fnlabel"], 6),
             "same_outputs": same,
             "raw_s": round(total["raw"], 2),
             "fnlabel_s": round(total["fnlabel"], 2),
