@@ -130,7 +130,7 @@ def parse_ultracm(raw: str) -> dict[str, Any]:
         after = re.sub(r"^[\[\(*\s]*\d+(?:\.\d+)?(?:\s*/\s*\d+)?", "", text, count=1)
         return {"critique": _critique(after.lstrip(_TRIM)), "score": score}
     score, start, end = find_score(text, ("overall score", "score", "rating"), 1, 10, "overall score")
-    after = text[end:].lstrip(_TRIM)
+    after = re.sub(r"^[^\S\n]*\([^)\n]*\)", "", text[end:], count=1).lstrip(_TRIM)  # "8 (very good)"
     critique = _critique(after) or _critique(text[:start])
     return {"critique": critique, "score": score}
 
