@@ -220,7 +220,7 @@ def format_prometheus(output: Mapping[str, Any]) -> str:
 
 def prometheus(
     scoring_criteria: str = DEFAULT_CRITERIA,
-    score_descriptions: Sequence[str] = DEFAULT_SCORE_DESCRIPTIONS,
+    score_descriptions: tuple[str, ...] = DEFAULT_SCORE_DESCRIPTIONS,
     system_prompt: str = PROMETHEUS_SYSTEM_PROMPT,
 ) -> Task:
     """Prometheus: critique the answer in ``generations`` against the ``ref_completion``

@@ -260,7 +260,7 @@ def format_ultrajudge(output: Mapping[str, Any]) -> str:
 
 
 def ultrajudge(
-    areas: Sequence[str] = DEFAULT_AREAS,
+    areas: tuple[str, ...] = DEFAULT_AREAS,
     system_prompt: str = ULTRAJUDGE_SYSTEM_PROMPT,
     task_description: str = ULTRAJUDGE_DESCRIPTION,
 ) -> Task:

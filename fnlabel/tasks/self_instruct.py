@@ -104,7 +104,7 @@ def self_instruct(
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     application_description: str = "AI assistant",
     num_instructions: int = 5,
-    criteria_for_query_generation: str | Sequence[str] = DEFAULT_CRITERIA,
+    criteria_for_query_generation: tuple[str, ...] = DEFAULT_CRITERIA,
 ) -> Task:
     """Write ``num_instructions`` user queries about each ``input`` context.
 

@@ -199,7 +199,7 @@ def ultrafeedback(
     aspect: Aspect = "overall-quality",
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     task_description: str | None = None,
-    ratings: Sequence[str] | None = None,
+    ratings: tuple[str, ...] | None = None,
 ) -> Task:
     """Rate each of the ``generations`` for ``input`` on one UltraFeedback aspect.
 
