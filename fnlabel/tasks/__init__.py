@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from fnlabel.tasks.base import Task
 from fnlabel.tasks.text_generation import text_generation
-from fnlabel.tasks.self_instruct import self_instruct
+from fnlabel.tasks.instruct import self_instruct
 from fnlabel.tasks.evol import evol_complexity, evol_instruct, evol_quality
-from fnlabel.tasks.ultrafeedback import ultrafeedback
+from fnlabel.tasks.feedback import ultrafeedback
 from fnlabel.tasks.judges import judgelm, ultrajudge
 from fnlabel.tasks.critique import prometheus, ultracm
 from fnlabel.tasks.deita import complexity_scorer, quality_scorer

@@ -187,7 +187,7 @@ class UltraJudgePrompt:
         return Prompt(self.system_prompt, body)
 
 
-_ASSISTANT_HEADER = re.compile(r"^[\s#>*_\-]*assistant\s*#?\d+\s*[:.\-]?\s*$", re.IGNORECASE)
+_ASSISTANT_HEADER = re.compile(r"^[\s#>*_\-]*assistant\s*#?(\d+)\s*[:.\-]?\s*$", re.IGNORECASE)
 _FINAL = re.compile(r"^[\s#>*_\-]*final\s+scores?\b\s*[:\-=]?\s*(.*)$", re.IGNORECASE)
 
 
@@ -221,18 +221,18 @@ class UltraJudgeParser:
         rating = parse_score_list(value, 0, 10, "final score")
 
         area_re = self._area_pattern()
-        per_answer: list[dict[str, dict[str, Any]]] = []
+        answers: dict[int, dict[str, dict[str, Any]]] = {}
         current: dict[str, dict[str, Any]] | None = None
         feedback: list[str] | None = None
         for line in lines[:final_at]:
+            header = _ASSISTANT_HEADER.match(line)
             match = area_re.match(line)
-            if _ASSISTANT_HEADER.match(line):
-                current, feedback = None, None
+            if header:  # "Assistant N:" places what follows at answer N
+                current, feedback = answers.setdefault(max(int(header.group(1)) - 1, 0), {}), None
             elif match:
                 name = self._canonical(match.group(1))
-                if current is None or name in current:
-                    current = {}
-                    per_answer.append(current)
+                if current is None or name in current:  # no header: a repeated area starts the next answer
+                    current = answers.setdefault(max(answers, default=-1) + 1, {})
                 score_text = match.group(2)
                 score = parse_score(score_text, 0, 10, f"score for {name!r}")
                 rest = re.sub(r"^[\s\[\(]*\d+(?:\.\d+)?(?:\s*/\s*\d+)?[\]\)]*", "", score_text, count=1)
@@ -240,10 +240,10 @@ class UltraJudgeParser:
                 current[name] = {"rating": score, "rationale": feedback}
             elif feedback is not None:
                 feedback.append(line)
-        for answer in per_answer:
+        for answer in answers.values():
             for area in answer.values():
                 area["rationale"] = "\n".join(area["rationale"]).strip()
-        areas = (per_answer + [{} for _ in rating])[: len(rating)]
+        areas = [answers.get(i, {}) for i in range(len(rating))]
         return {"rating": rating, "areas": areas}
 
 
