@@ -176,8 +176,12 @@ def test_family_on_the_embedded_model_never_crashes_parsing(family, smollm2):
     for kind in FAMILIES[family]:
         recipe = load(ROOT / "recipes" / f"task-{kind}.toml")
         task = task_of(recipe)
-        rows = rows_of(recipe)[:2]
-        result = llm(task, backend, GenerationParams(**recipe["params"])).run(rows, 1)
+        rows = rows_of(recipe)[:1]  # one row each: CI time is shared; the table tests cover the rest
+        params = GenerationParams(**recipe["params"])
+        params = params.replace(max_new_tokens=min(params.max_new_tokens, 96))
+        result = llm(task, backend, params).run(rows, 1)
+        for out in result.outputs[0]:
+            print(f"--- {kind}: parsed={out['parsed_output']!r}\n{out['raw_output']}")
         assert len(result.outputs) == len(rows)
         for row_outputs in result.outputs:
             (out,) = row_outputs

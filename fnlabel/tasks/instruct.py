@@ -8,7 +8,7 @@ plain lines but only parsed numbered ones).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
