@@ -1,0 +1,153 @@
+"""Deita's scorers: rank several instructions by complexity, or several answers by quality.
+
+- ``complexity_scorer``: ``generations`` (the instructions) -> ``rating`` (one score each).
+- ``quality_scorer``: ``input`` + ``generations`` (answers to it) -> ``rating`` (one score each).
+
+With N items, scores run from 1 to N, and N + 1 is reserved (too complex to
+answer / cannot be improved). The parsers read ``[N] Score: s`` lines, in any
+order, and return the scores in item order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from fnlabel.tasks import inputs
+from fnlabel.tasks.base import Task
+from fnlabel.tasks.parsing import format_score, indexed_scores
+from fnlabel.types import Prompt
+
+__all__ = [
+    "complexity_scorer",
+    "quality_scorer",
+    "ComplexityScorerPrompt",
+    "QualityScorerPrompt",
+    "parse_indexed_scores",
+    "format_complexity_scores",
+    "format_quality_scores",
+]
+
+COMPLEXITY_TEMPLATE = """\
+Rank the following questions by how difficult and complex they are. Give each question a score from 1 to {n}, where a higher score means a more complex question. You may give a score of {n_plus_one} to a question that is too complex for you to answer.
+Answer in this format, one line per question, and write nothing else:
+{format_lines}
+
+Questions:
+{items}"""
+
+QUALITY_DESCRIPTION = (
+    "Your evaluation should consider factors such as the helpfulness, relevance, accuracy, depth, "
+    "creativity and level of detail of each response."
+)
+
+QUALITY_TEMPLATE = """\
+Rank the following responses of different AI assistants to the user's question by the quality of each response. Give each response a score from 1 to {n}, where a higher score means a better response; give {n_plus_one} to a response that is already very well written and cannot be improved further.
+{task_description}
+Answer in this format, one line per response, and write nothing else:
+{format_lines}
+
+#Question#: {input}
+#Response List#:
+{items}"""
+
+
+@attrs.frozen
+class ComplexityScorerPrompt:
+    """``build_prompt`` of :func:`complexity_scorer`."""
+
+    system_prompt: str = ""
+
+    def __call__(self, row: Mapping[str, Any]) -> Prompt:
+        items = inputs.texts(row, "generations")
+        n = len(items)
+        body = COMPLEXITY_TEMPLATE.format(
+            n=n,
+            n_plus_one=n + 1,
+            format_lines="\n".join(f"[{i}] Score: [score of question {i}]" for i in range(1, n + 1)),
+            items="\n".join(f"[{i}] {q.strip()}" for i, q in enumerate(items, start=1)),
+        )
+        return Prompt(self.system_prompt, body)
+
+
+@attrs.frozen
+class QualityScorerPrompt:
+    """``build_prompt`` of :func:`quality_scorer`."""
+
+    system_prompt: str = ""
+    task_description: str = QUALITY_DESCRIPTION
+
+    def __call__(self, row: Mapping[str, Any]) -> Prompt:
+        question = inputs.text(row, "input").strip()
+        items = inputs.texts(row, "generations")
+        n = len(items)
+        body = QUALITY_TEMPLATE.format(
+            n=n,
+            n_plus_one=n + 1,
+            task_description=self.task_description.strip(),
+            format_lines="\n".join(f"[Response {i}] Score: [score of response {i}]" for i in range(1, n + 1)),
+            input=question,
+            items="\n".join(f"[Response {i}] {r.strip()}" for i, r in enumerate(items, start=1)),
+        )
+        return Prompt(self.system_prompt, body)
+
+
+def parse_indexed_scores(raw: str) -> dict[str, Any]:
+    """``parse`` of both scorers: ``[1] Score: s`` / ``[Response 1] Score: s`` lines -> ``rating``.
+
+    Example:
+        >>> parse_indexed_scores("[Response 1] Score: 3\\n[Response 2] Score: **1** (vague)")
+        {'rating': [3.0, 1.0]}
+    """
+    return {"rating": indexed_scores(raw, low=0)}
+
+
+def format_complexity_scores(output: Mapping[str, Any]) -> str:
+    """The answer the complexity template asks for: the inverse of :func:`parse_indexed_scores`."""
+    return "\n".join(f"[{i}] Score: {format_score(s)}" for i, s in enumerate(output["rating"], start=1))
+
+
+def format_quality_scores(output: Mapping[str, Any]) -> str:
+    """The answer the quality template asks for: the inverse of :func:`parse_indexed_scores`."""
+    return "\n".join(f"[Response {i}] Score: {format_score(s)}" for i, s in enumerate(output["rating"], start=1))
+
+
+def complexity_scorer(system_prompt: str = "") -> Task:
+    """Deita's complexity scorer: score each instruction in ``generations`` by complexity.
+
+    Example:
+        >>> task = complexity_scorer()
+        >>> task.build_prompt({"generations": ["Add 2 and 2.", "Prove Fermat's last theorem."]}).formatted_prompt.splitlines()[-1]
+        "[2] Prove Fermat's last theorem."
+        >>> task.parse("[1] Score: 1\\n[2] Score: 3")
+        {'rating': [1.0, 3.0]}
+    """
+    return Task(
+        name="complexity-scorer",
+        build_prompt=ComplexityScorerPrompt(system_prompt),
+        parse=parse_indexed_scores,
+        input_keys=("generations",),
+        output_keys=("rating",),
+    )
+
+
+def quality_scorer(system_prompt: str = "", task_description: str = QUALITY_DESCRIPTION) -> Task:
+    """Deita's quality scorer: score each answer in ``generations`` to ``input`` by quality.
+
+    Args:
+        system_prompt: the system prompt of every request (none by default).
+        task_description: what the evaluation should consider.
+
+    Example:
+        >>> quality_scorer().parse("[Response 1] Score: 2\\n[Response 2] Score: 3")
+        {'rating': [2.0, 3.0]}
+    """
+    return Task(
+        name="quality-scorer",
+        build_prompt=QualityScorerPrompt(system_prompt, task_description),
+        parse=parse_indexed_scores,
+        input_keys=("input", "generations"),
+        output_keys=("rating",),
+    )

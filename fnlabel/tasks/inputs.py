@@ -1,0 +1,71 @@
+"""Reading a task's input keys from a row, with errors that name the key and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fnlabel.errors import ConfigError, InputError
+from fnlabel.tasks.principles import stable_choice
+
+__all__ = ["text", "texts", "single_text", "choose", "check_choice", "check_texts"]
+
+
+def text(row: Mapping[str, Any], key: str) -> str:
+    """``row[key]``, which must be a string."""
+    value = row[key]
+    if not isinstance(value, str):
+        raise InputError(f"key {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def texts(row: Mapping[str, Any], key: str) -> list[str]:
+    """``row[key]`` as a non-empty list of strings (a single string is one item)."""
+    value = row[key]
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Sequence) or not value:
+        raise InputError(f"key {key!r} must be a non-empty list of strings, got {value!r:.80}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise InputError(
+                f"{key}[{i}] must be a string, got {type(item).__name__} "
+                "(a failed generation? drop or fill it before labelling)"
+            )
+    return list(value)
+
+
+def single_text(row: Mapping[str, Any], key: str) -> str:
+    """``row[key]``: a string, or a list holding exactly one string."""
+    value = row[key]
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str):
+        raise InputError(
+            f"key {key!r} must be one answer (a string or a one-item list), got {value!r:.80}; "
+            "this task judges one answer per row: put each answer on its own row"
+        )
+    return value
+
+
+def check_choice(value: Any, options: Sequence[str], what: str) -> Any:
+    """``value`` when it is ``None`` or one of ``options``, else a ConfigError listing them."""
+    if value is not None and value not in options:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(options)}")
+    return value
+
+
+def check_texts(value: Any, what: str, min_len: int = 1) -> tuple[str, ...]:
+    """``value`` as a tuple of at least ``min_len`` non-empty strings, else a ConfigError."""
+    items = (value,) if isinstance(value, str) else tuple(value)
+    if len(items) < min_len or not all(isinstance(s, str) and s.strip() for s in items):
+        raise ConfigError(f"{what} must be a list of at least {min_len} non-empty strings, got {value!r}")
+    return items
+
+
+def choose(options: Sequence[str], fixed: str | None, seed: int, row: Mapping[str, Any]) -> str:
+    """``fixed`` when set; else one of ``options`` chosen from ``(seed, row)`` alone, so
+    the same row gets the same choice in every run (distilabel 0.x drew at random)."""
+    if fixed is not None:
+        return fixed
+    return stable_choice(tuple(options), seed, row)

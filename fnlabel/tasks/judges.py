@@ -1,0 +1,286 @@
+"""Judges that score several answers to one question: JudgeLM and UltraJudge.
+
+- ``judgelm``: ``input`` + ``generations`` -> ``rating`` (one 1-10 score per answer)
+  + ``rationale`` (one explanation for all).
+- ``ultrajudge``: ``input`` + ``generations`` -> ``rating`` (one 0-10 score per answer)
+  + ``areas`` (per answer, ``{area: {"rating": float, "rationale": str}}``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from fnlabel.errors import ParseError
+from fnlabel.tasks import inputs
+from fnlabel.tasks.base import Task
+from fnlabel.tasks.parsing import excerpt, format_score, normalize, parse_score, parse_score_list
+from fnlabel.types import Prompt
+
+__all__ = [
+    "judgelm",
+    "ultrajudge",
+    "JudgeLMPrompt",
+    "parse_judgelm",
+    "format_judgelm",
+    "UltraJudgePrompt",
+    "UltraJudgeParser",
+    "format_ultrajudge",
+]
+
+JUDGELM_SYSTEM_PROMPT = "You are a helpful and precise assistant for checking the quality of answers."
+
+JUDGELM_DESCRIPTION = (
+    "We would like your feedback on the answers of {num_responses} AI assistants to the user question above.\n"
+    "Rate the helpfulness, relevance, accuracy and level of detail of each answer. Give each assistant one "
+    "overall score from 1 to 10; a higher score means better overall performance.\n"
+    "First write one line containing only the {num_responses} scores, for Assistants 1 to {num_responses} "
+    "in order, separated by spaces. On the following lines, explain your evaluation in detail. Avoid any "
+    "bias, and make sure the order in which the answers were presented does not affect your judgement."
+)
+
+ULTRAJUDGE_SYSTEM_PROMPT = (
+    "You evaluate AI assistants' answers the way a typical user would judge them. Focus on what people "
+    "value: engagement, whether the solution works, accuracy, clarity and creativity. Read each answer as if "
+    "you had asked the question yourself and consider how well it meets your needs in a real situation. "
+    "Give detailed feedback on strengths and weaknesses. Be impartial and thorough, prefer answers that are "
+    "practical, clear, authentic and true to the user's intent, and judge only the content and quality of "
+    "the answers."
+)
+
+ULTRAJUDGE_DESCRIPTION = (
+    "Your task is to evaluate the answers of {num_responses} AI assistants carefully, from a human's point "
+    "of view. Judge each answer in these areas, which people typically value: {areas}. For each assistant "
+    "and each area, first give a score from 0 to 10, then detailed feedback. Finally, give a list of "
+    "{num_responses} scores separated by spaces: the overall performance of Assistants 1 to {num_responses}."
+)
+
+DEFAULT_AREAS = (
+    "Practical Accuracy",
+    "Clarity & Transparency",
+    "Authenticity & Reliability",
+    "Compliance with Intent",
+)
+
+
+def _fill(description: str, **values: str) -> str:
+    # str.replace, not str.format: a user's description may contain other braces
+    for key, value in values.items():
+        description = description.replace("{" + key + "}", value)
+    return description.strip()
+
+
+@attrs.frozen
+class JudgeLMPrompt:
+    """``build_prompt`` of :func:`judgelm`."""
+
+    system_prompt: str = JUDGELM_SYSTEM_PROMPT
+    task_description: str = JUDGELM_DESCRIPTION
+
+    def __call__(self, row: Mapping[str, Any]) -> Prompt:
+        question = inputs.text(row, "input").strip()
+        answers = inputs.texts(row, "generations")
+        blocks = "\n\n".join(
+            f"[The Start of Assistant {i}'s Answer]\n{a.strip()}\n[The End of Assistant {i}'s Answer]"
+            for i, a in enumerate(answers, start=1)
+        )
+        system = _fill(self.task_description, num_responses=str(len(answers)))
+        return Prompt(self.system_prompt, f"[Question]\n{question}\n\n{blocks}\n\n[System]\n{system}\n")
+
+
+def parse_judgelm(raw: str) -> dict[str, Any]:
+    """``parse`` of :func:`judgelm`: the first line(s) of scores, then the explanation.
+
+    Scores may be written ``8 9``, ``8, 9``, ``8/10 9/10`` or one ``Assistant N: s``
+    per line; text before them (a preamble) is skipped.
+
+    Example:
+        >>> parse_judgelm("Assistant 1: 8\\nAssistant 2: 6\\nBoth answer, the first is clearer.")
+        {'rating': [8.0, 6.0], 'rationale': 'Both answer, the first is clearer.'}
+    """
+    lines = normalize(raw).split("\n")
+    scores: list[float] = []
+    start = end = len(lines)
+    for i, line in enumerate(lines):
+        try:
+            found = parse_score_list(line, 0, 10) if line.strip() else None
+        except ParseError:
+            found = None
+        if found is not None:
+            start = min(start, i)
+            scores.extend(found)
+        elif scores:
+            end = i
+            break
+    if not scores:
+        raise ParseError(
+            f"expected a first line of scores from 1 to 10 such as '8 9', then an explanation; got {excerpt(raw)}"
+        )
+    # the explanation follows the scores; a model that explained first gets that text instead
+    rationale = "\n".join(lines[end:]).strip() or "\n".join(lines[:start]).strip()
+    return {"rating": scores, "rationale": rationale}
+
+
+def format_judgelm(output: Mapping[str, Any]) -> str:
+    """The answer the template asks for: the inverse of :func:`parse_judgelm`."""
+    return " ".join(format_score(s) for s in output["rating"]) + "\n" + output["rationale"]
+
+
+def judgelm(system_prompt: str = JUDGELM_SYSTEM_PROMPT, task_description: str = JUDGELM_DESCRIPTION) -> Task:
+    """JudgeLM: score each of the ``generations`` for ``input`` from 1 to 10, with one explanation.
+
+    Args:
+        system_prompt: the system prompt of every request.
+        task_description: the instructions after the answers; ``{num_responses}`` is
+            replaced by the number of answers.
+
+    Example:
+        >>> task = judgelm()
+        >>> task.parse("7 9\\nAssistant 2 is more detailed.")
+        {'rating': [7.0, 9.0], 'rationale': 'Assistant 2 is more detailed.'}
+    """
+    return Task(
+        name="judgelm",
+        build_prompt=JudgeLMPrompt(system_prompt, task_description),
+        parse=parse_judgelm,
+        input_keys=("input", "generations"),
+        output_keys=("rating", "rationale"),
+    )
+
+
+def _areas(value: Any) -> tuple[str, ...]:
+    return inputs.check_texts(value, "areas")
+
+
+def _areas_text(areas: Sequence[str]) -> str:
+    if len(areas) == 1:
+        return areas[0]
+    return ", ".join(areas[:-1]) + " and " + areas[-1]
+
+
+@attrs.frozen
+class UltraJudgePrompt:
+    """``build_prompt`` of :func:`ultrajudge`."""
+
+    areas: tuple[str, ...] = attrs.field(default=DEFAULT_AREAS, converter=_areas)
+    system_prompt: str = ULTRAJUDGE_SYSTEM_PROMPT
+    task_description: str = ULTRAJUDGE_DESCRIPTION
+
+    def __call__(self, row: Mapping[str, Any]) -> Prompt:
+        instruction = inputs.text(row, "input").strip()
+        answers = inputs.texts(row, "generations")
+        n = len(answers)
+        description = _fill(self.task_description, num_responses=str(n), areas=_areas_text(self.areas))
+        placeholders = "\n".join(f"Assistant {i}: [answer]" for i in range(1, n + 1))
+        per_area = "\n".join(f"{a} - [score from 0 to 10]\n[feedback on {a}]" for a in self.areas)
+        outputs = "\n\n".join(f"Assistant {i}:\n{per_area}" for i in range(1, n + 1))
+        finals = " ".join(f"[score of Assistant {i}]" for i in range(1, n + 1))
+        shown = "\n\n".join(f"Assistant {i}: {a.strip()}" for i, a in enumerate(answers, start=1))
+        body = (
+            f"{description}\n\n---\n\n## Format\n\n### Input\nInstruction: [the instruction]\n\n{placeholders}\n\n"
+            f"### Output\n{outputs}\n\nFinal scores: {finals}\n\n---\n\n"
+            f"### Input\nInstruction: {instruction}\n\n{shown}\n\n### Output\n"
+        )
+        return Prompt(self.system_prompt, body)
+
+
+_ASSISTANT_HEADER = re.compile(r"^[\s#>*_\-]*assistant\s*#?(\d+)\s*[:.\-]?\s*$", re.IGNORECASE)
+_FINAL = re.compile(r"^[\s#>*_\-]*final\s+scores?\b\s*[:\-=]?\s*(.*)$", re.IGNORECASE)
+
+
+@attrs.frozen
+class UltraJudgeParser:
+    """``parse`` of :func:`ultrajudge`: per-area scores and feedback, then ``Final scores: ...``."""
+
+    areas: tuple[str, ...] = attrs.field(default=DEFAULT_AREAS, converter=_areas)
+
+    def _area_pattern(self) -> re.Pattern[str]:
+        names = "|".join(
+            r"\s*".join(re.escape(w) for w in a.split()).replace(r"\&", r"(?:&|and)") for a in self.areas
+        )
+        return re.compile(r"^[\s#>*_\-•\d.)]*(" + names + r")\s*(?:\([^)\n]*\))?\s*[:\-–=]\s*(.*)$", re.IGNORECASE)
+
+    def _canonical(self, written: str) -> str:
+        key = re.sub(r"\W+", "", written.lower().replace("&", "and"))
+        for area in self.areas:
+            if re.sub(r"\W+", "", area.lower().replace("&", "and")) == key:
+                return area
+        return written
+
+    def __call__(self, raw: str) -> dict[str, Any]:
+        lines = normalize(raw).split("\n")
+        final_at = next((i for i, line in enumerate(lines) if _FINAL.match(line)), None)
+        if final_at is None:
+            raise ParseError(f"expected a line 'Final scores: <score> <score> ...', got {excerpt(raw)}")
+        value = _FINAL.match(lines[final_at]).group(1).strip()  # type: ignore[union-attr]
+        if not value:
+            value = next((line for line in lines[final_at + 1:] if line.strip()), "")
+        rating = parse_score_list(value, 0, 10, "final score")
+
+        area_re = self._area_pattern()
+        answers: dict[int, dict[str, dict[str, Any]]] = {}
+        current: dict[str, dict[str, Any]] | None = None
+        feedback: list[str] | None = None
+        for line in lines[:final_at]:
+            header = _ASSISTANT_HEADER.match(line)
+            match = area_re.match(line)
+            if header:  # "Assistant N:" places what follows at answer N
+                current, feedback = answers.setdefault(max(int(header.group(1)) - 1, 0), {}), None
+            elif match:
+                name = self._canonical(match.group(1))
+                if current is None or name in current:  # no header: a repeated area starts the next answer
+                    current = answers.setdefault(max(answers, default=-1) + 1, {})
+                score_text = match.group(2)
+                score = parse_score(score_text, 0, 10, f"score for {name!r}")
+                rest = re.sub(r"^[\s\[\(]*\d+(?:\.\d+)?(?:\s*/\s*\d+)?[\]\)]*", "", score_text, count=1)
+                feedback = [rest.strip(" -–:.,;")] if rest.strip(" -–:.,;") else []
+                current[name] = {"rating": score, "rationale": feedback}
+            elif feedback is not None:
+                feedback.append(line)
+        for answer in answers.values():
+            for area in answer.values():
+                area["rationale"] = "\n".join(area["rationale"]).strip()
+        areas = [answers.get(i, {}) for i in range(len(rating))]
+        return {"rating": rating, "areas": areas}
+
+
+def format_ultrajudge(output: Mapping[str, Any]) -> str:
+    """The answer the template asks for: the inverse of :class:`UltraJudgeParser`."""
+    blocks = []
+    for i, areas in enumerate(output["areas"], start=1):
+        lines = [f"Assistant {i}:"]
+        for name, area in areas.items():
+            lines += [f"{name} - {format_score(area['rating'])}", area["rationale"]]
+        blocks.append("\n".join(lines))
+    finals = " ".join(format_score(s) for s in output["rating"])
+    return "\n\n".join(blocks) + f"\n\nFinal scores: {finals}"
+
+
+def ultrajudge(
+    areas: tuple[str, ...] = DEFAULT_AREAS,
+    system_prompt: str = ULTRAJUDGE_SYSTEM_PROMPT,
+    task_description: str = ULTRAJUDGE_DESCRIPTION,
+) -> Task:
+    """UltraJudge: score each of the ``generations`` per area and overall, from 0 to 10.
+
+    Args:
+        areas: the areas judged for each answer.
+        system_prompt: the system prompt of every request.
+        task_description: the task's instructions; ``{num_responses}`` and ``{areas}`` are filled in.
+
+    Example:
+        >>> task = ultrajudge(areas=["Accuracy", "Clarity"])
+        >>> out = task.parse("Assistant 1:\\nAccuracy - 8\\nRight.\\nClarity - 6\\nTerse.\\n\\nFinal scores: 7")
+        >>> out["rating"], out["areas"][0]["Clarity"]
+        ([7.0], {'rating': 6.0, 'rationale': 'Terse.'})
+    """
+    return Task(
+        name="ultrajudge",
+        build_prompt=UltraJudgePrompt(areas, system_prompt, task_description),
+        parse=UltraJudgeParser(areas),
+        input_keys=("input", "generations"),
+        output_keys=("rating", "areas"),
+    )
