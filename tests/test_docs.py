@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
 import io
 import pkgutil
 import re
@@ -203,3 +204,33 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert (tmp_path / "site" / "index.html").exists()
     assert (tmp_path / "site" / "api" / "index.html").exists()
+
+
+# ---- benchmark figures -----------------------------------------------------------------------
+
+
+def _plot_module():
+    spec = importlib.util.spec_from_file_location("benchmarks_plot", ROOT / "benchmarks" / "plot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_tables_match_results(capsys: pytest.CaptureFixture[str]) -> None:
+    plot = _plot_module()
+    ratios, _skipped = plot.load()
+    assert ratios, "no benchmarks/results/*.json has a 'ratios' block"
+    assert plot.main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_benchmark_ratio_shape(tmp_path: Path) -> None:
+    plot = _plot_module()
+    (tmp_path / "a.json").write_text('{"ratios": {"x / y": {"value": 0.7, "target": 0.8, "better": "lower"}, "z": 2}}')
+    (tmp_path / "b.json").write_text('{"old": 1}')
+    ratios, skipped = plot.load(tmp_path)
+    assert [(r.name, r.value, r.met) for r in ratios] == [("x / y", 0.7, True), ("z", 2.0, None)]
+    assert skipped == ["b.json"]
+    assert "| a | x / y | 0.70 | ≤ 0.8 | met |" in plot.table(ratios)
+    (tmp_path / "c.json").write_text('{"ratios": {"bad": {"value": 1, "better": "more"}}}')
+    with pytest.raises(ValueError, match="c.json: ratios.bad.better"):
+        plot.load(tmp_path)
