@@ -147,6 +147,14 @@ def main() -> None:
         "ratio_fnlabel_vs_raw_sdk": round(median["fnlabel"] / median["raw_async_sdk"], 2),
         "cpu_per_request_ratio_distilabel_vs_fnlabel": round(cpu["distilabel_0.6.0"] / cpu["fnlabel"], 2),
         "cpu_per_request_ratio_raw_sdk_vs_fnlabel": round(cpu["raw_async_sdk"] / cpu["fnlabel"], 2),
+        "ratios": {  # the common shape read by benchmarks/plot.py
+            "fnlabel / distilabel 0.6.0, requests/s": {
+                "value": round(median["fnlabel"] / median["distilabel_0.6.0"], 2), "target": 3.0, "better": "higher"},
+            "fnlabel / raw async SDK, requests/s": {
+                "value": round(median["fnlabel"] / median["raw_async_sdk"], 2), "better": "higher"},
+            "distilabel 0.6.0 / fnlabel, client CPU per request": {
+                "value": round(cpu["distilabel_0.6.0"] / cpu["fnlabel"], 2), "better": "higher"},
+        },
         "load_average_at_start": load_start,
         "load_average_at_end": list(os.getloadavg()),
         "note": (
