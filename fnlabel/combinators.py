@@ -20,7 +20,7 @@ import attrs
 
 from fnlabel.errors import ConfigError
 from fnlabel.formats import check_format
-from fnlabel.llm import LLM, RowFailure, RunResult, check_num_generations
+from fnlabel.llm import LLM, RowFailure, RunResult, as_rows, check_num_generations
 from fnlabel.types import FormattedPrompt, Input, LLMOutput, Prompt
 
 __all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threaded", "gather", "chunks"]
@@ -96,13 +96,16 @@ def gather(futures: Sequence[Future[Any]], combine: Callable[[list[Any]], T]) ->
                 return
             if exc is not None:
                 done.set_exception(exc)
-                for other in futures:
-                    other.cancel()
-                return
-            results[i] = fut.result()
-            left[0] -= 1
-            if left[0]:
-                return
+            else:
+                results[i] = fut.result()
+                left[0] -= 1
+                if left[0]:
+                    return
+        if exc is not None:
+            # outside the lock: cancel() runs this callback again in this thread for a pending future
+            for other in futures:
+                other.cancel()
+            return
         try:
             done.set_result(combine(results))
         except Exception as err:  # a broken combine must fail the Future, not hang it
@@ -153,7 +156,7 @@ class Threaded:
 
     def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
         check_num_generations(num_generations)
-        rows = list(inputs)
+        rows = list(as_rows(inputs))
         parts = chunks(rows, self.num_threads)
         pool = self._pool()
         futures = [pool.submit(self.llm.run, chunk, num_generations) for _, chunk in parts]

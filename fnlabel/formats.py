@@ -33,9 +33,12 @@ def as_openai(p: Prompt) -> list[ChatMessage]:
 
 
 def as_llama2(p: Prompt) -> str:
-    # Meta's reference: B_SYS = "<<SYS>>\n", E_SYS = "\n<</SYS>>\n\n"
-    system = f"<<SYS>>\n{p.system_prompt.strip()}\n<</SYS>>\n\n" if p.system_prompt else ""
-    return f"<s>[INST] {system}{p.formatted_prompt.strip()} [/INST]"
+    # Meta's reference (and Llama-2-chat's HF template): B_SYS = "<<SYS>>\n", E_SYS = "\n<</SYS>>\n\n",
+    # prepended to the first user message, and only that whole content is stripped
+    content = p.formatted_prompt
+    if p.system_prompt:
+        content = f"<<SYS>>\n{p.system_prompt}\n<</SYS>>\n\n{content}"
+    return f"<s>[INST] {content.strip()} [/INST]"
 
 
 def as_chatml(p: Prompt) -> str:

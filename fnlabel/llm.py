@@ -9,13 +9,13 @@ generations, parse errors), and ``llm.submit`` returns a Future of that.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
 
-from fnlabel.errors import BackendError, ConfigError
+from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.formats import FORMATS, check_format
 from fnlabel.tasks.base import Task
 from fnlabel.types import (
@@ -28,7 +28,7 @@ from fnlabel.types import (
     Prompt,
 )
 
-__all__ = ["LLM", "llm", "RowFailure", "RunResult", "backend_name", "check_num_generations"]
+__all__ = ["LLM", "llm", "RowFailure", "RunResult", "as_rows", "backend_name", "check_num_generations"]
 
 log = logging.getLogger("fnlabel")
 
@@ -60,6 +60,15 @@ def backend_name(backend: object) -> str:
     name = getattr(backend, "model_name", None)
     kind = getattr(backend, "__qualname__", None) or type(backend).__name__
     return f"{kind} ({name})" if name and name != kind else kind
+
+
+def as_rows(inputs: Sequence[Input]) -> Sequence[Input]:
+    """``inputs`` as a list or tuple of rows; a single dict or a string is an :class:`InputError`."""
+    if isinstance(inputs, (list, tuple)):
+        return inputs
+    if isinstance(inputs, (str, bytes, Mapping)):  # iterating them would make each key or char a "row"
+        raise InputError(f"inputs must be a list of dicts, got a {type(inputs).__name__}; for one input pass [row]")
+    return list(inputs)
 
 
 def check_num_generations(k: object) -> int:
@@ -101,8 +110,8 @@ class LLM:
             raise ConfigError(f"backend must be callable as generate(prompts, params), got {self.backend!r}")
         if not isinstance(self.params, GenerationParams):
             raise ConfigError(f"params must be GenerationParams, got {type(self.params).__name__}")
-        if self.prompt_format is not None:
-            check_format(self.prompt_format)
+        # also the backend's natural format: a bad one must fail now, not at the first row
+        check_format(self.effective_format)
         if self.prompt_formatting_fn is not None and not callable(self.prompt_formatting_fn):
             raise ConfigError("prompt_formatting_fn must be callable as fn(prompt: Prompt)")
         check = getattr(self.backend, "check_params", None)
@@ -116,9 +125,7 @@ class LLM:
 
     def format(self, prompt: Prompt) -> FormattedPrompt:
         """Apply the formatting fn (which wins when set) or the prompt format."""
-        if self.prompt_formatting_fn is not None:
-            return self.prompt_formatting_fn(prompt)
-        return FORMATS[self.effective_format](prompt)
+        return self.formatter()(prompt)
 
     def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> list[list[LLMOutput]]:
         """Generate ``num_generations`` outputs for each input.
@@ -135,38 +142,111 @@ class LLM:
 
     def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
         """Run in a background thread; a Future of :class:`RunResult`."""
-        return shared_pool().submit(self.run, list(inputs), num_generations)
+        return shared_pool().submit(self.run, list(as_rows(inputs)), num_generations)
+
+    def formatter(self) -> Callable[[Prompt], FormattedPrompt]:
+        """The function that formats each prompt (resolved once per call, not once per row)."""
+        return self.prompt_formatting_fn or FORMATS[self.effective_format]
 
     def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
         """Like calling the LLM, but also return the failures of the call."""
         k = check_num_generations(num_generations)
         params = self.params if k == self.params.num_generations else self.params.replace(num_generations=k)
-        task, failures = self.task, []
+        inputs = as_rows(inputs)
+        # Each stage tries a fast path over all rows first (tight loops, no bookkeeping:
+        # this is fnlabel's per-input overhead, see benchmarks/overhead.py). The fast path
+        # gives up at the first row that needs care, and the careful path redoes the stage
+        # row by row (tasks' functions are pure, so redoing is safe).
+        prompts = self._prompts_fast(inputs)
+        if prompts is None:
+            prompts, rows, failures = self._prompts_each(inputs)
+        else:
+            rows, failures = range(len(inputs)), []
+        raw = self._call_backend(prompts, params) if prompts else []
+        outputs = None if failures else self._outputs_fast(prompts, raw, k)
+        if outputs is None:
+            outputs = self._outputs_each(len(inputs), rows, prompts, raw, k, failures)
+        return RunResult(outputs, tuple(failures))
+
+    def _prompts_fast(self, inputs: Sequence[Input]) -> list[FormattedPrompt] | None:
+        """Every row's prompt, or None if some row is bad (missing keys, build or format fails)."""
+        keys = self.task.input_keys
+        if len(keys) == 1:
+            key = keys[0]
+            for row in inputs:
+                if row.__class__ is not dict or key not in row:
+                    return None
+        else:
+            wanted = frozenset(keys)
+            for row in inputs:
+                if row.__class__ is not dict or not row.keys() >= wanted:
+                    return None
+        build, fmt = self.task.build_prompt, self.formatter()
+        try:
+            return [fmt(build(row)) for row in inputs]
+        except Exception:
+            return None
+
+    def _prompts_each(self, inputs: Sequence[Input]) -> tuple[list[FormattedPrompt], list[int], list[RowFailure]]:
+        """Prompts of the good rows, their row indices, and a failure for each bad row."""
+        task, build, fmt = self.task, self.task.build_prompt, self.formatter()
         prompts: list[FormattedPrompt] = []
         rows: list[int] = []
+        failures: list[RowFailure] = []
         for i, row in enumerate(inputs):
             missing = task.missing_keys(row)
             if missing:
                 failures.append(RowFailure(i, None, "input", f"missing key(s) {missing}"))
                 continue
             try:
-                prompts.append(self.format(task.build_prompt(row)))
+                prompts.append(fmt(build(row)))
             except Exception as exc:  # a bad row must not stop the others
                 failures.append(RowFailure(i, None, "input", f"{type(exc).__name__}: {exc}"))
                 continue
             rows.append(i)
         for f in failures:
             log.warning("row %d skipped: %s (task %s needs %s)", f.row, f.error, task.name, list(task.input_keys))
-        raw = self._call_backend(prompts, params) if prompts else []
-        empty: LLMOutput = {"model_name": self.model_name, "prompt_used": None, "raw_output": None, "parsed_output": None}
-        outputs: list[list[LLMOutput]] = [[]] * len(inputs)
-        if failures:
-            for f in failures:
-                outputs[f.row] = [dict(empty) for _ in range(k)]  # type: ignore[misc]
-        parse, name, seen = task.parse, self.model_name, set()
-        for j, i in enumerate(rows):
-            prompt, row_out = prompts[j], []
-            for g, text in enumerate(raw[j]):
+        return prompts, rows, failures
+
+    def _outputs_fast(self, prompts: list[FormattedPrompt], raw: list[list[Any]], k: int) -> list[Any] | None:
+        """All outputs when every row is good and every generation a parsable str, else None."""
+        name, parse = self.model_name, self.task.parse
+        outputs: list[Any] = []
+        add = outputs.append
+        try:
+            for prompt, gens in zip(prompts, raw):
+                if gens.__class__ is not list or len(gens) != k:
+                    return None
+                row = []
+                for text in gens:
+                    if text.__class__ is not str:
+                        return None
+                    parsed = parse(text)
+                    row.append({"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parsed})
+                add(row)
+        except Exception:
+            return None
+        return outputs
+
+    def _outputs_each(
+        self, n: int, rows: Sequence[int], prompts: list[FormattedPrompt], raw: list[list[Any]], k: int,
+        failures: list[RowFailure],
+    ) -> list[Any]:
+        """Outputs row by row: empty ones for bad rows, failed generations and parse errors recorded."""
+        name, parse = self.model_name, self.task.parse
+        outputs: list[Any] = [None] * n
+        empty = {"model_name": name, "prompt_used": None, "raw_output": None, "parsed_output": None}
+        for f in failures:
+            outputs[f.row] = [dict(empty) for _ in range(k)]
+        seen: set[str] = set()
+        for j, (i, prompt, gens) in enumerate(zip(rows, prompts, raw)):
+            if not isinstance(gens, list) or len(gens) != k:
+                got = len(gens) if isinstance(gens, list) else type(gens).__name__
+                raise BackendError(
+                    f"backend {backend_name(self.backend)} returned {got} generations for prompt {j}, expected {k}"
+                )
+            row_out = []
+            for g, text in enumerate(gens):
                 parsed = None
                 if isinstance(text, GenerationFailure):
                     failures.append(RowFailure(i, g, "backend", text.error))
@@ -182,23 +262,16 @@ class LLM:
                             seen.add(msg)
                             log.warning("parse failed (row %d, generation %d; logged once): %s", i, g, msg)
                 row_out.append({"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parsed})
-            outputs[i] = row_out  # type: ignore[assignment]
-        return RunResult(outputs, tuple(failures))
+            outputs[i] = row_out
+        return outputs
 
     def _call_backend(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[Any]]:
         raw = self.backend(prompts, params)
-        k = params.num_generations
         if not isinstance(raw, list) or len(raw) != len(prompts):
             got = len(raw) if isinstance(raw, list) else type(raw).__name__
             raise BackendError(
                 f"backend {backend_name(self.backend)} returned {got} results for {len(prompts)} prompts"
             )
-        for j, gens in enumerate(raw):
-            if not isinstance(gens, list) or len(gens) != k:
-                got = len(gens) if isinstance(gens, list) else type(gens).__name__
-                raise BackendError(
-                    f"backend {backend_name(self.backend)} returned {got} generations for prompt {j}, expected {k}"
-                )
         return raw
 
 

@@ -61,8 +61,16 @@ class Prompt:
         'What is 2 + 2?'
     """
 
-    system_prompt: str = attrs.field(validator=attrs.validators.instance_of(str))
-    formatted_prompt: str = attrs.field(validator=attrs.validators.instance_of(str))
+    system_prompt: str
+    formatted_prompt: str
+
+    def __attrs_post_init__(self) -> None:
+        # one cheap check instead of attrs validators: a Prompt is built for every input row
+        if self.system_prompt.__class__ is not str or self.formatted_prompt.__class__ is not str:
+            for name in ("system_prompt", "formatted_prompt"):
+                value = getattr(self, name)
+                if not isinstance(value, str):
+                    raise TypeError(f"Prompt.{name} must be a str, got {type(value).__name__}: {value!r}")
 
 
 @attrs.frozen
@@ -75,11 +83,11 @@ class GenerationFailure:
 RawGeneration = Union[str, GenerationFailure]
 
 
-def _range(name: str, low: float | None, high: float | None, *, low_open: bool = False):
+def _range(name: str, low: float | None, high: float | None, *, low_open: bool = False, allow_none: bool = True):
     """A validator for ``low <= value <= high`` (``low < value`` when ``low_open``)."""
 
     def check(_inst: Any, _attr: attrs.Attribute, value: Any) -> None:
-        if value is None:
+        if value is None and allow_none:
             return
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if ok and low is not None:
@@ -109,7 +117,8 @@ def _int_field(name: str, default: int | None, low: int) -> Any:
 
 
 def _float_field(name: str, default: float, low: float | None, high: float | None, **kw: Any) -> Any:
-    return attrs.field(default=default, converter=_to_float, validator=_range(name, low, high, **kw))
+    # these floats are required: None is out of range too
+    return attrs.field(default=default, converter=_to_float, validator=_range(name, low, high, allow_none=False, **kw))
 
 
 def _to_float(value: Any) -> Any:
@@ -123,8 +132,11 @@ def _to_stop(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return (value,)
-    stop = tuple(value)
+        value = (value,)
+    try:
+        stop = tuple(value)
+    except TypeError:
+        raise ConfigError(f"GenerationParams.stop must be a string or a list of strings, got {value!r}") from None
     if not all(isinstance(s, str) and s for s in stop):
         raise ConfigError(f"GenerationParams.stop must be non-empty strings, got {value!r}")
     return stop

@@ -34,13 +34,18 @@ def _principles(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _check_seed(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"text_generation seed must be an integer, got {value!r}")
+
+
 @attrs.frozen
 class TextGenerationPrompt:
     """``build_prompt`` of :func:`text_generation` (a frozen callable, so it pickles)."""
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     principles: tuple[str, ...] = attrs.field(default=(), converter=_principles)
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=lambda _i, _a, v: _check_seed(v))
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
         text = row["input"]
