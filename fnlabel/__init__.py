@@ -12,6 +12,7 @@ from fnlabel.combinators import threaded, with_prompt_format, with_prompt_format
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, ParseError, RecipeError
 from fnlabel.formats import FORMATS, format_prompt
 from fnlabel.llm import LLM, RowFailure, RunResult, llm
+from fnlabel.ray_engine import on_ray
 from fnlabel.recipes import Recipe, build, dump_recipe, load_recipe
 from fnlabel.tasks import Task
 from fnlabel.types import GenerationFailure, GenerationParams, LLMOutput, Prompt
@@ -41,6 +42,7 @@ __all__ = [
     "format_prompt",
     "llm",
     "load_recipe",
+    "on_ray",
     "tasks",
     "threaded",
     "with_prompt_format",
