@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import BackendError, ConfigError, FnlabelError
+from fnlabel.errors import BackendError, ConfigError
 from fnlabel.io import InputData
 from fnlabel.runner import Progress, Summary, _batches, _Job, resolve_options, run_recipe
 
@@ -97,19 +97,38 @@ def _connect(address: str | None) -> Any:
     return ray
 
 
-def _replica_error(exc: BaseException) -> BaseException | None:
-    """The fnlabel error inside a Ray error, if any (Ray wraps what an actor raised)."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        cur = stack.pop()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, FnlabelError) and not type(cur).__name__.startswith("RayTaskError"):
-            return cur
-        stack += [getattr(cur, "cause", None), cur.__cause__, cur.__context__]
-    return None
+def _fatal(exc: BaseException) -> bytes:
+    """An actor's error, pickled for the driver (Ray keeps only the text of what a UDF raises)."""
+    try:
+        return pickle.dumps(exc)
+    except Exception:
+        return pickle.dumps(BackendError(f"{type(exc).__name__}: {exc}"))
+
+
+def _ray_failure(exc: BaseException) -> BackendError:
+    text = str(exc).strip().splitlines() or [type(exc).__name__]
+    return BackendError(
+        f"the Ray run failed ({type(exc).__name__}): {text[-1].strip()}; the output holds every batch "
+        "written so far: rerun to complete it (the actors' logs are in /tmp/ray/session_latest/logs)"
+    )
+
+
+def _out_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("batch", pa.int64()), ("indices", pa.list_(pa.int64())), ("lines", pa.list_(pa.string())),
+        ("records", pa.string()), ("gens", pa.int64()), ("error", pa.string()), ("fatal", pa.binary()),
+    ])
+
+
+def _reraise(fatal: bytes) -> None:
+    inner = pickle.loads(fatal)
+    try:
+        outer = type(inner)(f"{inner} (raised on a Ray replica)")
+    except Exception:
+        raise inner from None
+    raise outer from inner
 
 
 class _Replica:
@@ -126,22 +145,26 @@ class _Replica:
     def __call__(self, table: Any) -> Any:
         import pyarrow as pa
 
-        if self.error is not None:
-            raise self.error
         cols = table.to_pydict()
         groups: dict[int, list[int]] = {}
         for pos, batch in enumerate(cols["batch"]):
             groups.setdefault(batch, []).append(pos)
-        out: dict[str, list[Any]] = {"batch": [], "indices": [], "lines": [], "records": [], "gens": [], "error": []}
+        out: dict[str, list[Any]] = {
+            "batch": [], "indices": [], "lines": [], "records": [], "gens": [], "error": [], "fatal": []
+        }
         for batch, positions in groups.items():
             indices = [cols["index"][p] for p in positions]
+            if self.error is not None:  # the LLM could not be built: the driver raises this error
+                for key, value in zip(out, (batch, indices, [], "[]", 0, None, _fatal(self.error))):
+                    out[key].append(value)
+                continue
             rows = {cols["index"][p]: pickle.loads(cols["row"][p]) for p in positions}
             where = {cols["index"][p]: cols["where"][p] for p in positions}
             self.job.data = InputData(self.job.data.source, rows, where)  # type: ignore[arg-type]
             lines, records, gens, error = self.job.run_batch(indices)
-            for key, value in zip(out, (batch, indices, lines, json.dumps(records), gens, error)):
+            for key, value in zip(out, (batch, indices, lines, json.dumps(records), gens, error, None)):
                 out[key].append(value)
-        return pa.table(out)
+        return pa.table(out, schema=_out_schema())
 
     def __del__(self) -> None:
         self.job.close()
@@ -208,6 +231,8 @@ class RayJob(_Job):
         rows = ds.iter_rows()
         try:
             for piece in rows:
+                if piece["fatal"] is not None:
+                    _reraise(piece["fatal"])
                 b = piece["batch"]
                 got = done.setdefault(b, {})
                 got.update(zip(piece["indices"], piece["lines"]))
@@ -219,11 +244,8 @@ class RayJob(_Job):
                     del done[nxt]
                     yield batches[nxt], (lines, recs, gens, err)
                     nxt += 1
-        except Exception as exc:
-            inner = _replica_error(exc)
-            if inner is not None:
-                raise type(inner)(f"{inner} (raised on a Ray replica)") from exc
-            raise
+        except ray.exceptions.RayError as exc:
+            raise _ray_failure(exc) from exc
         finally:
             close = getattr(rows, "close", None)
             if close is not None:

@@ -170,7 +170,7 @@ input = "{(tmp_path / 'in.jsonl').as_posix()}"
 """)
     with pytest.raises(BackendError, match="cannot load model 'missing.gguf'.*on a Ray replica"):
         fnlabel.on_ray(recipe, tmp_path / "ray.jsonl")
-    assert (tmp_path / "ray.jsonl").read_text() == ""
+    assert not (tmp_path / "ray.jsonl").exists()  # nothing written, as in a local run
 
 
 @pytest.mark.slow
