@@ -213,6 +213,8 @@ class RayJob(_Job):
         run = self.recipe.run
         ray = _connect(run.address)
         logging.getLogger("ray.data").setLevel(max(logging.getLogger("ray.data").level, logging.WARNING))
+        # its one message is "Progress bars disabled": fnlabel draws its own
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         batches = list(_batches(todo, self.opts.batch_size))
         ds = self._dataset(ray, batches).map_batches(
             _Replica,
