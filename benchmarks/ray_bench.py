@@ -128,7 +128,8 @@ def main() -> None:
           f"wall: x{lat_r['wall_ratio_1_over_2_replicas']:.2f}")
     print(f"no work: Ray vs local, steady per row: x{now_r['steady_ratio_ray_over_local']:.2f} "
           f"({now_r['steady_us_per_row_ray']:.0f} vs {now_r['steady_us_per_row_local']:.0f} us/row); "
-          f"wall: x{now_r['wall_ratio_ray_over_local']:.2f} (start-up of the actor pool ~{now_r['ray_fixed_cost_s']:.1f} s)")
+          f"wall: x{now_r['wall_ratio_ray_over_local']:.2f} "
+          f"(start-up of the actor pool ~{now_r['ray_fixed_cost_s']:.1f} s)")
     dest = Path(__file__).resolve().parent / "results" / "ray.json"
     dest.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -113,7 +113,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     if args.ray is not None:  # the runner dispatches on [run] engine
-        recipe = attrs.evolve(recipe, run=attrs.evolve(recipe.run, engine="ray", address=args.ray or recipe.run.address))
+        address = args.ray or recipe.run.address
+        recipe = attrs.evolve(recipe, run=attrs.evolve(recipe.run, engine="ray", address=address))
     opts = resolve_options(
         recipe,
         args.recipe,

@@ -259,6 +259,7 @@ class RayJob(_Job):
         if self._running is not None:
             self._running.close()  # type: ignore[attr-defined]
             self._running = None
+        super().close()
 
 
 def on_ray(

@@ -222,7 +222,9 @@ class _Job:
         ]
         return [to_json_line(o) for o in objs], records, gens, batch_error
 
-    def results(self, todo: list[int]) -> Iterator[tuple[list[int], tuple[list[str], list[dict[str, Any]], int, str | None]]]:
+    def results(
+        self, todo: list[int]
+    ) -> Iterator[tuple[list[int], tuple[list[str], list[dict[str, Any]], int, str | None]]]:
         """Each batch of ``todo`` with its :meth:`run_batch` result, in order (an engine may override it)."""
         for batch in _batches(todo, self.opts.batch_size):
             yield batch, self.run_batch(batch)

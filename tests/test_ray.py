@@ -18,10 +18,17 @@ from fnlabel.errors import BackendError, ConfigError
 from fnlabel.runner import resolve_options, run_recipe
 from tests.recipe_helpers import ROOT, echo_recipe, fnlabel as fnlabel_cli, questions, read_jsonl, write_jsonl
 
+# Ray Data copies its context with a few deprecated attributes; not ours to fix
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.timeout(600)]
 
-@pytest.fixture(scope="session")
+
+@pytest.fixture(scope="module")
 def ray_address():
-    """A local Ray instance (2 CPUs, no dashboard, 127.0.0.1) for the whole session; its address."""
+    """One local Ray instance (2 CPUs, no dashboard, 127.0.0.1) for all the Ray tests; its address.
+
+    Module-scoped: every test that needs Ray is in this file, so this is one start per test session,
+    and Ray's processes are gone before the rest of the suite runs.
+    """
     ray = pytest.importorskip("ray")
     from fnlabel.ray_engine import start_local
 
