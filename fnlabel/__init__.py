@@ -26,6 +26,7 @@ _LAZY = {
     "build": "fnlabel.recipes",
     "dump_recipe": "fnlabel.recipes",
     "load_recipe": "fnlabel.recipes",
+    "on_ray": "fnlabel.ray_engine",
 }
 
 
@@ -69,6 +70,7 @@ __all__ = [
     "llm",
     "load_recipe",
     "pooled",
+    "on_ray",
     "tasks",
     "threaded",
     "with_prompt_format",

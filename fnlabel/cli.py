@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="rerun only the rows in OUTPUT.failures.jsonl")
     run.add_argument("--max-failures", type=int, help="stop (exit 3) once more than N rows have failed")
     run.add_argument("--no-cache", action="store_true", help="do not use the per-sample cache")
+    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else RAY_ADDRESS or a new "
+                     "local instance; see docs/ray.md")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     val = sub.add_parser("validate", help="check a recipe (and its prompt formatting fn) without loading a model")
@@ -112,10 +115,15 @@ def _cache_store(args: argparse.Namespace, opts: Any) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import attrs
+
     from fnlabel.recipes import load_recipe
     from fnlabel.runner import resolve_options, run_recipe
 
     recipe = load_recipe(args.recipe)
+    if args.ray is not None:  # the runner dispatches on [run] engine
+        address = args.ray or recipe.run.address
+        recipe = attrs.evolve(recipe, run=attrs.evolve(recipe.run, engine="ray", address=address))
     opts = resolve_options(
         recipe,
         args.recipe,

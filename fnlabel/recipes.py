@@ -26,7 +26,7 @@ import importlib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NewType
+from typing import Any, Literal, NewType
 
 import attrs
 import cattrs
@@ -243,6 +243,17 @@ class RunSpec:
     batch_size: rt.PositiveInt = 16
     max_failures: rt.NonNegativeInt | None = None
     output_key: str = "outputs"
+    #: "ray": run on a Ray cluster (see docs/ray.md and fnlabel.ray_engine); the rest are Ray's settings
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = None
+    replicas: rt.PositiveInt = 1
+    num_cpus: float = attrs.field(default=1.0, validator=lambda _i, a, v: _non_negative(a.name, v))
+    num_gpus: float = attrs.field(default=0.0, validator=lambda _i, a, v: _non_negative(a.name, v))
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a number >= 0 (resources per Ray replica), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)

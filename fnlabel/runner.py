@@ -222,6 +222,13 @@ class _Job:
         ]
         return [to_json_line(o) for o in objs], records, gens, batch_error
 
+    def results(
+        self, todo: list[int]
+    ) -> Iterator[tuple[list[int], tuple[list[str], list[dict[str, Any]], int, str | None]]]:
+        """Each batch of ``todo`` with its :meth:`run_batch` result, in order (an engine may override it)."""
+        for batch in _batches(todo, self.opts.batch_size):
+            yield batch, self.run_batch(batch)
+
     def close(self) -> None:
         close = getattr(self.llm, "close", None)
         if close is not None:
@@ -247,7 +254,8 @@ def run_recipe(
     """Run ``recipe`` with ``opts``; returns a :class:`Summary` (``stopped`` set if max_failures hit).
 
     ``cache`` is a per-sample cache store or file path (``recipe.build(cache)``);
-    ``wrap_llm`` wraps the built LLM.
+    ``wrap_llm`` wraps the built LLM. With ``[run] engine = "ray"`` the batches run
+    on Ray actors (:mod:`fnlabel.ray_engine`).
 
     Example:
         >>> import tempfile, fnlabel
@@ -258,7 +266,12 @@ def run_recipe(
         3
     """
     started = time.monotonic()
-    job = _Job(recipe, opts, wrap_llm, cache)
+    if getattr(recipe.run, "engine", "local") == "ray":  # the same run, with the LLM on Ray actors
+        from fnlabel.ray_engine import RayJob
+
+        job: _Job = RayJob(recipe, opts, wrap_llm, cache)
+    else:
+        job = _Job(recipe, opts, wrap_llm, cache)
     summary = Summary(opts.output, opts.failures_path, rows_total=len(job.data.rows))
     if opts.retry_failed:
         todo = sorted({_row_of(line) for line in job.fails.lines()} - {1 << 62})
@@ -269,8 +282,7 @@ def run_recipe(
     if progress is not None and todo:
         progress(0, len(todo), 0)
     try:
-        for batch in _batches(todo, opts.batch_size):
-            lines, records, gens, batch_error = job.run_batch(batch)
+        for batch, (lines, records, gens, batch_error) in job.results(todo):
             if batch_error and summary.rows_run == 0:
                 # nothing has worked yet: a model that cannot load, a server that is down, a bad key.
                 # Stop before writing, rather than record every row of the input as failed.
