@@ -8,6 +8,7 @@ Example:
 """
 
 from fnlabel import backends, tasks
+from fnlabel.cache import SQLiteStore, cached
 from fnlabel.combinators import threaded, with_prompt_format, with_prompt_formatting_fn
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, ParseError, RecipeError
 from fnlabel.formats import FORMATS, format_prompt
@@ -32,8 +33,10 @@ __all__ = [
     "RecipeError",
     "RowFailure",
     "RunResult",
+    "SQLiteStore",
     "Task",
     "backends",
+    "cached",
     "format_prompt",
     "llm",
     "tasks",
