@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from fnlabel.cache_store import SQLiteStore
+from fnlabel.cache_store import SQLiteStore, identity_hash
 from fnlabel.combinators import _map_inner
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLM, backend_name
@@ -220,7 +220,7 @@ class CachedBackend:
             if missing:
                 ask = params.replace(num_generations=len(missing), seed=generation_seed(params.seed, missing[0]))
                 groups.setdefault(ask, []).append((key, missing))
-        ident = hashlib.blake2b(self.identity.encode(), digest_size=8).digest()
+        ident = identity_hash(self.identity)
         computed = 0
         for ask, members in groups.items():
             step = self.batch_size or len(members)

@@ -11,6 +11,7 @@ connection there.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -22,7 +23,7 @@ from typing import Any
 
 from fnlabel.errors import ConfigError
 
-__all__ = ["SQLiteStore", "SCHEMA_VERSION"]
+__all__ = ["SQLiteStore", "SCHEMA_VERSION", "identity_hash"]
 
 log = logging.getLogger("fnlabel")
 
@@ -40,6 +41,11 @@ CREATE TABLE IF NOT EXISTS generations (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('schema', '1');
 """
+
+def identity_hash(identity: str) -> bytes:
+    """The 8-byte tag a backend identity is stored under (for :meth:`SQLiteStore.clear`)."""
+    return hashlib.blake2b(identity.encode(), digest_size=8).digest()
+
 
 # SQLite's historical limit on bound variables is 999: stay well under it
 _CHUNK = 500
@@ -174,13 +180,19 @@ class SQLiteStore:
         """How many generations the file holds."""
         return self._connect().execute("SELECT count(*) FROM generations").fetchone()[0]
 
-    def clear(self, backend: bytes | None = None, older_than: float | None = None) -> int:
-        """Delete stored generations (all, those of one backend identity hash, or those older than
-        ``older_than`` seconds) and return how many were deleted."""
-        where, args = [], []
+    def clear(self, backend: str | bytes | None = None, older_than: float | None = None) -> int:
+        """Delete stored generations and return how many were deleted.
+
+        Args:
+            backend: only those of this backend identity (``cached_llm.backend.identity``,
+                or :func:`fnlabel.cache.cache_identity` of a backend) or of its hash.
+            older_than: only those stored more than this many seconds ago.
+        """
+        where: list[str] = []
+        args: list[Any] = []
         if backend is not None:
             where.append("backend = ?")
-            args.append(backend)
+            args.append(identity_hash(backend) if isinstance(backend, str) else backend)
         if older_than is not None:
             where.append("created < ?")
             args.append(time.time() - older_than)

@@ -429,10 +429,8 @@ def test_store_clear(tmp_path):
     other(ROWS, 1)
     store = gen.backend.store
     assert store.count() == 15
-    import hashlib
-
-    ident = hashlib.blake2b(other.backend.identity.encode(), digest_size=8).digest()
-    assert store.clear(backend=ident) == 5 and store.count() == 10
+    assert store.clear(backend=other.backend.identity) == 5 and store.count() == 10
+    assert store.clear(backend=cache_identity(echo(model_name="m2"))) == 0
     assert store.clear(older_than=3600) == 0
     assert store.clear() == 10 and store.count() == 0
 
