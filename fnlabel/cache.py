@@ -42,7 +42,7 @@ from fnlabel.combinators import _map_inner
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLM, backend_name
 from fnlabel.models import cache_dir
-from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
 
 __all__ = [
     "cached",

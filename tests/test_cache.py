@@ -9,8 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
