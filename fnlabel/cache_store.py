@@ -73,7 +73,7 @@ class SQLiteStore:
         self.misses = 0
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
         self._warned = False
         self._connect()  # fail now, naming the file, rather than at the first backend call
 
@@ -121,7 +121,18 @@ class SQLiteStore:
             )
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._lock:
-            self._conns.append(conn)
+            # close the connections of threads that ended, so short-lived threads leak no files;
+            # connections inherited through fork are dropped unclosed (closing one in the child
+            # could checkpoint or remove the parent's WAL)
+            alive = []
+            for pid, thread, old in self._conns:
+                if pid != os.getpid():
+                    continue
+                if thread.is_alive():
+                    alive.append((pid, thread, old))
+                else:
+                    old.close()
+            self._conns = [*alive, (os.getpid(), threading.current_thread(), conn)]
         return conn
 
     def get(self, keys: Sequence[bytes], num_generations: int) -> dict[bytes, dict[int, str]]:
@@ -207,7 +218,9 @@ class SQLiteStore:
         """Close every connection this store opened (it reopens on next use)."""
         with self._lock:
             conns, self._conns = self._conns, []
-        for conn in conns:
+        for pid, _thread, conn in conns:
+            if pid != os.getpid():
+                continue
             try:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing is best effort

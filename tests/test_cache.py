@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -322,6 +323,7 @@ def test_concurrent_threads_lose_nothing(tmp_path):
 
 WORKER = """
 import sys
+import threading
 from fnlabel import cached, llm, tasks, GenerationParams
 from fnlabel.backends import echo
 path, log, start, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -370,6 +372,7 @@ def test_concurrent_processes_write_one_file_and_lose_nothing(tmp_path):
 
 KILLED = """
 import sys
+import threading
 from fnlabel import cached, llm, tasks
 from fnlabel.backends import echo
 path, log = sys.argv[1], sys.argv[2]
@@ -418,6 +421,31 @@ def test_store_open_errors_name_the_file(tmp_path):
         conn.execute("INSERT INTO meta VALUES ('schema', '0')")
     with pytest.raises(ConfigError, match="delete the file"):
         SQLiteStore(bad)
+
+
+def test_connections_of_ended_threads_are_closed(tmp_path):
+    store = SQLiteStore(tmp_path / "c.sqlite")
+    for i in range(20):
+        t = threading.Thread(target=store.put, args=([(b"k%d" % i, 0, "x")], b"b"))
+        t.start()
+        t.join()
+    assert len(store._conns) <= 2 and store.count() == 20
+
+
+def test_a_forked_child_opens_its_own_connection(tmp_path):
+    gen, backend = make(tmp_path)
+    gen(ROWS[:2], 1)  # the parent holds an open connection
+    pid = os.fork()
+    if pid == 0:  # child: use the inherited store, then exit without pytest's cleanup
+        try:
+            gen(ROWS, 1)
+            os._exit(0 if backend.calls[-1] == (3, 1, None) else 1)
+        except BaseException:
+            os._exit(2)
+    assert os.waitpid(pid, 0)[1] == 0
+    backend.calls.clear()
+    gen(ROWS, 1)  # the parent's connection still works and sees the child's writes
+    assert backend.calls == [] and gen.backend.store.count() == 5
 
 
 def test_store_clear(tmp_path):
