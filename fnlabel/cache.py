@@ -214,11 +214,15 @@ class CachedBackend:
         have: dict[bytes, dict[int, RawGeneration]] = dict(self.store.get(list(first), k))  # type: ignore[arg-type]
         hits = sum(len(v) for v in have.values())
         groups: dict[GenerationParams, list[tuple[bytes, list[int]]]] = {}
+        asks: dict[tuple[int, int | None], GenerationParams] = {}
         for key in first:
             got = have.setdefault(key, {})
             missing = [i for i in range(k) if i not in got]
             if missing:
-                ask = params.replace(num_generations=len(missing), seed=generation_seed(params.seed, missing[0]))
+                seed = generation_seed(params.seed, missing[0])
+                ask = asks.get((len(missing), seed))
+                if ask is None:
+                    ask = asks[len(missing), seed] = params.replace(num_generations=len(missing), seed=seed)
                 groups.setdefault(ask, []).append((key, missing))
         ident = identity_hash(self.identity)
         computed = 0
