@@ -27,6 +27,8 @@ _LAZY = {
     "dump_recipe": "fnlabel.recipes",
     "load_recipe": "fnlabel.recipes",
     "on_ray": "fnlabel.ray_engine",
+    "cached": "fnlabel.cache",
+    "SQLiteStore": "fnlabel.cache_store",
 }
 
 
@@ -61,9 +63,11 @@ __all__ = [
     "RecipeError",
     "RowFailure",
     "RunResult",
+    "SQLiteStore",
     "Task",
     "backends",
     "build",
+    "cached",
     "dump_recipe",
     "format_prompt",
     "in_process",

@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="rerun only the rows in OUTPUT.failures.jsonl")
     run.add_argument("--max-failures", type=int, help="stop (exit 3) once more than N rows have failed")
     run.add_argument("--no-cache", action="store_true", help="do not use the per-sample cache")
+    run.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="cache file (default: $XDG_CACHE_HOME/fnlabel/cache.sqlite; 'next-to-output': <output>.cache.sqlite)",
+    )
     run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else RAY_ADDRESS or a new "
                      "local instance; see docs/ray.md")
@@ -101,17 +106,10 @@ def _clock(seconds: float) -> str:
 
 
 def _cache_store(args: argparse.Namespace, opts: Any) -> Any:
-    """The per-sample cache of this run: on by default, off with ``--no-cache``.
+    """The per-sample cache of this run: on by default, off with ``--no-cache``."""
+    from fnlabel.cache import cache_for_run
 
-    None while :mod:`fnlabel.cache` is not installed.
-    """
-    if args.no_cache:
-        return None
-    try:
-        from fnlabel.cache import cache_for_run
-    except ImportError:
-        return None
-    return cache_for_run(opts.output)
+    return cache_for_run(opts.output, enabled=not args.no_cache, path=args.cache)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

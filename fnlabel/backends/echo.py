@@ -74,6 +74,8 @@ class EchoConfig:
     )
 
     kind: ClassVar[str] = "echo"
+    #: fields that do not change a successful output: left out of the cache identity
+    cache_ignore: ClassVar[tuple[str, ...]] = ("latency", "latency_per_prompt", "fail_on", "raise_on", "call_log")
 
     def build(self) -> Echo:
         """The backend callable for this config."""

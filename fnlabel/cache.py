@@ -1,0 +1,344 @@
+"""A per-sample cache: every generation is stored as it completes, and reused.
+
+``cached(llm, store)`` wraps the backend of each plain LLM inside ``llm`` (through
+``threaded`` and any combinator with ``map_inner``) in a :class:`CachedBackend`.
+The cache sits at the backend seam, so what it stores is the raw output of one
+generation, under:
+
+* the backend's identity (:func:`cache_identity`: its config's kind and fields,
+  secrets and fields that do not change outputs left out; the model is one of them),
+* the exact prompt after formatting (string or chat messages),
+* the generation params minus ``num_generations`` (the user's seed included),
+* the generation index.
+
+Consequences: a rerun makes no backend call; raising ``num_generations`` asks only
+for the missing indices; changing a param, the model or the prompt only misses
+the entries it changes; changing ``parse`` costs nothing (parsing runs on the
+cached raw outputs). :class:`~fnlabel.types.GenerationFailure` results are never
+stored, so a rerun retries them.
+
+New generations of a seeded run get their own seed: generation indices
+``offset..offset+m-1`` are asked for with ``seed = generation_seed(seed, offset)``
+(the seed itself when ``offset`` is 0, so a cold cached call sends exactly what
+an uncached call sends). Unseeded runs are sent unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+from fnlabel.cache_store import SQLiteStore, identity_hash
+from fnlabel.combinators import _map_inner
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.llm import LLM, backend_name
+from fnlabel.models import cache_dir
+from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+
+__all__ = [
+    "cached",
+    "CachedBackend",
+    "SQLiteStore",
+    "cache_identity",
+    "cache_for_run",
+    "default_cache_path",
+    "generation_seed",
+    "entry_key",
+    "NEXT_TO_OUTPUT",
+]
+
+log = logging.getLogger("fnlabel")
+
+T = TypeVar("T")
+
+#: ``cache_for_run(path=NEXT_TO_OUTPUT)`` keeps the cache in ``<output>.cache.sqlite``
+NEXT_TO_OUTPUT = "next-to-output"
+
+# config fields never part of an identity: secrets, and names of variables that hold them
+_SECRET = re.compile(r"api_?key|token|secret|password|credential", re.IGNORECASE)
+
+
+def default_cache_path() -> Path:
+    """``fnlabel.models.cache_dir() / "cache.sqlite"`` (honours FNLABEL_CACHE_DIR and XDG_CACHE_HOME)."""
+    return cache_dir() / "cache.sqlite"
+
+
+def cache_identity(backend: Any) -> str:
+    """A stable string naming what a backend computes (its kind and model), for cache keys.
+
+    In order of preference:
+
+    1. ``backend.cache_identity``: a string (or a method returning one). Plain-function
+       backends should set it, e.g. ``generate.cache_identity = "my-model-v2"``:
+       change it whenever the function's outputs would change.
+    2. ``backend.config``: an attrs config record (what every ``*Config.build()`` in
+       :mod:`fnlabel.backends` returns): its ``kind`` and its fields, minus secrets,
+       ``*_env`` fields and the fields named in its ``cache_ignore`` ClassVar (those
+       that do not change outputs: latency, timeouts, retries, logging...).
+    3. The backend's qualified name and its ``model_name``.
+
+    Example:
+        >>> from fnlabel.backends import echo
+        >>> cache_identity(echo(model_name="m1", latency=0.5))
+        'echo:{"model_name":"m1","prompt_format":"default"}'
+    """
+    explicit = getattr(backend, "cache_identity", None)
+    if explicit is not None:
+        value = explicit() if callable(explicit) else explicit
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"backend {backend_name(backend)}: cache_identity must be a non-empty string")
+        return value
+    config = getattr(backend, "config", None)
+    if config is not None and attrs.has(type(config)):
+        return _config_identity(config)
+    name = getattr(backend, "model_name", None)
+    qual = _qualname(backend)
+    if "<lambda>" in qual or "<locals>" in qual:
+        log.warning(
+            "backend %s has no stable cache identity: set a `cache_identity` string attribute on it "
+            "(two such backends with the same name would share cache entries)",
+            qual,
+        )
+    return f"{qual}:{name}" if name else qual
+
+
+def _qualname(obj: Any) -> str:
+    if isinstance(obj, functools.partial):
+        return f"{_qualname(obj.func)}(*{obj.args!r}, **{obj.keywords!r})"
+    target = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{getattr(target, '__module__', '?')}.{target.__qualname__}"
+
+
+def _config_identity(config: Any) -> str:
+    cls = type(config)
+    kind = getattr(cls, "kind", None) or f"{cls.__module__}.{cls.__qualname__}"
+    ignore = set(getattr(cls, "cache_ignore", ()))
+    fields = {
+        a.name: getattr(config, a.name)
+        for a in attrs.fields(cls)
+        if a.name not in ignore and not a.name.endswith("_env") and not _SECRET.search(a.name)
+    }
+    return f"{kind}:{_canonical(fields)}"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return repr(value)
+
+
+def params_key(params: GenerationParams) -> str:
+    """The params part of a cache key: every field but ``num_generations``."""
+    fields = attrs.asdict(params)
+    del fields["num_generations"]
+    return _canonical(fields)
+
+
+def entry_key(identity: str, prompt: FormattedPrompt, params: str) -> bytes:
+    """The key of one (backend, prompt, params) entry; generation indices live under it."""
+    text = _canonical(["fnlabel-cache-1", identity, prompt, params])
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def generation_seed(seed: int | None, offset: int) -> int | None:
+    """The seed sent to a backend asked for generation indices starting at ``offset``.
+
+    The one place new generations of a seeded run get distinct seeds: ``seed`` itself
+    for ``offset == 0``, else a stable hash of ``(seed, offset)`` in ``[0, 2**31 - 1)``.
+    ``None`` (unseeded) stays ``None``.
+
+    Example:
+        >>> generation_seed(42, 0), generation_seed(None, 4)
+        (42, None)
+        >>> generation_seed(42, 4) == generation_seed(42, 4) != generation_seed(42, 5)
+        True
+    """
+    if seed is None or offset == 0:
+        return seed
+    digest = hashlib.blake2b(f"fnlabel-seed:{seed}:{offset}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
+
+
+@attrs.frozen
+class CachedBackend:
+    """A backend whose generations are read from / written to ``store``. Made by :func:`cached`."""
+
+    backend: Any
+    store: SQLiteStore
+    batch_size: int | None = None
+    identity: str = attrs.field(default=attrs.Factory(lambda s: cache_identity(s.backend), takes_self=True))
+
+    @property
+    def model_name(self) -> str | None:
+        return getattr(self.backend, "model_name", None)
+
+    @property
+    def prompt_format(self) -> str | None:
+        return getattr(self.backend, "prompt_format", None)
+
+    def check_params(self, params: GenerationParams) -> None:
+        check = getattr(self.backend, "check_params", None)
+        if check is not None:
+            check(params)
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        k = params.num_generations
+        pkey = params_key(params)
+        keys = [entry_key(self.identity, p, pkey) for p in prompts]
+        # one entry per distinct key: a prompt repeated in a call gets the same generations
+        first: dict[bytes, int] = {}
+        for j, key in enumerate(keys):
+            first.setdefault(key, j)
+        have: dict[bytes, dict[int, RawGeneration]] = dict(self.store.get(list(first), k))  # type: ignore[arg-type]
+        hits = sum(len(v) for v in have.values())
+        groups: dict[GenerationParams, list[tuple[bytes, list[int]]]] = {}
+        asks: dict[tuple[int, int | None], GenerationParams] = {}
+        for key in first:
+            got = have.setdefault(key, {})
+            missing = [i for i in range(k) if i not in got]
+            if missing:
+                seed = generation_seed(params.seed, missing[0])
+                ask = asks.get((len(missing), seed))
+                if ask is None:
+                    ask = asks[len(missing), seed] = params.replace(num_generations=len(missing), seed=seed)
+                groups.setdefault(ask, []).append((key, missing))
+        ident = identity_hash(self.identity)
+        computed = 0
+        for ask, members in groups.items():
+            step = self.batch_size or len(members)
+            for start in range(0, len(members), step):
+                batch = members[start : start + step]
+                raw = self._generate([prompts[first[key]] for key, _ in batch], ask)
+                entries = []
+                for (key, missing), gens in zip(batch, raw):
+                    for idx, text in zip(missing, gens):
+                        have[key][idx] = text
+                        if isinstance(text, str):
+                            entries.append((key, idx, text))
+                computed += len(batch) * ask.num_generations
+                self.store.put(entries, ident)  # committed now: a crash loses at most the call in flight
+        self.store.tally(hits, computed)
+        return [[have[key][i] for i in range(k)] for key in keys]
+
+    def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        raw = self.backend(prompts, params)
+        k = params.num_generations
+        ok = isinstance(raw, list) and len(raw) == len(prompts)
+        if ok and all(isinstance(g, list) and len(g) == k for g in raw):
+            return raw
+        raise BackendError(
+            f"backend {backend_name(self.backend)} broke its contract: asked for {len(prompts)} prompts x "
+            f"{k} generations, got {_shape(raw)}; nothing from this call was cached"
+        )
+
+
+def _shape(raw: Any) -> str:
+    if not isinstance(raw, list):
+        return type(raw).__name__
+    return "[" + ", ".join(str(len(g)) if isinstance(g, list) else type(g).__name__ for g in raw[:8]) + "]"
+
+
+def as_store(store: SQLiteStore | str | os.PathLike[str] | None) -> SQLiteStore:
+    """A store from a store, a file path, or ``None`` (the default file, :func:`default_cache_path`)."""
+    if store is None:
+        return SQLiteStore(default_cache_path())
+    if isinstance(store, (str, os.PathLike)):
+        return SQLiteStore(store)
+    if not all(hasattr(store, m) for m in ("get", "put", "tally")):
+        raise ConfigError(f"cache store must be a SQLiteStore or a file path, got {type(store).__name__}")
+    return store
+
+
+def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *, batch_size: int | None = None) -> T:
+    """The same LLM, with every generation cached in ``store`` and reused on later calls.
+
+    Works on a plain LLM and through wrappers with ``map_inner`` (``threaded``,
+    ``pooled``). For ``in_process``, build the cached LLM in the spec that runs in
+    the child: the store pickles as its path and each process opens the file itself.
+
+    Args:
+        llm: the LLM to cache.
+        store: a :class:`SQLiteStore`, a file path, or ``None`` for
+            :func:`default_cache_path`.
+        batch_size: send at most this many prompts per backend call, so results are
+            committed more often (default: as many as the call holds).
+
+    Example:
+        >>> import os, tempfile
+        >>> from fnlabel import llm, tasks, backends
+        >>> gen = cached(llm(tasks.text_generation(), backends.echo()), os.path.join(tempfile.mkdtemp(), "c.sqlite"))
+        >>> gen([{"input": "hi"}], num_generations=2) == gen([{"input": "hi"}], num_generations=2)
+        True
+    """
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
+    if not isinstance(llm, LLM) and not hasattr(llm, "map_inner"):
+        raise ConfigError(
+            f"cannot cache {type(llm).__name__}: apply cached() to the LLM before wrapping it "
+            "(for in_process, build the cached LLM in the spec)"
+        )
+    st = as_store(store)
+
+    def wrap(member: LLM) -> LLM:
+        backend = member.backend
+        if isinstance(backend, CachedBackend):  # re-caching replaces the store, never nests
+            backend = backend.backend
+        return attrs.evolve(member, backend=CachedBackend(backend, st, batch_size))
+
+    return _map_inner(llm, wrap)
+
+
+def cache_for_run(
+    output_path: str | os.PathLike[str] | None, enabled: bool = True, path: str | None = None
+) -> SQLiteStore | None:
+    """The store ``fnlabel run`` uses: ``None`` when disabled (``--no-cache``).
+
+    ``path`` is a file, :data:`NEXT_TO_OUTPUT` (``<output>.cache.sqlite``), or
+    ``None`` for :func:`default_cache_path`; when the default cache folder cannot
+    be written, the file goes next to the output instead (with a warning).
+
+    Example:
+        >>> cache_for_run("out.jsonl", enabled=False) is None
+        True
+    """
+    if not enabled:
+        return None
+    beside = None
+    if output_path is not None and os.fspath(output_path) != "-":
+        out = Path(output_path)
+        beside = out.with_name(out.name + ".cache.sqlite")
+    if path == NEXT_TO_OUTPUT:
+        if beside is None:
+            raise ConfigError(f"--cache {NEXT_TO_OUTPUT} needs an output file; pass a cache file path instead")
+        return SQLiteStore(beside)
+    if path:
+        return SQLiteStore(path)
+    try:
+        return SQLiteStore(default_cache_path())
+    except ConfigError as exc:
+        if beside is None:
+            raise
+        log.warning("%s; using %s instead", exc, beside)
+        return SQLiteStore(beside)
