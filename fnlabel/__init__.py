@@ -1,6 +1,6 @@
 """fnlabel: generate and label data with LLMs, in a functional, config-driven shape.
 
-Example:
+Examples:
     >>> import fnlabel
     >>> gen = fnlabel.llm(fnlabel.tasks.text_generation(), fnlabel.backends.echo())
     >>> len(gen([{"input": "Hello"}], num_generations=3)[0])

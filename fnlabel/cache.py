@@ -86,7 +86,7 @@ def cache_identity(backend: Any) -> str:
        that do not change outputs: latency, timeouts, retries, logging...).
     3. The backend's qualified name and its ``model_name``.
 
-    Example:
+    Examples:
         >>> from fnlabel.backends import echo
         >>> cache_identity(echo(model_name="m1", latency=0.5))
         'echo:{"model_name":"m1","prompt_format":"default"}'
@@ -164,7 +164,7 @@ def generation_seed(seed: int | None, offset: int) -> int | None:
     for ``offset == 0``, else a stable hash of ``(seed, offset)`` in ``[0, 2**31 - 1)``.
     ``None`` (unseeded) stays ``None``.
 
-    Example:
+    Examples:
         >>> generation_seed(42, 0), generation_seed(None, 4)
         (42, None)
         >>> generation_seed(42, 4) == generation_seed(42, 4) != generation_seed(42, 5)
@@ -285,7 +285,7 @@ def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *,
         batch_size: send at most this many prompts per backend call, so results are
             committed more often (default: as many as the call holds).
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> from fnlabel import llm, tasks, backends
         >>> gen = cached(llm(tasks.text_generation(), backends.echo()), os.path.join(tempfile.mkdtemp(), "c.sqlite"))
@@ -319,7 +319,7 @@ def cache_for_run(
     ``None`` for :func:`default_cache_path`; when the default cache folder cannot
     be written, the file goes next to the output instead (with a warning).
 
-    Example:
+    Examples:
         >>> cache_for_run("out.jsonl", enabled=False) is None
         True
     """

@@ -58,7 +58,7 @@ class SQLiteStore:
         path: the database file (created with its folder when missing).
         timeout: seconds a writer waits for another writer's lock before giving up.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "cache.sqlite"))
         >>> store.put([(b"k", 0, "hello")], backend=b"echo")

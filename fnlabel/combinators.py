@@ -44,7 +44,7 @@ def _map_inner(llm: Any, change: Callable[[LLM], LLM]) -> Any:
 def with_prompt_format(llm: T, fmt: str) -> T:
     """The same LLM, formatting prompts as ``fmt``.
 
-    Example:
+    Examples:
         >>> from fnlabel import llm, tasks, backends
         >>> gen = with_prompt_format(llm(tasks.text_generation(), backends.echo()), "chatml")
         >>> gen.prompt_format
@@ -57,7 +57,7 @@ def with_prompt_format(llm: T, fmt: str) -> T:
 def with_prompt_formatting_fn(llm: T, fn: Callable[[Prompt], FormattedPrompt]) -> T:
     """The same LLM, formatting prompts with ``fn(Prompt)``; it wins over any prompt format.
 
-    Example:
+    Examples:
         >>> from fnlabel import llm, tasks, backends
         >>> gen = with_prompt_formatting_fn(
         ...     llm(tasks.text_generation(system_prompt=""), backends.echo(), prompt_format="chatml"),
@@ -192,7 +192,7 @@ def threaded(llm: Any, num_threads: int) -> Threaded:
     A call returns a ``concurrent.futures.Future`` of the same nested list as the
     plain LLM; an exception in any worker fails the Future instead of hanging it.
 
-    Example:
+    Examples:
         >>> from fnlabel import llm, tasks, backends
         >>> gen = threaded(llm(tasks.text_generation(), backends.echo()), num_threads=2)
         >>> len(gen([{"input": "a"}, {"input": "b"}, {"input": "c"}]).result())

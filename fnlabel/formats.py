@@ -72,7 +72,7 @@ def check_format(fmt: str) -> str:
 def format_prompt(prompt: Prompt, fmt: str = "default") -> FormattedPrompt:
     """Format ``prompt`` as ``fmt``.
 
-    Example:
+    Examples:
         >>> format_prompt(Prompt("Be brief.", "Hi"), "chatml")
         '<|im_start|>system\\nBe brief.<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
         >>> format_prompt(Prompt("", "Hi"), "openai")

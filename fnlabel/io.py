@@ -146,7 +146,7 @@ def _read_hf(spec: str, limit: int | None) -> tuple[list[dict[str, Any]], list[s
 def read_input(source: str | os.PathLike[str], limit: int | None = None) -> InputData:
     """Read input rows from a file (by extension) or ``hf:name[:split]``.
 
-    Example:
+    Examples:
         >>> data = read_input("recipes/data/questions.jsonl", limit=2)
         >>> len(data.rows), data.where[0]
         (2, 'line 1')

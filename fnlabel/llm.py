@@ -130,7 +130,7 @@ class LLM:
     def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> list[list[LLMOutput]]:
         """Generate ``num_generations`` outputs for each input.
 
-        Example:
+        Examples:
             >>> from fnlabel import llm, tasks, backends
             >>> gen = llm(tasks.text_generation(system_prompt=""), backends.echo())
             >>> [[o["raw_output"] for o in row] for row in gen([{"input": "hi"}], num_generations=2)]  # doctest: +ELLIPSIS
@@ -293,7 +293,7 @@ def llm(
         prompt_format: one of :data:`fnlabel.formats.FORMATS`; default: the backend's natural format.
         prompt_formatting_fn: ``fn(Prompt) -> str | messages``; when set, it is used instead of the format.
 
-    Example:
+    Examples:
         >>> from fnlabel import llm, tasks, backends, GenerationParams
         >>> gen = llm(tasks.text_generation(), backends.echo(), GenerationParams(max_new_tokens=3))
         >>> out = gen([{"input": "one two three four"}])

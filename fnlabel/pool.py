@@ -37,7 +37,7 @@ log = logging.getLogger("fnlabel")
 def split_generations(n: int, k: int) -> list[int]:
     """How many of ``n`` generations each of ``k`` members makes (the first ``n % k`` get one more).
 
-    Example:
+    Examples:
         >>> split_generations(5, 3)
         [2, 2, 1]
         >>> split_generations(1, 3)
@@ -214,7 +214,7 @@ def pooled(members: Iterable[Any]) -> Any:
     ``run(...).failures``; the call raises only if every member called raised.
     ``pooled([x])`` is ``x``.
 
-    Example:
+    Examples:
         >>> from fnlabel import llm, tasks, backends
         >>> task = tasks.text_generation()
         >>> pool = pooled([llm(task, backends.echo(model_name="a")), llm(task, backends.echo(model_name="b"))])

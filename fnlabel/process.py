@@ -61,7 +61,7 @@ class LLMSpec:
     :func:`in_process`). The task's functions must pickle (top-level functions
     or frozen attrs callables, as the built-in tasks are).
 
-    Example:
+    Examples:
         >>> from fnlabel import tasks
         >>> from fnlabel.backends import EchoConfig
         >>> LLMSpec(tasks.text_generation(), EchoConfig(model_name="e")).build().model_name
@@ -384,7 +384,7 @@ def in_process(
         ready_timeout: seconds ``task`` / ``model_name`` wait for the child to load.
         close_timeout: seconds ``close()`` lets the child finish before terminating it.
 
-    Example:
+    Examples:
         >>> from fnlabel import tasks
         >>> from fnlabel.backends import EchoConfig
         >>> spec = LLMSpec(tasks.text_generation(), EchoConfig(model_name="child"))

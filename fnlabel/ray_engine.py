@@ -67,7 +67,7 @@ def start_local(**init_kwargs: Any) -> Any:
 
     ``init_kwargs`` go to ``ray.init`` (for example ``num_cpus=2``).
 
-    Example:
+    Examples:
         >>> start_local(num_cpus=2)  # doctest: +SKIP
     """
     ray = _ray()
@@ -282,7 +282,7 @@ def on_ray(
     ``address`` (else ``RAY_ADDRESS``, else a new local instance); if this process
     is already connected (``ray.init`` was called), that connection is used.
 
-    Example:
+    Examples:
         >>> import fnlabel
         >>> recipe = fnlabel.load_recipe("recipes/echo.toml")
         >>> fnlabel.on_ray(recipe, "out/echo.jsonl", replicas=2).rows_done  # doctest: +SKIP

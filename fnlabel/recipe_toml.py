@@ -46,7 +46,7 @@ def _string(s: str) -> str:
 def toml_value(value: Any) -> str:
     """One TOML value (inline form).
 
-    Example:
+    Examples:
         >>> toml_value(["a", 1, 2.5, True, {"x": "y"}])
         '["a", 1, 2.5, true, { x = "y" }]'
     """

@@ -5,7 +5,7 @@ docs/recipes.md for every key. :func:`load_recipe` reads and validates a file,
 :func:`build` composes the LLM it describes, :func:`dump_recipe` writes it back
 as TOML (``load(dump(r)) == r``; secrets are never written).
 
-Example:
+Examples:
     >>> recipe = loads_recipe('''
     ... [task]
     ... kind = "text-generation"
@@ -65,7 +65,7 @@ ParamsOverride = NewType("ParamsOverride", FrozenMap)
 def import_object(path: str) -> Any:
     """Import ``"package.module:name"`` (for ``prompt_formatting_fn``).
 
-    Example:
+    Examples:
         >>> import_object("fnlabel.formats:as_chatml").__name__
         'as_chatml'
     """
@@ -392,7 +392,7 @@ def loads_recipe(text: str, source: str = "<recipe>") -> Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate the recipe file at ``path``.
 
-    Example:
+    Examples:
         >>> load_recipe("recipes/echo.toml").backend.kind
         'echo'
     """
@@ -409,7 +409,7 @@ def load_recipe(path: str | Path) -> Recipe:
 def build(recipe: Recipe, cache: Any = None) -> Any:
     """Compose the LLM a recipe describes (``recipe.build(cache)``).
 
-    Example:
+    Examples:
         >>> gen = build(load_recipe("recipes/echo.toml"))
         >>> len(gen([{"input": "hi"}], num_generations=2)[0])
         2

@@ -257,7 +257,7 @@ def run_recipe(
     ``wrap_llm`` wraps the built LLM. With ``[run] engine = "ray"`` the batches run
     on Ray actors (:mod:`fnlabel.ray_engine`).
 
-    Example:
+    Examples:
         >>> import tempfile, fnlabel
         >>> from fnlabel.runner import resolve_options, run_recipe
         >>> recipe = fnlabel.load_recipe("recipes/echo.toml")

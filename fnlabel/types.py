@@ -56,7 +56,7 @@ FormattedPrompt = Union[str, list[ChatMessage]]
 class Prompt:
     """What a task builds from one input, before any prompt format is applied.
 
-    Example:
+    Examples:
         >>> Prompt("Be brief.", "What is 2 + 2?").formatted_prompt
         'What is 2 + 2?'
     """
@@ -150,7 +150,7 @@ class GenerationParams:
     ``num_generations``; everything else comes from the user or the recipe.
     ``top_k=None`` means "no top-k filtering"; ``seed=None`` means "unseeded".
 
-    Example:
+    Examples:
         >>> GenerationParams(max_new_tokens=64, temperature=0.0).temperature
         0.0
         >>> GenerationParams(top_p=1.5)

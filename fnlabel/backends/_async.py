@@ -102,7 +102,7 @@ def require(extra: str, *modules: str) -> None:
 def derive_seed(seed: int, index: int) -> int:
     """Seed of generation ``index``: ``seed`` itself for index 0, else a stable 31-bit hash of both.
 
-    Example:
+    Examples:
         >>> derive_seed(7, 0), derive_seed(7, 1) == derive_seed(7, 1) != derive_seed(7, 2)
         (7, True)
     """

@@ -144,7 +144,7 @@ def generation(text: str, params: GenerationParams, index: int, tag: str | None 
 def echo(**options: object) -> Echo:
     """Make the fake backend; ``options`` are :class:`EchoConfig` fields.
 
-    Example:
+    Examples:
         >>> from fnlabel import GenerationParams
         >>> generate = echo()
         >>> generate(["hello world"], GenerationParams(num_generations=2))  # doctest: +ELLIPSIS

@@ -208,7 +208,7 @@ class InferenceEndpointsBackend:
     def text_generation_kwargs(self, params: GenerationParams, seed: int) -> dict[str, Any]:
         """``AsyncInferenceClient.text_generation`` kwargs for one generation.
 
-        Example:
+        Examples:
             >>> from fnlabel import GenerationParams
             >>> b = InferenceEndpointsConfig(base_url="http://127.0.0.1:1").build()
             >>> kw = b.text_generation_kwargs(GenerationParams(temperature=0.0, top_p=1.0), seed=3)
@@ -278,7 +278,7 @@ def _endpoint_url(config: InferenceEndpointsConfig, token: str | None) -> str:
 def inference_endpoints(**options: Any) -> InferenceEndpointsBackend:
     """Make the Inference Endpoints backend; ``options`` are :class:`InferenceEndpointsConfig` fields.
 
-    Example:
+    Examples:
         >>> gen = inference_endpoints(base_url="http://127.0.0.1:8080", model_id="HuggingFaceTB/SmolLM2-135M-Instruct")
         >>> gen.model_name, gen.prompt_format
         ('HuggingFaceTB/SmolLM2-135M-Instruct', 'openai')

@@ -254,7 +254,7 @@ class OpenAIBackend:
         ``extra_body`` is merged first, so it cannot override the general params.
         The seed of generation ``index`` is ``derive_seed(params.seed, index)``.
 
-        Example:
+        Examples:
             >>> from fnlabel import GenerationParams
             >>> cfg = OpenAIConfig(model="m", base_url="http://127.0.0.1:1/v1", supports_top_k=True)
             >>> b = OpenAIBackend(cfg, None).request_body(GenerationParams(top_k=5, seed=1, stop="\\n"))
@@ -298,7 +298,7 @@ def _texts(data: Any, *, chat: bool) -> list[str]:
 def openai(**options: Any) -> OpenAIBackend:
     """Make the OpenAI backend; ``options`` are :class:`OpenAIConfig` fields.
 
-    Example:
+    Examples:
         >>> import os
         >>> os.environ.pop("NO_SUCH_KEY_VAR", None)
         >>> gen = openai(model="smollm2", base_url="http://127.0.0.1:8080/v1", api_key_env="NO_SUCH_KEY_VAR")

@@ -44,7 +44,7 @@ DEFAULT_CPU_KVCACHE_GIB = "2"
 class FrozenTable(Mapping[str, Any]):
     """An immutable, hashable mapping (a TOML table): nested tables and lists are frozen too.
 
-    Example:
+    Examples:
         >>> t = FrozenTable.of({"a": 1, "b": {"c": [1, 2]}})
         >>> hash(t) == hash(FrozenTable.of({"b": {"c": [1, 2]}, "a": 1})), t.thaw()
         (True, {'a': 1, 'b': {'c': [1, 2]}})
@@ -275,7 +275,7 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
     Greedy decoding (``temperature == 0``) asks for one sequence: vLLM refuses
     ``n > 1`` there, and every greedy generation is the same anyway.
 
-    Example:
+    Examples:
         >>> sampling_kwargs(GenerationParams(max_new_tokens=8, top_k=None, stop=("\\n",), num_generations=2))
         {'n': 2, 'max_tokens': 8, 'temperature': 0.7, 'top_k': 0, 'top_p': 1.0, 'frequency_penalty': 0.0, 'presence_penalty': 0.0, 'seed': None, 'stop': ['\\n']}
     """

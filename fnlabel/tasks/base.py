@@ -25,7 +25,7 @@ class Task:
     :class:`~fnlabel.errors.ParseError`. Both should be picklable (top-level
     functions or frozen attrs callables) so a task can cross a process boundary.
 
-    Example:
+    Examples:
         >>> from fnlabel.types import Prompt
         >>> echo_task = Task(
         ...     name="shout",

@@ -120,7 +120,7 @@ def parse_ultracm(raw: str) -> dict[str, Any]:
     Also reads a bare leading score (``"7\\nThe answer..."``), which is what a model
     writes when the prompt ends on ``Overall Score:`` (distilabel 0.x's prefill).
 
-    Example:
+    Examples:
         >>> parse_ultracm("### Feedback\\nOverall Score: 7/10\\nCorrect, but cite a source.")
         {'critique': 'Correct, but cite a source.', 'score': 7.0}
     """
@@ -143,7 +143,7 @@ def format_ultracm(output: Mapping[str, Any]) -> str:
 def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT) -> Task:
     """UltraCM: critique the answer in ``generations`` to ``input`` and score it from 1 to 10.
 
-    Example:
+    Examples:
         >>> task = ultracm()
         >>> task.parse("Overall Score: 3\\nThe answer ignores the question.")
         {'critique': 'The answer ignores the question.', 'score': 3.0}
@@ -232,7 +232,7 @@ def prometheus(
             reference answer gets N). A ``{score: description}`` mapping works too.
         system_prompt: the system prompt of every request.
 
-    Example:
+    Examples:
         >>> task = prometheus()
         >>> task.parse("Feedback: Accurate but brief. [RESULT] 4")
         {'critique': 'Accurate but brief.', 'score': 4.0}

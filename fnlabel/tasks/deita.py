@@ -97,7 +97,7 @@ class QualityScorerPrompt:
 def parse_indexed_scores(raw: str) -> dict[str, Any]:
     """``parse`` of both scorers: ``[1] Score: s`` / ``[Response 1] Score: s`` lines -> ``rating``.
 
-    Example:
+    Examples:
         >>> parse_indexed_scores("[Response 1] Score: 3\\n[Response 2] Score: **1** (vague)")
         {'rating': [3.0, 1.0]}
     """
@@ -117,7 +117,7 @@ def format_quality_scores(output: Mapping[str, Any]) -> str:
 def complexity_scorer(system_prompt: str = "") -> Task:
     """Deita's complexity scorer: score each instruction in ``generations`` by complexity.
 
-    Example:
+    Examples:
         >>> task = complexity_scorer()
         >>> task.build_prompt({"generations": ["Add 2 and 2.", "Prove Fermat's last theorem."]}).formatted_prompt.splitlines()[-1]
         "[2] Prove Fermat's last theorem."
@@ -140,7 +140,7 @@ def quality_scorer(system_prompt: str = "", task_description: str = QUALITY_DESC
         system_prompt: the system prompt of every request (none by default).
         task_description: what the evaluation should consider.
 
-    Example:
+    Examples:
         >>> quality_scorer().parse("[Response 1] Score: 2\\n[Response 2] Score: 3")
         {'rating': [2.0, 3.0]}
     """

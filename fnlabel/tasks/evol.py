@@ -131,7 +131,7 @@ STOPWORDS = frozenset(
 def eliminated(text: str, markers: tuple[str, ...]) -> bool:
     """WizardLM's elimination rules: is ``text`` a failed evolution?
 
-    Example:
+    Examples:
         >>> eliminated("Sorry, I cannot do that.", PROMPT_MARKERS)
         True
         >>> eliminated("List three causes of inflation in 2008.", PROMPT_MARKERS)
@@ -203,7 +203,7 @@ def evol_instruct(
         seed: makes the per-row choice of method reproducible.
         system_prompt: the system prompt of every request (none by default).
 
-    Example:
+    Examples:
         >>> task = evol_instruct(evolution_method="constraints")
         >>> task.parse("#Rewritten Prompt#: Name three primes below 20, in descending order.")
         {'instructions': 'Name three primes below 20, in descending order.'}
@@ -225,7 +225,7 @@ def evol_complexity(
     """Deita's Evol-Complexity: :func:`evol_instruct` with the in-depth methods only
     (``constraints``, ``deepen``, ``concretizing``, ``reasoning``).
 
-    Example:
+    Examples:
         >>> evol_complexity(evolution_method="reasoning").parse("Explain, step by step, why ice floats.")
         {'instructions': 'Explain, step by step, why ice floats.'}
     """
@@ -249,7 +249,7 @@ def evol_quality(
         seed: makes the per-row choice of method reproducible.
         system_prompt: the system prompt of every request (none by default).
 
-    Example:
+    Examples:
         >>> task = evol_quality(evolution_method="details")
         >>> task.parse("Water boils at 100 °C at sea level, and at lower temperatures higher up.")
         {'generations': 'Water boils at 100 °C at sea level, and at lower temperatures higher up.'}

@@ -210,7 +210,7 @@ def ultrafeedback(
         task_description: replaces the aspect's description of the assessment.
         ratings: replaces the aspect's descriptions of ratings 1..N (N = len(ratings)).
 
-    Example:
+    Examples:
         >>> task = ultrafeedback("helpfulness")
         >>> "<text 2> 5" in task.build_prompt({"input": "2+2?", "generations": ["4", "5"]}).formatted_prompt
         True

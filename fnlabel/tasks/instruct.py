@@ -85,7 +85,7 @@ class SelfInstructPrompt:
 def parse_instructions(raw: str) -> dict[str, Any]:
     """``parse`` of :func:`self_instruct`: the queries of a numbered, bulleted or plain list.
 
-    Example:
+    Examples:
         >>> parse_instructions("1. What is DNS?\\n2. Explain TCP.")
         {'instructions': ['What is DNS?', 'Explain TCP.']}
     """
@@ -115,7 +115,7 @@ def self_instruct(
             all are kept).
         criteria_for_query_generation: the rules the queries follow, one per item.
 
-    Example:
+    Examples:
         >>> task = self_instruct(num_instructions=2, application_description="A cooking assistant")
         >>> "Write exactly 2 queries" in task.build_prompt({"input": "Pasta"}).formatted_prompt
         True

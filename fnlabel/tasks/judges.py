@@ -97,7 +97,7 @@ def parse_judgelm(raw: str) -> dict[str, Any]:
     Scores may be written ``8 9``, ``8, 9``, ``8/10 9/10`` or one ``Assistant N: s``
     per line; text before them (a preamble) is skipped.
 
-    Example:
+    Examples:
         >>> parse_judgelm("Assistant 1: 8\\nAssistant 2: 6\\nBoth answer, the first is clearer.")
         {'rating': [8.0, 6.0], 'rationale': 'Both answer, the first is clearer.'}
     """
@@ -137,7 +137,7 @@ def judgelm(system_prompt: str = JUDGELM_SYSTEM_PROMPT, task_description: str = 
         task_description: the instructions after the answers; ``{num_responses}`` is
             replaced by the number of answers.
 
-    Example:
+    Examples:
         >>> task = judgelm()
         >>> task.parse("7 9\\nAssistant 2 is more detailed.")
         {'rating': [7.0, 9.0], 'rationale': 'Assistant 2 is more detailed.'}
@@ -271,7 +271,7 @@ def ultrajudge(
         system_prompt: the system prompt of every request.
         task_description: the task's instructions; ``{num_responses}`` and ``{areas}`` are filled in.
 
-    Example:
+    Examples:
         >>> task = ultrajudge(areas=["Accuracy", "Clarity"])
         >>> out = task.parse("Assistant 1:\\nAccuracy - 8\\nRight.\\nClarity - 6\\nTerse.\\n\\nFinal scores: 7")
         >>> out["rating"], out["areas"][0]["Clarity"]

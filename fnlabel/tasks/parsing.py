@@ -50,7 +50,7 @@ def excerpt(text: str, limit: int = 80) -> str:
 def normalize(text: str) -> str:
     """Unify line ends and drop bold/italic markers (``**x**``, ``__x__``).
 
-    Example:
+    Examples:
         >>> normalize("**Rating:** 4\\r\\n")
         'Rating: 4\\n'
     """
@@ -82,7 +82,7 @@ def parse_score(text: str, low: float | None = None, high: float | None = None, 
     (an explanation, a denominator) is ignored. A denominator smaller than the
     score (``"8/5"``) and a score outside ``[low, high]`` are errors.
 
-    Example:
+    Examples:
         >>> parse_score("**4** (Very good)"), parse_score("7.5/10", 1, 10), parse_score("four out of five")
         (4.0, 7.5, 4.0)
     """
@@ -113,7 +113,7 @@ def find_score(
     Labels match in any case, with markdown or brackets around them and ``:``,
     ``=``, ``-`` or nothing before the score.
 
-    Example:
+    Examples:
         >>> find_score("Some words.\\nRating: **4** - good")[0]
         4.0
     """
@@ -147,7 +147,7 @@ def parse_score_list(
     The line must hold only scores (with labels and separators): words mean it
     is not a score line.
 
-    Example:
+    Examples:
         >>> parse_score_list("Assistant 1: 8/10, Assistant 2: **9**")
         [8.0, 9.0]
     """
@@ -193,7 +193,7 @@ def list_items(text: str) -> list[str]:
     headings (``# Output``) and lines ending with ``:``. Items lose their markers,
     surrounding quotes and whitespace.
 
-    Example:
+    Examples:
         >>> list_items("Here you go:\\n1. What is AI?\\n2) **Explain** DNS.")
         ['What is AI?', 'Explain DNS.']
         >>> list_items("What is AI?\\nExplain DNS.")
@@ -212,7 +212,7 @@ def list_items(text: str) -> list[str]:
 def strip_label(text: str, labels: Iterable[str]) -> str:
     """``text`` without a leading label such as ``#Rewritten Prompt#:`` or ``Feedback:``.
 
-    Example:
+    Examples:
         >>> strip_label("**#Rewritten Prompt#:** Explain DNS.", ["rewritten prompt"])
         'Explain DNS.'
     """
@@ -233,7 +233,7 @@ def label_value(line: str, labels: Iterable[str]) -> str | None:
     A parenthesis or ``for text N`` may follow the label (``Rating (1-5): 4``,
     ``Rating for text 2: 4``); the separator (``:``, ``-``, ``=``) is optional.
 
-    Example:
+    Examples:
         >>> label_value("- **Rating for Text 2:** 4", ["rating"])
         '4'
         >>> label_value("Rationale: fine", ["rating"]) is None
@@ -262,7 +262,7 @@ def indexed_scores(text: str, low: float | None = None, high: float | None = Non
     Lines without a ``score`` label count only when they start with a bracketed
     index and a number (``[2] 4``); other lines (an echoed question) are skipped.
 
-    Example:
+    Examples:
         >>> indexed_scores("[Response 2] Score: **4**\\n[Response 1] Score: 2 (weak)")
         [2.0, 4.0]
     """

@@ -79,7 +79,7 @@ def text_generation(
             principle per row, chosen from ``seed`` and the row's content.
         seed: makes the choice of principles reproducible.
 
-    Example:
+    Examples:
         >>> task = text_generation(system_prompt="Be brief.")
         >>> task.build_prompt({"input": "What is 2 + 2?"})
         Prompt(system_prompt='Be brief.', formatted_prompt='What is 2 + 2?')
