@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    prompts = [f"Write a short paragraph about {TOPICS[i % len(TOPICS)]}." for i in range(args.prompts)]
+    prompts = [f"Here is a long essay about {TOPICS[i % len(TOPICS)]}.\n\n" for i in range(args.prompts)]
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95, seed=1)
     backend = llama_cpp(model="smollm2", n_ctx=1024, n_threads=args.threads)
     model = backend.llama()

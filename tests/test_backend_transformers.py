@@ -138,3 +138,19 @@ def test_composed_with_text_generation(backend):
     assert first["prompt_used"] == CHAT
     assert first["raw_output"] == backend([CHAT], GREEDY)[0][0]
     assert first["parsed_output"] == {"generations": first["raw_output"]}
+
+
+def test_seeded_sampler_draws_from_the_softmax():
+    import torch
+
+    from fnlabel.backends.transformers import _SeededSampler
+
+    scores = torch.tensor([[0.0, 1.0, -float("inf"), 2.0]])
+    counts = torch.zeros(4)
+    sampler = _SeededSampler([5])
+    for _ in range(4000):
+        one_hot = sampler(None, scores)
+        assert torch.isfinite(one_hot).sum() == 1
+        counts[one_hot.argmax()] += 1
+    assert counts[2] == 0  # never a zero-probability token
+    assert torch.allclose(counts / 4000, torch.softmax(scores, -1)[0], atol=0.03)

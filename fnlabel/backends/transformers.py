@@ -252,7 +252,9 @@ class _SeededSampler:
     """Draws each row's next token with that row's own generator; returns a one-hot score row.
 
     The generate loop's own sampling then has a single choice, so each sequence
-    depends on its seed alone, not on the batch it shares or the global RNG.
+    depends on its seed alone, not on the batch it shares or the global RNG. One
+    uniform per row (from its generator) picks the token by inverse CDF, vectorized
+    over the batch.
     """
 
     def __init__(self, seeds: list[int]) -> None:
@@ -264,10 +266,11 @@ class _SeededSampler:
 
         if self.generators is None:
             self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
-        probs = torch.softmax(scores.float(), dim=-1)
-        picks = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
-        out = torch.full_like(scores, -float("inf"))
-        return out.scatter_(1, picks[:, None], 0.0)
+        cdf = torch.softmax(scores.float(), dim=-1).cumsum_(dim=-1)
+        # 1 - U is in (0, 1]: the pick is the first token whose cdf reaches u * total, never a zero-probability one
+        u = 1.0 - torch.cat([torch.rand(1, generator=g, device=scores.device) for g in self.generators])
+        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, -float("inf")).scatter_(1, picks, 0.0)
 
 
 def transformers(**options: Any) -> Transformers:
