@@ -1,0 +1,98 @@
+"""Small helpers shared by the local backends: validators, stop-string cutting, a model cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import attrs
+
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.types import FormattedPrompt
+
+__all__ = ["int_at_least", "float_in", "one_of", "cut_at_stop", "is_chat", "ModelCache"]
+
+
+def int_at_least(low: int, *, optional: bool = False) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """An attrs validator: an int ``>= low`` (or ``None`` when ``optional``)."""
+
+    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            what = f"an integer >= {low}" + (" or None" if optional else "")
+            raise ConfigError(f"{type(inst).__name__}.{attr.name} must be {what}, got {value!r}")
+
+    return check
+
+
+def float_in(low: float, high: float) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """An attrs validator: a number in ``[low, high]``."""
+
+    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        if not ok:
+            raise ConfigError(f"{type(inst).__name__}.{attr.name} must be in [{low:g}, {high:g}], got {value!r}")
+
+    return check
+
+
+def one_of(*allowed: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        if value not in allowed:
+            raise ConfigError(
+                f"{type(inst).__name__}.{attr.name}={value!r} is not allowed; use one of {', '.join(map(repr, allowed))}"
+            )
+
+    return check
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string (the stop string excluded).
+
+    Example:
+        >>> cut_at_stop("a, b. c", [".", ","])
+        'a'
+    """
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def is_chat(prompt: FormattedPrompt, index: int) -> bool:
+    """True for chat messages, False for a string; anything else is a :class:`BackendError`."""
+    if isinstance(prompt, str):
+        return False
+    if isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+        return True
+    raise BackendError(
+        f"prompt {index} is neither a string nor a list of {{'role', 'content'}} messages: {prompt!r:.200}"
+    )
+
+
+class ModelCache:
+    """Loaded models keyed by their (frozen, hashable) config, each with its own lock.
+
+    A model loads once per config, however many backends are built from it; the
+    lock serializes calls into libraries that are not thread safe.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, tuple[Any, threading.Lock]] = {}
+        self._loading = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], Any]) -> tuple[Any, threading.Lock]:
+        item = self._items.get(key)
+        if item is None:
+            with self._loading:
+                item = self._items.get(key)
+                if item is None:
+                    item = (load(), threading.Lock())
+                    self._items[key] = item
+        return item
+
+    def pop(self, key: Hashable) -> Any | None:
+        """Forget the model of ``key`` (the next call loads it again); return it, or None."""
+        with self._loading:
+            item = self._items.pop(key, None)
+        return None if item is None else item[0]

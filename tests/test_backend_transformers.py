@@ -1,0 +1,156 @@
+"""The transformers backend on the real embedded model (SmolLM2-135M GGUF, dequantized), no mocks."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import fnlabel
+from fnlabel import BackendError, ConfigError, GenerationParams
+from fnlabel.backends import config_class
+from fnlabel.backends.transformers import Transformers, TransformersConfig, transformers
+
+pytestmark = pytest.mark.slow
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
+# different token lengths, so batches need padding
+PROMPTS = ["Hi", "The capital of France is", "One, two, three, four, five, six, seven,", CHAT]
+SAMPLE = GenerationParams(max_new_tokens=8, temperature=1.0, seed=7)
+GREEDY = GenerationParams(max_new_tokens=8, temperature=0.0)
+
+
+@pytest.fixture(scope="session")
+def backend() -> Transformers:
+    return transformers(model="smollm2", batch_size=4, device="cpu")
+
+
+def n_tokens(backend: Transformers, text: str) -> int:
+    return len(backend.loaded().tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_config_is_a_registered_validated_record():
+    assert config_class("transformers") is TransformersConfig
+    cfg = TransformersConfig(batch_size=4)
+    assert hash(cfg) == hash(TransformersConfig(batch_size=4))
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    with pytest.raises(ConfigError, match="batch_size"):
+        TransformersConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="dtype"):
+        TransformersConfig(dtype="float64")
+    with pytest.raises(ConfigError, match="device"):
+        TransformersConfig(device="gpu")
+    with pytest.raises(ConfigError, match="gguf_file"):
+        TransformersConfig(model="smollm2", gguf_file="x.gguf").source()
+    with pytest.raises(ConfigError, match="could not load"):
+        TransformersConfig(model="/nonexistent/folder").build()
+
+
+def test_backend_reports_real_model_and_natural_format(backend):
+    assert backend.model_name == "SmolLM2-135M-Instruct.Q4_1"
+    assert backend.prompt_format == "openai"
+    assert transformers(model="smollm2", batch_size=4, device="cpu").loaded() is backend.loaded()
+
+
+def test_shapes(backend):
+    out = backend(PROMPTS + ["Red, green,"], SAMPLE.replace(num_generations=2))  # 5 prompts: 2 batches
+    assert [len(gens) for gens in out] == [2] * 5
+    assert all(isinstance(g, str) for gens in out for g in gens)
+    assert backend([], SAMPLE) == []
+
+
+def test_batched_greedy_equals_unbatched_greedy(backend):
+    batched = backend(PROMPTS, GREEDY)
+    assert batched == [backend([p], GREEDY)[0] for p in PROMPTS]
+    assert len({g for gens in batched for g in gens}) == len(PROMPTS)
+
+
+def test_seed_reproduces_and_generations_differ(backend):
+    params = SAMPLE.replace(num_generations=3)
+    first = backend(PROMPTS[:2], params)
+    assert backend(PROMPTS[:2], params) == first
+    for gens in first:
+        assert len(set(gens)) >= 2, gens
+    assert backend(PROMPTS[:2], params.replace(seed=8)) != first
+
+
+def test_seeded_sequences_do_not_depend_on_torch_global_rng(backend):
+    import torch
+
+    params = SAMPLE.replace(num_generations=2)
+    torch.manual_seed(1)
+    first = backend(["Once upon a time"], params)
+    torch.manual_seed(2)
+    assert backend(["Once upon a time"], params) == first
+
+
+def test_unseeded_runs_differ(backend):
+    params = SAMPLE.replace(seed=None, max_new_tokens=12)
+    assert backend(["Once upon a time"], params) != backend(["Once upon a time"], params)
+
+
+def test_max_new_tokens_bounds_length(backend):
+    for limit in (1, 6):
+        out = backend(["Once upon a time"], GREEDY.replace(max_new_tokens=limit))[0][0]
+        assert 0 < n_tokens(backend, out) <= limit
+
+
+def test_stop_strings_stop(backend):
+    prompt = "One, two, three, four, five, six, seven,"
+    full = backend([prompt], GREEDY.replace(max_new_tokens=10))[0][0]
+    assert " nine" in full, full
+    cut = backend([prompt, "Hi"], GREEDY.replace(max_new_tokens=10, stop=(" nine",)))[0][0]
+    assert cut == full[: full.index(" nine")]
+
+
+def test_chat_messages_use_the_chat_template(backend):
+    tok = backend.loaded().tokenizer
+    rendered = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
+    assert rendered.startswith("<|im_start|>system")
+    chat_out = backend([CHAT], GREEDY)[0][0]
+    # the string prompt tokenizes the same as the rendered template (SmolLM2 adds no BOS)
+    assert chat_out == backend([rendered], GREEDY)[0][0]
+    assert chat_out != backend(["Name a fruit."], GREEDY)[0][0]
+    plain = transformers(model="smollm2", batch_size=4, device="cpu", use_chat_template=False)
+    assert plain.prompt_format == "default"
+    with pytest.raises(BackendError, match="use_chat_template=False"):
+        plain([CHAT], GREEDY)
+
+
+def test_general_params_reach_the_sampler(backend):
+    repetitive = "nine nine nine nine nine nine nine nine"
+    plain = backend([repetitive], GREEDY)[0][0]
+    assert backend([repetitive], GREEDY.replace(presence_penalty=2.0, frequency_penalty=2.0))[0][0] != plain
+    # top_k=1 leaves one candidate: sampling at a high temperature is greedy
+    top1 = backend(["The sky is"], SAMPLE.replace(temperature=1.5, top_k=1, num_generations=2))[0]
+    assert top1 == backend(["The sky is"], GREEDY.replace(num_generations=2))[0]
+
+
+def test_composed_with_text_generation(backend):
+    gen = fnlabel.llm(fnlabel.tasks.text_generation(system_prompt="Be brief."), backend, GREEDY)
+    outputs = gen([{"input": "Name a fruit."}, {"input": "Name a colour."}], num_generations=2)
+    assert [len(row) for row in outputs] == [2, 2]
+    first = outputs[0][0]
+    assert first["model_name"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert first["prompt_used"] == CHAT
+    assert first["raw_output"] == backend([CHAT], GREEDY)[0][0]
+    assert first["parsed_output"] == {"generations": first["raw_output"]}
+
+
+def test_seeded_sampler_draws_from_the_softmax():
+    import torch
+
+    from fnlabel.backends.transformers import _SeededSampler
+
+    scores = torch.tensor([[0.0, 1.0, -float("inf"), 2.0]])
+    counts = torch.zeros(4)
+    sampler = _SeededSampler([5])
+    for _ in range(4000):
+        one_hot = sampler(None, scores)
+        assert torch.isfinite(one_hot).sum() == 1
+        counts[one_hot.argmax()] += 1
+    assert counts[2] == 0  # never a zero-probability token
+    assert torch.allclose(counts / 4000, torch.softmax(scores, -1)[0], atol=0.03)
