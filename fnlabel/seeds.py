@@ -26,7 +26,7 @@ def generation_seed(seed: int, index: int) -> int:
     ``seed=s`` is what the underlying library gives for ``seed=s``); the others
     use a hash of ``(seed, index)``.
 
-    Example:
+    Examples:
         >>> generation_seed(42, 0)
         42
         >>> generation_seed(42, 1) == generation_seed(42, 1) != generation_seed(42, 2)
@@ -48,7 +48,7 @@ def random_seed() -> int:
 def generation_seeds(seed: int | None, n: int) -> list[int]:
     """The seeds of generations ``0..n-1``: derived from ``seed``, or random when it is ``None``.
 
-    Example:
+    Examples:
         >>> generation_seeds(7, 2) == [generation_seed(7, 0), generation_seed(7, 1)]
         True
     """

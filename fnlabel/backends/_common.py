@@ -51,7 +51,7 @@ def one_of(*allowed: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` up to the first occurrence of any stop string (the stop string excluded).
 
-    Example:
+    Examples:
         >>> cut_at_stop("a, b. c", [".", ","])
         'a'
     """

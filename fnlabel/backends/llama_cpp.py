@@ -178,7 +178,7 @@ def _generate_one(
 def llama_cpp(**options: Any) -> LlamaCpp:
     """Make the llama.cpp backend; ``options`` are :class:`LlamaCppConfig` fields.
 
-    Example:
+    Examples:
         >>> from fnlabel import GenerationParams
         >>> generate = llama_cpp(model="smollm2", n_ctx=512)
         >>> out = generate(["The capital of France is"], GenerationParams(max_new_tokens=4, num_generations=2))

@@ -276,7 +276,7 @@ class _SeededSampler:
 def transformers(**options: Any) -> Transformers:
     """Make the transformers backend; ``options`` are :class:`TransformersConfig` fields.
 
-    Example:
+    Examples:
         >>> from fnlabel import GenerationParams
         >>> generate = transformers(model="smollm2", batch_size=4)
         >>> out = generate(["Hi", "The sky is"], GenerationParams(max_new_tokens=3, temperature=0))
