@@ -390,7 +390,6 @@ def test_in_process_and_pool_recipes_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has("fnlabel.backends.llama_cpp"), reason="the llama-cpp backend is not merged yet")
 def test_quickstart_on_the_embedded_model(tmp_path: Path) -> None:
     out = tmp_path / "quickstart.jsonl"
     res = fnlabel("run", "recipes/quickstart.toml", "--output", str(out), "--limit", "3", timeout=300)

@@ -135,8 +135,6 @@ def test_a_killed_replica_is_replaced_and_the_output_is_complete(ray_address, tm
 
 @pytest.mark.slow
 def test_llama_cpp_on_ray_writes_what_a_local_run_writes(ray_address, tmp_path, monkeypatch, embedded_gguf):
-    pytest.importorskip("llama_cpp")
-    monkeypatch.setitem(BACKENDS, "llama-test", "tests.ray_helpers:LlamaTestConfig")
     write_jsonl(tmp_path / "in.jsonl", [{"input": q} for q in ("Name a colour.", "What is 2+2?", "Say hi.")])
     recipe = fnlabel.recipes.loads_recipe(f"""
 prompt_format = "chatml"
@@ -144,8 +142,10 @@ prompt_format = "chatml"
 kind = "text-generation"
 system_prompt = "You are a helpful assistant."
 [backend]
-kind = "llama-test"
-model_path = "{Path(embedded_gguf).as_posix()}"
+kind = "llama-cpp"
+model = "smollm2"
+n_ctx = 512
+n_threads = 1
 [params]
 max_new_tokens = 12
 temperature = 0.8
@@ -159,8 +159,8 @@ batch_size = 2
     same_files(tmp_path)
     rows = read_jsonl(tmp_path / "ray.jsonl")
     assert len(rows) == 3 and all(len(r["outputs"]) == 2 for r in rows)
-    assert all(o["raw_output"] and o["model_name"].endswith(".gguf") for r in rows for o in r["outputs"])
-    assert rows[0]["outputs"][0]["raw_output"] != rows[0]["outputs"][1]["raw_output"]  # seeds 7 and 8
+    assert all(o["raw_output"] and o["model_name"] == Path(embedded_gguf).stem for r in rows for o in r["outputs"])
+    assert rows[0]["outputs"][0]["raw_output"] != rows[0]["outputs"][1]["raw_output"]  # distinct per-generation seeds
 
 
 @pytest.mark.slow
