@@ -39,6 +39,7 @@ import attrs
 
 from fnlabel.cache_store import SQLiteStore, identity_hash
 from fnlabel.combinators import _map_inner
+from fnlabel import seeds
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLM, backend_name
 from fnlabel.models import cache_dir
@@ -160,9 +161,9 @@ def entry_key(identity: str, prompt: FormattedPrompt, params: str) -> bytes:
 def generation_seed(seed: int | None, offset: int) -> int | None:
     """The seed sent to a backend asked for generation indices starting at ``offset``.
 
-    The one place new generations of a seeded run get distinct seeds: ``seed`` itself
-    for ``offset == 0``, else a stable hash of ``(seed, offset)`` in ``[0, 2**31 - 1)``.
-    ``None`` (unseeded) stays ``None``.
+    New generations of a seeded run get distinct seeds: ``seed`` itself for
+    ``offset == 0``, else :func:`fnlabel.seeds.generation_seed` ``(seed, offset)``, the
+    seed a backend gives generation ``offset`` of a fresh call. ``None`` (unseeded) stays ``None``.
 
     Examples:
         >>> generation_seed(42, 0), generation_seed(None, 4)
@@ -170,10 +171,7 @@ def generation_seed(seed: int | None, offset: int) -> int | None:
         >>> generation_seed(42, 4) == generation_seed(42, 4) != generation_seed(42, 5)
         True
     """
-    if seed is None or offset == 0:
-        return seed
-    digest = hashlib.blake2b(f"fnlabel-seed:{seed}:{offset}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % (2**31 - 1)
+    return None if seed is None else seeds.generation_seed(seed, offset)
 
 
 @attrs.frozen

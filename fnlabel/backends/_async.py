@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import os
 import random
 import threading
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from fnlabel.seeds import generation_seed as derive_seed  # one seed derivation for every backend
 from fnlabel.errors import BackendError, ConfigError
 
 __all__ = [
@@ -97,19 +97,6 @@ def require(extra: str, *modules: str) -> None:
     missing = [m for m in modules if find_spec(m) is None]
     if missing:
         raise ConfigError(f"{', '.join(missing)} not installed: pip install 'fnlabel[{extra}]'")
-
-
-def derive_seed(seed: int, index: int) -> int:
-    """Seed of generation ``index``: ``seed`` itself for index 0, else a stable 31-bit hash of both.
-
-    Examples:
-        >>> derive_seed(7, 0), derive_seed(7, 1) == derive_seed(7, 1) != derive_seed(7, 2)
-        (7, True)
-    """
-    if index == 0:
-        return seed
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 class FrozenDict(dict):  # type: ignore[type-arg]
