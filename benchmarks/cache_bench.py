@@ -125,6 +125,30 @@ def bench_llama(prompts: int = 4, k: int = 2, tokens: int = 8, repeats: int = 6)
     }
 
 
+def ratios(results: dict) -> dict:
+    """The common ``"ratios"`` block read by benchmarks/plot.py, from the figures above."""
+    echo = results["echo"]
+    block = {
+        "echo: cached cold / uncached, us per generation": {
+            "value": round(echo["cached_cold_us_per_generation"] / echo["uncached_us_per_generation"], 3),
+            "better": "lower",
+        },
+        "echo: cached warm / uncached, us per generation": {
+            "value": round(echo["cached_warm_us_per_generation"] / echo["uncached_us_per_generation"], 3),
+            "better": "lower",
+        },
+    }
+    llama = results.get("llama_cpp", {})
+    if "cold_over_uncached_ratio" in llama:  # time ratios, turned into throughput (higher is better)
+        block["llama.cpp: cached cold / uncached, throughput, best of repeats"] = {
+            "value": round(1 / llama["cold_over_uncached_ratio"], 3), "better": "higher",
+        }
+        block["llama.cpp: cached cold / uncached, throughput, median of paired runs"] = {
+            "value": round(1 / llama["median_of_paired_cold_ratios"], 3), "better": "higher",
+        }
+    return block
+
+
 def main() -> None:
     results = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}",
@@ -137,6 +161,7 @@ def main() -> None:
     except ImportError as exc:
         results["llama_cpp"] = {"skipped": str(exc)}
     print(json.dumps({"llama_cpp": results["llama_cpp"]}, indent=2))
+    results["ratios"] = ratios(results)  # the common shape read by benchmarks/plot.py
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -153,6 +153,18 @@ def run_distilabel(corpus: list) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def ratios(report: dict) -> dict:
+    """The common ``"ratios"`` block read by benchmarks/plot.py, from the figures above."""
+    return {
+        "fnlabel / distilabel 0.6.0, outputs read correctly": {
+            "value": report["read_correctly_ratio_fnlabel_over_distilabel"], "better": "higher",
+        },
+        "fnlabel / distilabel 0.6.0, parses/s": {
+            "value": report["speed_ratio_fnlabel_over_distilabel"], "better": "higher",
+        },
+    }
+
+
 def main() -> None:
     ours, our_rate = fnlabel_results()
     peer = run_distilabel(CORPUS)
@@ -171,6 +183,7 @@ def main() -> None:
         "parses_per_s": {"fnlabel": round(our_rate), "distilabel_0_6_0": round(peer["parses_per_s"])},
         "speed_ratio_fnlabel_over_distilabel": round(our_rate / peer["parses_per_s"], 2),
     }
+    report["ratios"] = ratios(report)  # the common shape read by benchmarks/plot.py
     for kind, row in sorted(per_kind.items()):
         print(f"{kind:18s} {row['fnlabel']:2d}/{row['cases']} fnlabel   {row['distilabel']:2d}/{row['cases']} distilabel 0.6.0")
     print(f"read correctly: fnlabel {total['fnlabel']}/{total['cases']}, distilabel {total['distilabel']}/{total['cases']}")

@@ -75,6 +75,19 @@ def timed(recipe, src: Path, out: Path, engine: str, replicas: int = 1) -> dict[
     return clock.result()
 
 
+def ratios(results: dict) -> dict:
+    """The common ``"ratios"`` block read by benchmarks/plot.py, from the figures above."""
+    lat, nowork = results["latency"], results["no_work"]
+    return {
+        f"2 replicas / 1 replica, steady rows/s, {lat['latency_s_per_call']:g} s latency per call": {
+            "value": round(lat["steady_ratio_2_over_1_replicas"], 3), "better": "higher",
+        },
+        "Ray / local, steady us per row, no-work backend": {
+            "value": round(nowork["steady_ratio_ray_over_local"], 3), "better": "lower",
+        },
+    }
+
+
 def main() -> None:
     warnings.simplefilter("ignore", DeprecationWarning)
     tmp = Path(tempfile.mkdtemp())
@@ -130,6 +143,7 @@ def main() -> None:
           f"({now_r['steady_us_per_row_ray']:.0f} vs {now_r['steady_us_per_row_local']:.0f} us/row); "
           f"wall: x{now_r['wall_ratio_ray_over_local']:.2f} "
           f"(start-up of the actor pool ~{now_r['ray_fixed_cost_s']:.1f} s)")
+    results["ratios"] = ratios(results)  # the common shape read by benchmarks/plot.py
     dest = Path(__file__).resolve().parent / "results" / "ray.json"
     dest.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -30,6 +30,17 @@ max_new_tokens = 32
 """
 
 
+def ratios(results: dict) -> dict:
+    """The common ``"ratios"`` block read by benchmarks/plot.py, from the ``batch_<n>`` figures."""
+    return {
+        f"runner / direct LLM, us per row, batch {key.removeprefix('batch_')}": {
+            "value": round(r["ratio_runner_over_direct"], 3), "better": "lower",
+        }
+        for key, r in results.items()
+        if key.startswith("batch_")
+    }
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     src = tmp / "in.jsonl"
@@ -62,7 +73,9 @@ def main() -> None:
         print(f"batch {batch:4}: direct {r['direct_us_per_row']:.0f} us/row, runner {r['runner_us_per_row']:.0f} us/row "
               f"(x{r['ratio_runner_over_direct']:.2f}); resume of a finished {ROWS}-row output {resume * 1e3:.0f} ms")
     dest = Path(__file__).parent / "results" / "runner_overhead.json"
-    dest.write_text(json.dumps({"rows": ROWS, "num_generations": K, **results}, indent=2) + "\n")
+    report = {"rows": ROWS, "num_generations": K, **results}
+    report["ratios"] = ratios(report)  # the common shape read by benchmarks/plot.py
+    dest.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

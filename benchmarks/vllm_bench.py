@@ -30,6 +30,14 @@ sys.path.insert(0, str(ROOT))
 TOPICS = ["the sea", "a lighthouse", "bread", "a robot", "winter", "a library", "trains", "bees"]
 
 
+def ratios(result: dict) -> dict:
+    """The common ``"ratios"`` block read by benchmarks/plot.py, from ``result["paths"]``."""
+    return {
+        f"fnlabel / raw vLLM, tokens/s, {path} path": {"value": side["ratio"], "target": 0.97, "better": "higher"}
+        for path, side in result["paths"].items()
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prompts", type=int, default=8)
@@ -128,6 +136,7 @@ def main() -> None:
         "engine_load_s": round(load_s, 1),
         "paths": sides,
     }
+    result["ratios"] = ratios(result)  # the common shape read by benchmarks/plot.py
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
