@@ -131,6 +131,12 @@ def main() -> None:
     }
     out = Path(__file__).parent / "results" / "transformers.json"
     out.parent.mkdir(exist_ok=True)
+    result["ratios"] = {
+        "fnlabel batched / raw batched generate, tokens/s (paired median)": {
+            "value": result["ratio_fnlabel_vs_raw_batched_paired_median"], "target": 0.95, "better": "higher"},
+        "fnlabel batched / per-prompt loop, tokens/s": {
+            "value": result["ratio_fnlabel_vs_loop_median"], "target": 3.0, "better": "higher"},
+    }
     out.write_text(json.dumps(result, indent=2) + "\n")
     r = result
     print(
