@@ -131,3 +131,28 @@ def test_cached_openai_backend_counts_requests_on_a_real_server(tmp_path, monkey
             close()
     finally:
         server.shutdown()
+
+
+def test_cached_openai_backend_through_the_fault_server(tmp_path, monkeypatch):
+    """Faults retried, n ignored by the server: a rerun makes 0 requests, n=4 -> 8 makes 4 per row."""
+    from fnlabel.backends.openai import OpenAIConfig
+    from tests.servers import Fault, FaultServer
+
+    monkeypatch.setenv("FNLABEL_TEST_KEY", "sk-test")
+    script = {"flaky": [Fault.error(500), Fault.rate_limit(0.05), Fault.malformed()]}
+    with FaultServer(script=script, ignore_n=True) as srv:
+        backend = OpenAIConfig(
+            model="fault-model", base_url=srv.url, api_key_env="FNLABEL_TEST_KEY", backoff=0.01, max_backoff=0.2
+        ).build()
+        rows = [{"input": "q0"}, {"input": "flaky q1"}, {"input": "q2"}]
+        gen = cached(llm(tasks.text_generation(system_prompt=""), backend), tmp_path / "c.sqlite")
+        ok = lambda: sum(s.fault == "ok" for s in srv.requests)  # noqa: E731
+        first = gen.run(rows, 4)
+        assert not first.failures and all(o["raw_output"] for row in first.outputs for o in row)
+        assert ok() == 12 and srv.count("flaky") > 4  # one answer per request; the faults were retried
+        before = len(srv.requests)
+        assert gen(rows, 4) == first.outputs and len(srv.requests) == before  # a rerun makes 0 requests
+        eight = gen(rows, 8)
+        assert ok() == 12 + 3 * 4  # n=4 -> n=8: exactly 4 new generations per row
+        assert [row[:4] for row in eight] == first.outputs
+        backend.close()
