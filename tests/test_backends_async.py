@@ -66,8 +66,10 @@ def test_classification():
 
 
 def test_derived_seeds_are_stable_and_distinct():
+    from fnlabel.seeds import SEED_LIMIT
+
     seeds = [derive_seed(123, i) for i in range(1000)]
-    assert seeds[0] == 123 and len(set(seeds)) == 1000 and all(0 <= s < 2**31 for s in seeds)
+    assert seeds[0] == 123 and len(set(seeds)) == 1000 and all(0 <= s < SEED_LIMIT for s in seeds)
     assert seeds == [derive_seed(123, i) for i in range(1000)]
 
 

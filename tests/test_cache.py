@@ -126,7 +126,11 @@ def test_seeded_new_generations_get_derived_seeds(tmp_path):
 
 def test_generation_seed_is_stable_and_in_range():
     seeds = {generation_seed(3, off) for off in range(1, 200)}
-    assert len(seeds) == 199 and all(0 <= s < 2**31 - 1 for s in seeds)
+    from fnlabel import seeds as shared
+
+    assert len(seeds) == 199 and all(0 <= s < shared.SEED_LIMIT for s in seeds)
+    # a top-up from generation `off` starts with the seed a fresh call gives generation `off`
+    assert all(generation_seed(3, off) == shared.generation_seed(3, off) for off in range(200))
     assert generation_seed(3, 0) == 3 and generation_seed(None, 9) is None
 
 
