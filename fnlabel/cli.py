@@ -157,16 +157,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _print_summary(s: Any, opts: Any) -> None:
     err = sys.stderr
     if opts.retry_failed:
-        head = f"retried {s.rows_run} failed rows"
+        head = f"retried {_count(s.rows_run, 'failed row')}"
     elif s.rows_run == 0 and s.left == 0:
         head = f"nothing to do: {s.output} already has all {s.rows_total} rows"
     else:
-        head = f"{s.rows_run} rows run"
+        head = f"{_count(s.rows_run, 'row')} run"
     print(
-        f"fnlabel: {head}; {s.generations} generations; {s.failed_rows} rows with failures; "
+        f"fnlabel: {head}; {_count(s.generations, 'generation')}; {_count(s.failed_rows, 'row')} with failures; "
         f"{s.rows_done}/{s.rows_total} rows in {s.output}; {s.elapsed:.1f}s",
         file=err,
     )

@@ -91,7 +91,7 @@ def test_rows_missing_keys_are_reported_by_line_and_the_others_run(tmp_path: Pat
     (tmp_path / "in.jsonl").write_text('{"input": "a"}\n\n{"text": "b"}\n{"input": "c"}\n')
     res = fnlabel("run", str(echo_recipe(tmp_path)))
     assert res.returncode == 0, res.stderr
-    assert "1 rows with failures" in res.stderr
+    assert "1 row with failures" in res.stderr
     assert "in.jsonl line 3: input: missing key(s) ['input']" in res.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [r.get("input") for r in rows] == ["a", None, "c"]
