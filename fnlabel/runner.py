@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -225,9 +226,27 @@ class _Job:
     def results(
         self, todo: list[int]
     ) -> Iterator[tuple[list[int], tuple[list[str], list[dict[str, Any]], int, str | None]]]:
-        """Each batch of ``todo`` with its :meth:`run_batch` result, in order (an engine may override it)."""
-        for batch in _batches(todo, self.opts.batch_size):
-            yield batch, self.run_batch(batch)
+        """Each batch of ``todo`` with its :meth:`run_batch` result, in order (an engine may override it).
+
+        The next batch is computed while the caller writes this one (one batch ahead, at most), so
+        the model never waits for the output file; results are still yielded, and written, in order.
+        """
+        batches = list(_batches(todo, self.opts.batch_size))
+        if len(batches) < 2:
+            for batch in batches:
+                yield batch, self.run_batch(batch)
+            return
+        self.get_llm()  # built once, here, before any worker thread could race to build it
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="fnlabel-batch")
+        try:
+            pending = ahead.submit(self.run_batch, batches[0])
+            for current, following in zip(batches, [*batches[1:], None]):
+                result = pending.result()
+                if following is not None:
+                    pending = ahead.submit(self.run_batch, following)
+                yield current, result
+        finally:  # a stopped run (max failures, Ctrl-C) does not start another batch
+            ahead.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         close = getattr(self.llm, "close", None)
