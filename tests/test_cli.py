@@ -45,7 +45,6 @@ def test_quickstart_shaped_echo_recipe_runs_from_the_repo_root(tmp_path: Path) -
 def _write_input(tmp: Path, fmt: str, rows: list[dict]) -> Path | str:
     path = tmp / f"input.{fmt}"
     if fmt == "hf":  # a Hugging Face dataset folder (the same loader as a hub dataset)
-        pytest.importorskip("datasets")
         path.mkdir()
         write_jsonl(path / "train.jsonl", rows)
         return f"hf:{path}:train"
@@ -59,7 +58,7 @@ def _write_input(tmp: Path, fmt: str, rows: list[dict]) -> Path | str:
             w.writeheader()
             w.writerows(rows)
     elif fmt == "parquet":
-        pa = pytest.importorskip("pyarrow")
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), path)
@@ -78,7 +77,8 @@ def test_every_input_format(tmp_path: Path, fmt: str) -> None:
 
 
 def test_parquet_output(tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
+
     write_jsonl(tmp_path / "in.jsonl", questions(3))
     res = fnlabel("run", str(echo_recipe(tmp_path)), "--output", str(tmp_path / "out.parquet"))
     assert res.returncode == 0, res.stderr

@@ -44,7 +44,7 @@ def test_csv_values_are_strings_and_lines_count_quoted_newlines(tmp_path: Path) 
 
 
 def test_parquet(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     p = tmp_path / "x.parquet"
@@ -128,7 +128,6 @@ def test_log_counts_lines_across_read_chunks(tmp_path: Path) -> None:
 
 
 def test_parquet_output_keeps_nested_outputs(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     src = tmp_path / "o.jsonl"

@@ -29,7 +29,8 @@ def ray_address():
     Module-scoped: every test that needs Ray is in this file, so this is one start per test session,
     and Ray's processes are gone before the rest of the suite runs.
     """
-    ray = pytest.importorskip("ray")
+    import ray
+
     from fnlabel.ray_engine import start_local
 
     old = os.environ.get("PYTHONPATH")

@@ -128,7 +128,8 @@ def test_bad_rows_are_reported_and_the_others_run():
 
 @pytest.fixture(scope="session")
 def smollm2():
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp
+
     model = llama_cpp.Llama(model_path=str(fnlabel.models.embedded_gguf()), n_ctx=2048, n_threads=2, verbose=False)
     yield model
     model.close()
