@@ -23,7 +23,7 @@ from fnlabel.formats import check_format
 from fnlabel.llm import LLM, RowFailure, RunResult, as_rows, check_num_generations
 from fnlabel.types import FormattedPrompt, Input, LLMOutput, Prompt
 
-__all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threaded", "gather", "chunks"]
+__all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threaded", "FutureLLM", "gather", "chunks"]
 
 T = TypeVar("T")
 
@@ -128,8 +128,41 @@ def merge_chunks(parts: list[tuple[int, RunResult]]) -> RunResult:
     return RunResult(outputs, tuple(failures))
 
 
+class FutureLLM:
+    """What the LLMs whose calls return Futures share (:class:`Threaded`, ``InProcess``).
+
+    A subclass defines ``submit(inputs, k) -> Future[RunResult]`` and ``close()``.
+    """
+
+    __slots__ = ()
+
+    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[list[list[LLMOutput]]]:
+        """A Future of the nested outputs list (one list per input, ``num_generations`` each)."""
+        return gather([self.submit(inputs, num_generations)], lambda rs: rs[0].outputs)
+
+    def generate(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[list[list[LLMOutput]]]:
+        """The same as calling the LLM."""
+        return self(inputs, num_generations)
+
+    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+        """Blocking form of :meth:`submit`."""
+        return self.submit(inputs, num_generations).result()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @attrs.define(eq=False)
-class Threaded:
+class Threaded(FutureLLM):
     """An LLM run over ``num_threads`` threads; calls return Futures. Make one with :func:`threaded`."""
 
     llm: Any
@@ -163,15 +196,6 @@ class Threaded:
         offsets = [offset for offset, _ in parts]
         return gather(futures, lambda results: merge_chunks(list(zip(offsets, results))))
 
-    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[list[list[LLMOutput]]]:
-        """A Future of the nested outputs list."""
-        return gather([self.submit(inputs, num_generations)], lambda rs: rs[0].outputs)
-
-    generate = __call__
-
-    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
-        return self.submit(inputs, num_generations).result()
-
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -179,11 +203,6 @@ class Threaded:
         if close is not None:
             close()
 
-    def __enter__(self) -> Threaded:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def threaded(llm: Any, num_threads: int) -> Threaded:

@@ -42,11 +42,11 @@ from typing import Any
 import attrs
 
 from fnlabel._process_child import child_main
-from fnlabel.combinators import gather
+from fnlabel.combinators import FutureLLM
 from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.llm import LLM, RunResult, check_num_generations, llm
 from fnlabel.tasks.base import Task
-from fnlabel.types import GenerationParams, Input, LLMOutput
+from fnlabel.types import GenerationParams, Input
 
 __all__ = ["in_process", "InProcess", "LLMSpec"]
 
@@ -222,7 +222,7 @@ def _shutdown(state: _State, timeout: float, drain: bool) -> None:
         state.writer.join(5)
 
 
-class InProcess:
+class InProcess(FutureLLM):
     """An LLM running in a child process. Make one with :func:`in_process`.
 
     ``__call__`` returns a Future of the nested outputs list, ``submit`` a Future
@@ -318,16 +318,6 @@ class InProcess:
             fut.set_exception(error)
         return fut
 
-    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[list[list[LLMOutput]]]:
-        """A Future of the nested outputs list (one list per input, ``num_generations`` each)."""
-        return gather([self.submit(inputs, num_generations)], lambda rs: rs[0].outputs)
-
-    generate = __call__
-
-    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
-        """Blocking form of :meth:`submit`."""
-        return self.submit(inputs, num_generations).result()
-
     def close(self) -> None:
         """Let the child answer what it was sent (up to ``close_timeout`` s), then stop and reap it.
 
@@ -335,12 +325,6 @@ class InProcess:
         """
         _shutdown(self._state, self.close_timeout, drain=True)
         self._finalizer()
-
-    def __enter__(self) -> InProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _short(spec: Any) -> str:
