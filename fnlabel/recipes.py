@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal, NewType
 
 import attrs
-import cattrs
 from cattrs.errors import ClassValidationError, IterableValidationError
 
 from fnlabel import recipe_types as rt
@@ -299,16 +298,22 @@ def _close(llm: Any) -> None:
 # --- structuring hooks --------------------------------------------------------------------------
 
 
-def _backend_hook(value: Any, _t: Any) -> Any:
-    from fnlabel.backends import BACKENDS, config_class
-
+def _kind(value: Any, what: str, known: Mapping[str, Any], missing_type: Any) -> str:
+    """The ``kind`` of a ``[task]`` / ``[backend]`` table, checked against the ``known`` kinds."""
     if not isinstance(value, Mapping):
         raise Mismatch("a table", value)
     if "kind" not in value:
-        raise rt.at("kind", ConfigError(f"missing; known backend kinds: {', '.join(BACKENDS)}"), BackendConfig)
+        raise rt.at("kind", ConfigError(f"missing; known {what} kinds: {', '.join(known)}"), missing_type)
     kind = value["kind"]
-    if kind not in BACKENDS:
-        raise rt.at("kind", ConfigError(f"unknown backend kind {kind!r}; known kinds: {', '.join(BACKENDS)}"), str)
+    if kind not in known:
+        raise rt.at("kind", ConfigError(f"unknown {what} kind {kind!r}; known kinds: {', '.join(known)}"), str)
+    return kind
+
+
+def _backend_hook(value: Any, _t: Any) -> Any:
+    from fnlabel.backends import BACKENDS, config_class
+
+    kind = _kind(value, "backend", BACKENDS, BackendConfig)
     try:
         cls = config_class(kind)
     except ImportError as exc:
@@ -320,13 +325,7 @@ def _backend_hook(value: Any, _t: Any) -> Any:
 def _task_hook(value: Any, _t: Any) -> TaskSpec:
     from fnlabel.tasks import TASKS
 
-    if not isinstance(value, Mapping):
-        raise Mismatch("a table", value)
-    if "kind" not in value:
-        raise rt.at("kind", ConfigError(f"missing; known task kinds: {', '.join(TASKS)}"), str)
-    kind = value["kind"]
-    if kind not in TASKS:
-        raise rt.at("kind", ConfigError(f"unknown task kind {kind!r}; known kinds: {', '.join(TASKS)}"), str)
+    kind = _kind(value, "task", TASKS, str)
     options = {k: v for k, v in value.items() if k != "kind"}
     rt.check_kwargs(TASKS[kind], options, f"task kind {kind!r}")
     spec = TaskSpec(kind=kind, options=frozen(options))
