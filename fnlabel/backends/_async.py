@@ -20,7 +20,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -29,6 +30,7 @@ from fnlabel.seeds import generation_seed as derive_seed  # one seed derivation 
 from fnlabel.errors import BackendError, ConfigError
 
 __all__ = [
+    "LoopBackend",
     "LoopThread",
     "RetryPolicy",
     "RowError",
@@ -359,3 +361,59 @@ async def gather_all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+class LoopBackend:
+    """What the HTTP backends share: a :class:`LoopThread` holding ``(client, semaphore)``.
+
+    A subclass passes ``open_client``, a coroutine function run once on the loop that
+    returns a client with an async ``close()``; it must not capture the backend itself, so
+    the backend can be garbage-collected (its finalizer then closes the loop). The subclass
+    implements ``_generate(prompts, params)`` and may override ``check_request``. It is
+    rebuilt from its config when pickled.
+    """
+
+    def __init__(self, config: Any, name: str, open_client: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self.config = config
+        self._policy = config.retry_policy
+        concurrency = config.max_concurrency
+
+        async def setup() -> tuple[Any, asyncio.Semaphore]:
+            # created on the backend's loop: the client's HTTP session belongs to it
+            return await open_client(), asyncio.Semaphore(concurrency)
+
+        async def teardown(state: tuple[Any, asyncio.Semaphore]) -> None:
+            await state[0].close()
+
+        self._loop = LoopThread(name, setup, teardown)
+        self._finalizer = weakref.finalize(self, self._loop.close)
+
+    @property
+    def prompt_format(self) -> str:
+        return self.config.prompt_format
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    def __reduce__(self) -> Any:
+        return (type(self.config).build, (self.config,))
+
+    def check_request(self, prompts: Sequence[Any], params: Any) -> None:
+        """Refuse, before any request, params this backend cannot honour for these prompts."""
+
+    def __call__(self, prompts: Sequence[Any], params: Any) -> Any:
+        """Generate ``params.num_generations`` texts per prompt (sync; safe inside a running loop)."""
+        self.check_request(prompts, params)
+        return self._loop.run(self._generate(list(prompts), params))
+
+    async def agenerate(self, prompts: Sequence[Any], params: Any) -> Any:
+        """The same as calling the backend, awaitable from any event loop."""
+        self.check_request(prompts, params)
+        return await asyncio.wrap_future(self._loop.submit(self._generate(list(prompts), params)))
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the loop thread (a later call reopens them)."""
+        self._loop.close()
+
+    async def _generate(self, prompts: list[Any], params: Any) -> Any:
+        raise NotImplementedError

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
 
 from fnlabel.backends._async import (
-    LoopThread,
+    LoopBackend,
     MalformedResponse,
     RetryPolicy,
     RowError,
@@ -119,42 +118,24 @@ class InferenceEndpointsConfig:
         return InferenceEndpointsBackend(self, token)
 
 
-class InferenceEndpointsBackend:
+class InferenceEndpointsBackend(LoopBackend):
     """``generate(prompts, params)`` over TGI / Inference Endpoints. Make one with :func:`inference_endpoints`."""
 
     def __init__(self, config: InferenceEndpointsConfig, token: str | None) -> None:
-        self.config = config
-        self._policy = config.retry_policy
-        self._what = f"inference-endpoints ({self.model_name})"
-
-        async def setup() -> tuple[Any, asyncio.Semaphore]:
+        async def open_client() -> Any:
             from huggingface_hub import AsyncInferenceClient
 
             url = config.base_url or (await asyncio.to_thread(_endpoint_url, config, token) if config.endpoint_name else None)
             target = {"model": url} if url else {"model": config.model_id, "provider": config.provider}
-            client = AsyncInferenceClient(**target, token=token, timeout=config.timeout + 5)
-            return client, asyncio.Semaphore(config.max_concurrency)
+            return AsyncInferenceClient(**target, token=token, timeout=config.timeout + 5)
 
-        async def teardown(state: tuple[Any, asyncio.Semaphore]) -> None:
-            await state[0].close()
-
-        self._loop = LoopThread("fnlabel-inference-endpoints", setup, teardown)
-        self._finalizer = weakref.finalize(self, self._loop.close)
+        super().__init__(config, "fnlabel-inference-endpoints", open_client)
+        self._what = f"inference-endpoints ({self.model_name})"
 
     @property
     def model_name(self) -> str:
         cfg = self.config
         return cfg.model_id or cfg.endpoint_name or cfg.base_url or "tgi"
-
-    @property
-    def prompt_format(self) -> str:
-        return self.config.prompt_format
-
-    def __repr__(self) -> str:
-        return f"InferenceEndpointsBackend({self.config!r})"
-
-    def __reduce__(self) -> Any:
-        return (InferenceEndpointsConfig.build, (self.config,))
 
     def check_prompts(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> None:
         """Refuse params the endpoint of these prompts cannot honour (before any request)."""
@@ -170,19 +151,7 @@ class InferenceEndpointsBackend:
                 "(e.g. 'chatml' -> text_generation) or leave top_k unset"
             )
 
-    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
-        """Generate ``params.num_generations`` texts per prompt (sync; safe inside a running loop)."""
-        self.check_prompts(prompts, params)
-        return self._loop.run(self._generate(list(prompts), params))
-
-    async def agenerate(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
-        """The same as calling the backend, awaitable from any event loop."""
-        self.check_prompts(prompts, params)
-        return await asyncio.wrap_future(self._loop.submit(self._generate(list(prompts), params)))
-
-    def close(self) -> None:
-        """Close the HTTP client and stop the loop thread (a later call reopens them)."""
-        self._loop.close()
+    check_request = check_prompts
 
     async def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         client, semaphore = self._loop.state

@@ -14,17 +14,15 @@ out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
 
 from fnlabel.backends._async import (
+    LoopBackend,
     FrozenDict,
-    LoopThread,
     MalformedResponse,
     RetryPolicy,
     RowError,
@@ -129,22 +127,14 @@ class OpenAIConfig:
         return RetryPolicy(self.max_retries, self.timeout, self.backoff, self.max_backoff)
 
 
-class OpenAIBackend:
+class OpenAIBackend(LoopBackend):
     """``generate(prompts, params)`` over an OpenAI-compatible server. Make one with :func:`openai`."""
 
     def __init__(self, config: OpenAIConfig, api_key: str | None) -> None:
-        self.config = config
-        self._placeholder_key = api_key is None
-        self._n_ignored = not config.native_n
-        self._policy = config.retry_policy
-        where = f" at {config.base_url}" if config.base_url else ""
-        self._what = f"openai ({config.model}{where})"
-
-        async def setup() -> tuple[Any, asyncio.Semaphore]:
-            # created on the backend's loop: the aiohttp session belongs to it
+        async def open_client() -> Any:
             from openai import AsyncOpenAI, DefaultAioHttpClient
 
-            client = AsyncOpenAI(
+            return AsyncOpenAI(
                 api_key=api_key or PLACEHOLDER_KEY,
                 organization=config.organization,
                 base_url=config.base_url,
@@ -152,27 +142,16 @@ class OpenAIBackend:
                 max_retries=0,  # fnlabel's retries are the only ones
                 http_client=DefaultAioHttpClient(timeout=config.timeout + 5),
             )
-            return client, asyncio.Semaphore(config.max_concurrency)
 
-        async def teardown(state: tuple[Any, asyncio.Semaphore]) -> None:
-            await state[0].close()
-
-        self._loop = LoopThread("fnlabel-openai", setup, teardown)
-        self._finalizer = weakref.finalize(self, self._loop.close)
+        super().__init__(config, "fnlabel-openai", open_client)
+        self._placeholder_key = api_key is None
+        self._n_ignored = not config.native_n
+        where = f" at {config.base_url}" if config.base_url else ""
+        self._what = f"openai ({config.model}{where})"
 
     @property
     def model_name(self) -> str:
         return self.config.model
-
-    @property
-    def prompt_format(self) -> str:
-        return self.config.prompt_format
-
-    def __repr__(self) -> str:
-        return f"OpenAIBackend({self.config!r})"
-
-    def __reduce__(self) -> Any:
-        return (OpenAIConfig.build, (self.config,))
 
     def check_params(self, params: GenerationParams) -> None:
         """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``)."""
@@ -183,19 +162,8 @@ class OpenAIBackend:
                 "supports_top_k = true in [backend]; otherwise leave top_k unset."
             )
 
-    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
-        """Generate ``params.num_generations`` texts per prompt (sync; safe inside a running loop)."""
+    def check_request(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> None:
         self.check_params(params)
-        return self._loop.run(self._generate(list(prompts), params))
-
-    async def agenerate(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
-        """The same as calling the backend, awaitable from any event loop."""
-        self.check_params(params)
-        return await asyncio.wrap_future(self._loop.submit(self._generate(list(prompts), params)))
-
-    def close(self) -> None:
-        """Close the HTTP client and stop the loop thread (a later call reopens them)."""
-        self._loop.close()
 
     async def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         try:
