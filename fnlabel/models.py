@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from fnlabel.errors import ConfigError
@@ -77,5 +78,10 @@ def embedded_hf_folder(dest: str | os.PathLike[str] | None = None) -> Path:
     fresh.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, folder) if not folder.exists() else None
+    if folder.exists() and not any(folder.glob("*.safetensors")):
+        shutil.rmtree(folder)  # an earlier conversion that did not finish
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished the same conversion first: keep its folder
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
