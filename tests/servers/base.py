@@ -189,6 +189,8 @@ class ServerThread:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": {"message": "request body is not JSON"}}, status=400)
+        except ConnectionError:  # the client went away mid-body (a benchmark client exiting): nothing to answer
+            return web.Response(status=499)
         fault = self.pick(body, request.path, dict(request.headers))
         self.in_flight += 1  # only touched on the server's loop
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
