@@ -1,12 +1,14 @@
 """Requests/s at 64 in flight against a local OpenAI-compatible server with 100 ms latency.
 
-Three clients, measured in one run against the same server (a subprocess, so
+Four clients, measured in one run against the same server (a subprocess, so
 it does not share a GIL with the clients), rounds interleaved:
 
 - fnlabel: ``llm(text_generation(), openai(max_concurrency=64))`` — the whole LLM call;
 - distilabel 0.6.0: ``OpenAILLM(num_threads=64)`` in its own venv (``benchmarks/peers.py``);
 - raw SDK: ``AsyncOpenAI`` + ``DefaultAioHttpClient`` + ``asyncio.Semaphore(64)`` + ``gather``
-  (the ceiling fnlabel's backend is built on).
+  with the typed ``chat.completions.create`` (what a user of the SDK writes);
+- bare aiohttp: the same requests with no SDK at all, the practical ceiling of this
+  server and machine.
 
 Each client gets a warm-up of 64 requests, then ``--requests`` chat requests
 (n=1). The ideal is 64 / 0.1 s = 640 requests/s for every client, so no
@@ -110,6 +112,32 @@ def bench_raw_sdk(url: str, n: int, warm: int) -> tuple[float, float]:
     return asyncio.run(main())
 
 
+def bench_bare_aiohttp(url: str, n: int, warm: int) -> tuple[float, float]:
+    """No SDK, no parsing beyond json.loads: the practical ceiling of this server and machine."""
+    import aiohttp
+
+    async def main() -> tuple[float, float]:
+        async with aiohttp.ClientSession() as session:
+            semaphore = asyncio.Semaphore(CONCURRENCY)
+
+            async def one(i: int) -> str:
+                messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"question {i}"}]
+                async with semaphore, session.post(
+                    f"{url}/chat/completions", json={"model": MODEL, "max_tokens": 16, "messages": messages},
+                    headers={"Authorization": "Bearer sk-bench"},
+                ) as r:
+                    return json.loads(await r.read())["choices"][0]["message"]["content"]
+
+            await asyncio.gather(*(one(i) for i in range(warm)))
+            cpu, start = time.process_time(), time.perf_counter()
+            out = await asyncio.gather(*(one(i) for i in range(n)))
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            assert len(out) == n and all(out)
+            return elapsed, cpu
+
+    return asyncio.run(main())
+
+
 def bench_distilabel(url: str, n: int, warm: int) -> tuple[float, float]:
     out = run_peer(DISTILABEL, url, str(n), str(warm), SYSTEM)
     return out["seconds"], out["cpu_seconds"]
@@ -117,7 +145,8 @@ def bench_distilabel(url: str, n: int, warm: int) -> tuple[float, float]:
 
 def measure(latency: float, n: int, rounds: int) -> dict:
     """Every client against one server with ``latency`` seconds per request, rounds interleaved."""
-    clients = {"fnlabel": bench_fnlabel, "distilabel_0.6.0": bench_distilabel, "raw_async_sdk": bench_raw_sdk}
+    clients = {"fnlabel": bench_fnlabel, "distilabel_0.6.0": bench_distilabel, "raw_async_sdk": bench_raw_sdk,
+               "bare_aiohttp": bench_bare_aiohttp}
     rates: dict[str, list[float]] = {name: [] for name in clients}
     cpu_ms: dict[str, list[float]] = {name: [] for name in clients}
     proc, url = start_server(latency)
@@ -142,6 +171,7 @@ def measure(latency: float, n: int, rounds: int) -> dict:
         "client_cpu_ms_per_request_median": {k: round(v, 3) for k, v in cpu.items()},
         "ratio_fnlabel_vs_distilabel": round(median["fnlabel"] / median["distilabel_0.6.0"], 2),
         "ratio_fnlabel_vs_raw_sdk": round(median["fnlabel"] / median["raw_async_sdk"], 2),
+        "ratio_fnlabel_vs_bare_aiohttp": round(median["fnlabel"] / median["bare_aiohttp"], 2),
         "cpu_per_request_ratio_distilabel_vs_fnlabel": round(cpu["distilabel_0.6.0"] / cpu["fnlabel"], 2),
         "cpu_per_request_ratio_raw_sdk_vs_fnlabel": round(cpu["raw_async_sdk"] / cpu["fnlabel"], 2),
     }
@@ -160,6 +190,8 @@ def main() -> None:
             "value": slow["ratio_fnlabel_vs_distilabel"], "target": 3.0, "better": "higher"},
         "fnlabel / raw async SDK, requests/s, 100 ms server": {
             "value": slow["ratio_fnlabel_vs_raw_sdk"], "better": "higher"},
+        "fnlabel / bare aiohttp (no SDK), requests/s, 100 ms server": {
+            "value": slow["ratio_fnlabel_vs_bare_aiohttp"], "better": "higher"},
         "fnlabel / distilabel 0.6.0, requests/s, 0 ms server (client-bound)": {
             "value": fast["ratio_fnlabel_vs_distilabel"], "better": "higher"},
         "fnlabel / raw async SDK, requests/s, 0 ms server (client-bound)": {
@@ -175,13 +207,16 @@ def main() -> None:
         "latency_100ms": slow,
         "latency_0ms": fast,
         "best_possible_ratio_vs_distilabel_at_100ms": round(ceiling / slow["requests_per_s_median"]["distilabel_0.6.0"], 2),
+        "bare_aiohttp_vs_distilabel_at_100ms": round(
+            slow["requests_per_s_median"]["bare_aiohttp"] / slow["requests_per_s_median"]["distilabel_0.6.0"], 2),
         "ratios": ratios,
         "load_average_at_start": load_start,
         "load_average_at_end": list(os.getloadavg()),
         "note": (
             f"64 in flight x 100 ms caps every client at {ceiling:.0f} requests/s, so the best ratio any client "
             "can reach over distilabel there is the ceiling over distilabel's rate "
-            "(best_possible_ratio_vs_distilabel_at_100ms). With no latency the clients are bound by their own "
+            "(best_possible_ratio_vs_distilabel_at_100ms); a bare aiohttp client without the SDK shows what this "
+            "server and machine allow in practice (bare_aiohttp_vs_distilabel_at_100ms). With no latency the clients are bound by their own "
             "CPU (and the server's, on the same cores): that run shows the client cost in requests/s. "
             "Client CPU ms/request is the load-independent measure of client overhead."
         ),
@@ -189,7 +224,8 @@ def main() -> None:
     }
     for name, r in ratios.items():
         print(f"{name}: {r['value']}x" + (f" (target >= {r['target']}x)" if "target" in r else ""))
-    print(f"best ratio any client could reach over distilabel at 100 ms: {result['best_possible_ratio_vs_distilabel_at_100ms']}x")
+    print(f"best ratio any client could reach over distilabel at 100 ms: {result['best_possible_ratio_vs_distilabel_at_100ms']}x; "
+          f"bare aiohttp reached {result['bare_aiohttp_vs_distilabel_at_100ms']}x")
     out = ROOT / "benchmarks" / "results" / "openai.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
