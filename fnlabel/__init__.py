@@ -11,7 +11,7 @@ from fnlabel import backends, tasks
 from fnlabel.combinators import threaded, with_prompt_format, with_prompt_formatting_fn
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, ParseError, RecipeError
 from fnlabel.formats import FORMATS, format_prompt
-from fnlabel.llm import LLM, RowFailure, RunResult, llm
+from fnlabel.llm import LLM, RowFailure, RunResult, llm, max_concurrency
 from fnlabel.tasks import Task
 from fnlabel.types import GenerationFailure, GenerationParams, LLMOutput, Prompt
 
@@ -73,6 +73,7 @@ __all__ = [
     "in_process",
     "llm",
     "load_recipe",
+    "max_concurrency",
     "pooled",
     "on_ray",
     "tasks",

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fnlabel.errors import BackendError, ConfigError
+from fnlabel.llm import max_concurrency
 from fnlabel.tasks.base import Task
 
 __all__ = ["child_main"]
@@ -70,7 +71,8 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         llm = build(spec)
-        info = {"model_name": str(llm.model_name), "task": portable_task(llm.task)}
+        info = {"model_name": str(llm.model_name), "task": portable_task(llm.task),
+                "max_concurrency": min(workers, max_concurrency(llm))}
     except BaseException as exc:  # noqa: BLE001 - any failure to build is reported, then we exit
         conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
         conn.close()

@@ -41,7 +41,7 @@ from fnlabel.cache_store import SQLiteStore, identity_hash
 from fnlabel.combinators import _map_inner
 from fnlabel import seeds
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import LLM, backend_name
+from fnlabel.llm import LLM, backend_name, max_concurrency
 from fnlabel.models import cache_dir
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
 
@@ -190,6 +190,10 @@ class CachedBackend:
     @property
     def prompt_format(self) -> str | None:
         return getattr(self.backend, "prompt_format", None)
+
+    @property
+    def max_concurrency(self) -> int:
+        return max_concurrency(self.backend)
 
     def check_params(self, params: GenerationParams) -> None:
         check = getattr(self.backend, "check_params", None)

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.llm import RowFailure, RunResult, check_num_generations
+from fnlabel.llm import RowFailure, RunResult, check_num_generations, max_concurrency
 from fnlabel.types import Input, LLMOutput
 
 __all__ = ["Chain", "ChainResult"]
@@ -51,6 +51,11 @@ class Chain:
     @property
     def model_name(self) -> str:
         return f"{self.generator.model_name} -> {self.labeller.model_name}"
+
+    @property
+    def max_concurrency(self) -> int:
+        """The smaller of the two stages' (each call runs both)."""
+        return min(max_concurrency(self.generator), max_concurrency(self.labeller))
 
     def map_inner(self, change: Any) -> Chain:
         """The same chain with ``change`` applied to both stages (how combinators reach inside)."""

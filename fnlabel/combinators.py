@@ -20,7 +20,7 @@ import attrs
 
 from fnlabel.errors import ConfigError
 from fnlabel.formats import check_format
-from fnlabel.llm import LLM, RowFailure, RunResult, as_rows, check_num_generations
+from fnlabel.llm import LLM, RowFailure, RunResult, as_rows, check_num_generations, max_concurrency
 from fnlabel.types import FormattedPrompt, Input, LLMOutput, Prompt
 
 __all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threaded", "FutureLLM", "gather", "chunks"]
@@ -177,6 +177,10 @@ class Threaded(FutureLLM):
     @property
     def model_name(self) -> str:
         return self.llm.model_name
+
+    @property
+    def max_concurrency(self) -> int:
+        return max_concurrency(self.llm)
 
     def map_inner(self, change: Callable[[Any], Any]) -> Threaded:
         return Threaded(change(self.llm), self.num_threads)

@@ -28,7 +28,9 @@ from fnlabel.types import (
     Prompt,
 )
 
-__all__ = ["LLM", "llm", "RowFailure", "RunResult", "as_rows", "backend_name", "check_num_generations"]
+__all__ = [
+    "LLM", "llm", "RowFailure", "RunResult", "as_rows", "backend_name", "check_num_generations", "max_concurrency",
+]
 
 log = logging.getLogger("fnlabel")
 
@@ -69,6 +71,25 @@ def as_rows(inputs: Sequence[Input]) -> Sequence[Input]:
     if isinstance(inputs, (str, bytes, Mapping)):  # iterating them would make each key or char a "row"
         raise InputError(f"inputs must be a list of dicts, got a {type(inputs).__name__}; for one input pass [row]")
     return list(inputs)
+
+
+def max_concurrency(obj: object) -> int:
+    """How many calls of ``obj`` (an LLM-like value or a backend) are worth running at once.
+
+    It is ``obj.max_concurrency`` where defined (the HTTP backends' requests in flight, and
+    the combinators that pass it on), else 1: a local model serves one call at a time.
+    ``fnlabel run`` keeps that many rows' requests going across batches.
+
+    Examples:
+        >>> from fnlabel import llm, tasks, backends
+        >>> max_concurrency(llm(tasks.text_generation(), backends.echo()))
+        1
+    """
+    try:
+        value = getattr(obj, "max_concurrency", 1)
+    except Exception:  # e.g. an in_process child that failed to load: its calls will say why
+        return 1
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 def check_num_generations(k: object) -> int:
@@ -119,6 +140,11 @@ class LLM:
             check(self.params)
 
     @property
+    def max_concurrency(self) -> int:
+        """The backend's (see :func:`max_concurrency`)."""
+        return max_concurrency(self.backend)
+
+    @property
     def effective_format(self) -> str:
         """The prompt format in use: the LLM's own, else the backend's natural one."""
         return self.prompt_format or getattr(self.backend, "prompt_format", None) or "default"
@@ -143,6 +169,18 @@ class LLM:
     def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
         """Run in a background thread; a Future of :class:`RunResult`."""
         return shared_pool().submit(self.run, list(as_rows(inputs)), num_generations)
+
+    def close(self) -> None:
+        """Release the backend's resources (an HTTP backend's client and loop), if it holds any."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def formatter(self) -> Callable[[Prompt], FormattedPrompt]:
         """The function that formats each prompt (resolved once per call, not once per row)."""

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import RowFailure, RunResult, check_num_generations
+from fnlabel.llm import RowFailure, RunResult, check_num_generations, max_concurrency
 from fnlabel.types import Input, LLMOutput
 
 __all__ = ["pooled", "Pooled", "split_generations"]
@@ -97,6 +97,11 @@ class Pooled:
     @property
     def model_name(self) -> str:
         return "pooled(" + ", ".join(str(m.model_name) for m in self.members) + ")"
+
+    @property
+    def max_concurrency(self) -> int:
+        """The smallest member's (a call reaches every member with a share)."""
+        return min(max_concurrency(m) for m in self.members)
 
     def map_inner(self, change: Callable[[Any], Any]) -> Any:
         """The pool with ``change`` applied to every member (used by with_prompt_format)."""

@@ -295,6 +295,12 @@ class InProcess(FutureLLM):
         self.wait_ready()
         return self._state.info["model_name"]  # type: ignore[index]
 
+    @property
+    def max_concurrency(self) -> int:
+        """The child's LLM's, at most ``workers`` (waits for the child to load)."""
+        self.wait_ready()
+        return self._state.info["max_concurrency"]  # type: ignore[index]
+
     def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
         """Send a request to the child; a Future of :class:`~fnlabel.llm.RunResult`."""
         k = check_num_generations(num_generations)

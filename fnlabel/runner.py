@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ import attrs
 
 from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.io import InputData, JsonlLog, normalized, read_input, to_json_line, write_parquet
-from fnlabel.llm import RowFailure
+from fnlabel.llm import RowFailure, max_concurrency
 
 __all__ = ["RunOptions", "Summary", "run_recipe", "resolve_options", "GENERATOR_KEY"]
 
@@ -228,25 +230,32 @@ class _Job:
     ) -> Iterator[tuple[list[int], tuple[list[str], list[dict[str, Any]], int, str | None]]]:
         """Each batch of ``todo`` with its :meth:`run_batch` result, in order (an engine may override it).
 
-        The next batch is computed while the caller writes this one (one batch ahead, at most), so
-        the model never waits for the output file; results are still yielded, and written, in order.
+        Batches are computed while the caller writes earlier ones, so the model never waits for
+        the output file. A local model runs one batch at a time (one ahead of the writer); an LLM
+        with ``max_concurrency`` c > 1 (HTTP backends) runs ``ceil(c / batch_size) + 1`` batches
+        at once, so about c requests stay in flight and a slow request holds up only its own
+        batch's turn to be written. Results are still yielded, and written, in order.
         """
         batches = list(_batches(todo, self.opts.batch_size))
         if len(batches) < 2:
             for batch in batches:
                 yield batch, self.run_batch(batch)
             return
-        self.get_llm()  # built once, here, before any worker thread could race to build it
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="fnlabel-batch")
+        concurrency = max_concurrency(self.get_llm())  # built once, here, before any worker thread
+        window = 1 if concurrency <= 1 else -(-concurrency // self.opts.batch_size) + 1
+        workers = ThreadPoolExecutor(window, thread_name_prefix="fnlabel-batch")
         try:
-            pending = ahead.submit(self.run_batch, batches[0])
-            for current, following in zip(batches, [*batches[1:], None]):
-                result = pending.result()
+            queued = iter(batches)
+            pending = deque((b, workers.submit(self.run_batch, b)) for b in islice(queued, window))
+            while pending:
+                current, future = pending.popleft()
+                result = future.result()
+                following = next(queued, None)
                 if following is not None:
-                    pending = ahead.submit(self.run_batch, following)
+                    pending.append((following, workers.submit(self.run_batch, following)))
                 yield current, result
         finally:  # a stopped run (max failures, Ctrl-C) does not start another batch
-            ahead.shutdown(wait=False, cancel_futures=True)
+            workers.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         close = getattr(self.llm, "close", None)

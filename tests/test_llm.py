@@ -356,3 +356,21 @@ def test_a_single_row_or_a_string_is_not_taken_for_a_list_of_rows(inputs):
     with pytest.raises(InputError, match=r"list of dicts.*pass \[row\]"):
         llm(TG, rec)(inputs)
     assert rec.calls == []
+
+
+def test_close_and_with_release_the_backend():
+    class Closable:
+        closed = 0
+
+        def __call__(self, prompts, params):
+            return [[f"{p}!"] * params.num_generations for p in prompts]
+
+        def close(self):
+            self.closed += 1
+
+    backend = Closable()
+    with llm(tasks.text_generation(system_prompt=""), backend) as gen:
+        assert gen([{"input": "hi"}])[0][0]["raw_output"].endswith("hi!")
+        assert backend.closed == 0
+    assert backend.closed == 1
+    llm(tasks.text_generation(), backends.echo()).close()  # a backend without close() is fine

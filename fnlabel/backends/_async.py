@@ -392,6 +392,11 @@ class LoopBackend:
     def prompt_format(self) -> str:
         return self.config.prompt_format
 
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight at most, over all calls together."""
+        return self.config.max_concurrency
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
 

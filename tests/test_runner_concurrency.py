@@ -1,0 +1,126 @@
+"""How many batches `fnlabel run` keeps going: one for a local model, enough to fill an HTTP backend."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import fnlabel
+from fnlabel import GenerationParams, llm, pooled, tasks
+from fnlabel.backends import echo
+from fnlabel.backends.openai import OpenAIConfig
+from fnlabel.cache import cached
+from fnlabel.chain import Chain
+from fnlabel.combinators import threaded
+from fnlabel.llm import max_concurrency
+from fnlabel.process import LLMSpec, in_process
+from fnlabel.runner import resolve_options, run_recipe
+from tests.recipe_helpers import echo_recipe, questions, read_jsonl, write_jsonl, write_recipe
+from tests.servers.openai_fault import FaultServer
+
+LOCAL = "http://127.0.0.1:9/v1"  # never contacted: building a backend opens no connection
+
+
+def _remote(concurrency: int) -> Any:
+    return llm(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=concurrency).build())
+
+
+def test_max_concurrency_passes_through_every_combinator(tmp_path: Path) -> None:
+    a, b, local = _remote(8), _remote(3), llm(tasks.text_generation(), echo())
+    assert max_concurrency(a) == 8 and max_concurrency(a.backend) == 8
+    assert max_concurrency(local) == 1 and max_concurrency(object()) == 1
+    assert max_concurrency(cached(a, tmp_path / "c.sqlite")) == 8
+    assert max_concurrency(threaded(a, 2)) == 8
+    assert max_concurrency(pooled([a, b])) == 3
+    assert max_concurrency(Chain(a, b, ())) == 3
+    assert max_concurrency(Chain(a, local, ())) == 1
+    spec = LLMSpec(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=8))
+    with in_process(spec, workers=4) as child:
+        assert max_concurrency(child) == 4  # the child runs at most `workers` calls at once
+    with in_process(LLMSpec(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=2)),
+                    workers=4) as child:
+        assert max_concurrency(child) == 2
+
+
+class Tracked:
+    """Wraps the built LLM: counts overlapping calls and finishes them in a random order."""
+
+    def __init__(self, inner: Any, concurrency: int | None) -> None:
+        self.inner, self.lock, self.running, self.most = inner, threading.Lock(), 0, 0
+        if concurrency is not None:
+            self.max_concurrency = concurrency
+        self.task, self.model_name = inner.task, inner.model_name
+
+    def run(self, inputs: list[dict], k: int = 1) -> Any:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(random.uniform(0.01, 0.06))  # later batches often finish first
+            return self.inner.run(inputs, k)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _run_tracked(tmp_path: Path, concurrency: int | None, rows: int = 30) -> tuple[Tracked, list[dict]]:
+    write_jsonl(tmp_path / "in.jsonl", questions(rows))
+    recipe = fnlabel.load_recipe(echo_recipe(tmp_path, run="batch_size = 2"))
+    seen: list[Tracked] = []
+
+    def wrap(built: Any) -> Tracked:
+        seen.append(Tracked(built, concurrency))
+        return seen[-1]
+
+    summary = run_recipe(recipe, resolve_options(recipe), wrap_llm=wrap)
+    assert summary.rows_done == rows and summary.failed_rows == 0
+    return seen[0], read_jsonl(tmp_path / "out.jsonl")
+
+
+def test_a_local_llm_runs_one_batch_at_a_time(tmp_path: Path) -> None:
+    tracked, out = _run_tracked(tmp_path, None)
+    assert tracked.most == 1
+    assert [r["input"] for r in out] == [q["input"] for q in questions(30)]
+
+
+def test_a_concurrent_llm_overlaps_batches_and_output_stays_in_order(tmp_path: Path) -> None:
+    tracked, out = _run_tracked(tmp_path, 5)  # ceil(5 / 2) + 1 = 4 batches at once
+    assert tracked.most == 4
+    assert [r["input"] for r in out] == [q["input"] for q in questions(30)]
+    assert all(r["outputs"][0]["raw_output"].endswith(r["input"]) for r in out)
+
+
+def test_fnlabel_run_keeps_max_concurrency_requests_in_flight_across_batches(tmp_path: Path) -> None:
+    rows = questions(40)
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    with FaultServer(latency=0.2) as srv:
+        recipe = fnlabel.load_recipe(write_recipe(tmp_path / "r.toml", f"""
+[task]
+kind = "text-generation"
+[backend]
+kind = "openai"
+model = "fault-model"
+base_url = "{srv.url}"
+max_concurrency = 12
+[run]
+input = "{tmp_path / 'in.jsonl'}"
+output = "{tmp_path / 'out.jsonl'}"
+batch_size = 4
+"""))
+        summary = run_recipe(recipe, resolve_options(recipe))
+    assert summary.rows_done == 40 and summary.failed_rows == 0
+    # 4 batches of 4 rows at once (16 requests) against a limit of 12: the server sees 12 at a time,
+    # where one batch at a time would give it 4
+    assert srv.max_in_flight == 12
+    out = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["input"] for r in out] == [r["input"] for r in rows]
+    assert all(r["input"] in r["outputs"][0]["raw_output"] for r in out)
+
+
+def test_params_do_not_change_the_hint() -> None:
+    gen = llm(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=7).build(),
+              GenerationParams(max_new_tokens=3))
+    assert gen.max_concurrency == 7
