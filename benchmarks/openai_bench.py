@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -89,6 +90,20 @@ def bench_fnlabel(url: str, n: int, warm: int) -> tuple[float, float]:
     return elapsed, cpu
 
 
+async def _timed(one: Any, n: int, warm: int) -> tuple[float, float]:
+    """Warm up with ``warm`` calls of ``one(i)``, then time ``n`` of them at once: (seconds, CPU seconds)."""
+    await asyncio.gather(*(one(i) for i in range(warm)))
+    cpu, start = time.process_time(), time.perf_counter()
+    out = await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert len(out) == n and all(out)
+    return elapsed, cpu
+
+
+def _messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"question {i}"}]
+
+
 def bench_raw_sdk(url: str, n: int, warm: int) -> tuple[float, float]:
     from openai import AsyncOpenAI, DefaultAioHttpClient
 
@@ -98,16 +113,10 @@ def bench_raw_sdk(url: str, n: int, warm: int) -> tuple[float, float]:
 
             async def one(i: int) -> str:
                 async with semaphore:
-                    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"question {i}"}]
-                    r = await client.chat.completions.create(model=MODEL, max_tokens=16, messages=messages)
+                    r = await client.chat.completions.create(model=MODEL, max_tokens=16, messages=_messages(i))
                     return r.choices[0].message.content
 
-            await asyncio.gather(*(one(i) for i in range(warm)))
-            cpu, start = time.process_time(), time.perf_counter()
-            out = await asyncio.gather(*(one(i) for i in range(n)))
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            assert len(out) == n and all(out)
-            return elapsed, cpu
+            return await _timed(one, n, warm)
 
     return asyncio.run(main())
 
@@ -121,19 +130,13 @@ def bench_bare_aiohttp(url: str, n: int, warm: int) -> tuple[float, float]:
             semaphore = asyncio.Semaphore(CONCURRENCY)
 
             async def one(i: int) -> str:
-                messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"question {i}"}]
                 async with semaphore, session.post(
-                    f"{url}/chat/completions", json={"model": MODEL, "max_tokens": 16, "messages": messages},
+                    f"{url}/chat/completions", json={"model": MODEL, "max_tokens": 16, "messages": _messages(i)},
                     headers={"Authorization": "Bearer sk-bench"},
                 ) as r:
                     return json.loads(await r.read())["choices"][0]["message"]["content"]
 
-            await asyncio.gather(*(one(i) for i in range(warm)))
-            cpu, start = time.process_time(), time.perf_counter()
-            out = await asyncio.gather(*(one(i) for i in range(n)))
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            assert len(out) == n and all(out)
-            return elapsed, cpu
+            return await _timed(one, n, warm)
 
     return asyncio.run(main())
 

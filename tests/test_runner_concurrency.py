@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -15,10 +16,13 @@ from fnlabel.backends.openai import OpenAIConfig
 from fnlabel.cache import cached
 from fnlabel.chain import Chain
 from fnlabel.combinators import threaded
+from fnlabel.errors import BackendError
 from fnlabel.llm import max_concurrency
 from fnlabel.process import LLMSpec, in_process
 from fnlabel.runner import resolve_options, run_recipe
 from tests.recipe_helpers import echo_recipe, questions, read_jsonl, write_jsonl, write_recipe
+from tests.recipe_helpers import fnlabel as fnlabel_cli
+from tests.servers.base import Fault
 from tests.servers.openai_fault import FaultServer
 
 LOCAL = "http://127.0.0.1:9/v1"  # never contacted: building a backend opens no connection
@@ -124,3 +128,54 @@ def test_params_do_not_change_the_hint() -> None:
     gen = llm(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=7).build(),
               GenerationParams(max_new_tokens=3))
     assert gen.max_concurrency == 7
+
+
+def _slow_except_first_batch(body: dict, _path: str) -> Fault:
+    text = json.dumps(body)
+    return Fault.error(400, "bad row") if ("number 0" in text or "number 1\"" in text) else Fault.slow(20)
+
+
+def test_a_run_stopped_with_batches_in_flight_exits_at_once(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(20))
+    with FaultServer(script=_slow_except_first_batch) as srv:
+        recipe = write_recipe(tmp_path / "r.toml", f"""
+[task]
+kind = "text-generation"
+[backend]
+kind = "openai"
+model = "fault-model"
+base_url = "{srv.url}"
+max_concurrency = 8
+[run]
+input = "{tmp_path / 'in.jsonl'}"
+output = "{tmp_path / 'out.jsonl'}"
+batch_size = 2
+max_failures = 0
+""")
+        started = time.monotonic()
+        res = fnlabel_cli("run", str(recipe), timeout=15)  # the slow answers would take 20 s
+    assert res.returncode == 3, res.stderr
+    assert "more than --max-failures 0" in res.stderr and time.monotonic() - started < 15
+    assert [r["input"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["question number 0", "question number 1"]
+
+
+def test_closing_a_backend_fails_calls_still_running_in_other_threads() -> None:
+    outcome: list[BaseException] = []
+
+    def call(backend: Any) -> None:
+        try:
+            backend(["a prompt"], GenerationParams())
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome.append(exc)
+
+    with FaultServer(script=lambda body, path: Fault.slow(20)) as srv:
+        backend = OpenAIConfig(model="fault-model", base_url=srv.url).build()
+        caller = threading.Thread(target=call, args=(backend,), daemon=True)  # daemon: a bug must not hang pytest
+        caller.start()
+        while not srv.requests:
+            time.sleep(0.01)
+        backend.close()
+        caller.join(10)
+    assert not caller.is_alive(), "the call still waits on a closed backend"
+    assert len(outcome) == 1 and isinstance(outcome[0], BackendError)
+    assert "closed while this call was running" in str(outcome[0])

@@ -14,6 +14,7 @@ server's message.
 
 from __future__ import annotations
 
+import concurrent.futures
 import asyncio
 import email.utils
 import os
@@ -321,6 +322,8 @@ class LoopThread:
         future = self.submit(coro)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            raise BackendError(f"{self._name}: closed while this call was running") from None
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt: stop the requests in flight
             raise
@@ -332,11 +335,22 @@ class LoopThread:
             self._loop = self._thread = self.state = None
         if loop is None or self._pid != os.getpid():
             return
-        if self._teardown is not None and state is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(self._teardown(state), loop).result(timeout=10)
-            except Exception:  # closing must not raise over a dying connection
-                pass
+        teardown = self._teardown if state is not None else None
+
+        async def shutdown() -> None:
+            # Calls still running (another thread's batch when a run stops early) are cancelled,
+            # so the threads waiting on them get an error instead of waiting forever.
+            running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            if teardown is not None:
+                await teardown(state)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        except Exception:  # closing must not raise over a dying connection
+            pass
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout=10)
