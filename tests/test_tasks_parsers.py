@@ -220,6 +220,36 @@ def test_ultrafeedback_parser_invalid(raw, message):
         ULTRAFEEDBACK(raw)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "#### Output for Text 1\nRationale: Accurate.\nRating: 4\n\n#### Output for Text 2\nRationale: Wrong.\nRating: 2",
+        "Rationale: Accurate.\nRating: 4\nRationale: Wrong.\nRating: 2",  # no headers
+        "#### Output for Text 1\nRating: 4\nRationale: Accurate.\n#### Output for Text 2\nRationale: Wrong.\nRating: 2",
+    ],
+)
+def test_ultrafeedback_rationale_before_rating_stays_with_its_text(raw):
+    # a rationale written before its rating belongs to that text, not to the text before it
+    assert ULTRAFEEDBACK(raw) == {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}
+
+
+def test_ultrafeedback_text_without_rating_is_a_parse_error():
+    # dropping it would shift every later rating onto the wrong text
+    raw = "Rating: 4\nRationale: ok\n#### Output for Text 2\nRationale: empty text\n#### Output for Text 3\nRating: 2\nRationale: bad"
+    with pytest.raises(ParseError, match="Rating"):
+        ULTRAFEEDBACK(raw)
+
+
+def test_ultrafeedback_closing_remark_does_not_replace_the_last_rationale():
+    raw = "Rating: 4\nRationale: Accurate.\n#### Output for Text 2\nRating: 2\nRationale: Wrong.\n\nExplanation: Text 1 wins."
+    assert ULTRAFEEDBACK(raw) == {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}
+
+
+def test_ultrafeedback_rationale_line_starting_with_the_word_rating():
+    raw = "Rating: 4\nRationale: Good.\nRating it lower would be unfair."
+    assert ULTRAFEEDBACK(raw) == {"rating": [4.0], "rationale": ["Good.\nRating it lower would be unfair."]}
+
+
 def test_ultrafeedback_scale_follows_custom_ratings():
     parse = tasks.ultrafeedback(ratings=["bad", "ok", "good", "great", "superb", "perfect", "divine"]).parse
     assert parse("Rating: 7") == {"rating": [7.0], "rationale": [""]}

@@ -19,6 +19,7 @@ __all__ = [
     "excerpt",
     "normalize",
     "parse_score",
+    "starts_with_score",
     "find_score",
     "parse_score_list",
     "list_items",
@@ -94,6 +95,16 @@ def parse_score(text: str, low: float | None = None, high: float | None = None, 
     if match.group(2) is not None and value > float(match.group(2)):
         raise ParseError(f"expected a {what} no larger than its scale, got {excerpt(match.group(0))}")
     return _check_range(value, low, high, what, text)
+
+
+def starts_with_score(text: str) -> bool:
+    """Whether ``text`` starts with something :func:`parse_score` reads as a number (in range or not).
+
+    Examples:
+        >>> starts_with_score("**4** (good)"), starts_with_score("it lower")
+        (True, False)
+    """
+    return _SCORE_AT_START.match(normalize(text)) is not None
 
 
 def _label_pattern(labels: Iterable[str]) -> str:
