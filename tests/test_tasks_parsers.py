@@ -389,6 +389,24 @@ def test_ultracm_parser(raw, critique, score):
 
 
 @pytest.mark.parametrize(
+    ("raw", "critique", "score"),
+    [
+        ("1. The answer is incomplete.\n2. It lacks sources.\n\nOverall Score: 6", "1. The answer is incomplete.\n2. It lacks sources.", 6.0),
+        ("2 + 2 is indeed 4, but explain why.\nOverall Score: 6", "2 + 2 is indeed 4, but explain why.", 6.0),
+        ("3 points are missing.\nScore: 5/10", "3 points are missing.", 5.0),
+    ],
+)
+def test_ultracm_critique_starting_with_a_number_is_not_the_score(raw, critique, score):
+    # a bare leading number is the score only when no labelled score is written
+    assert ULTRACM(raw) == {"critique": critique, "score": score}
+
+
+def test_ultracm_labelled_score_out_of_range_is_an_error_even_after_a_leading_number():
+    with pytest.raises(ParseError, match="between 1 and 10"):
+        ULTRACM("1. Too short.\nOverall Score: 15")
+
+
+@pytest.mark.parametrize(
     ("raw", "message"),
     [
         ("", "expected"),

@@ -117,19 +117,26 @@ def _critique(text: str) -> str:
 def parse_ultracm(raw: str) -> dict[str, Any]:
     """``parse`` of :func:`ultracm`: ``Overall Score: s`` and the feedback around it.
 
-    Also reads a bare leading score (``"7\\nThe answer..."``), which is what a model
-    writes when the prompt ends on ``Overall Score:`` (distilabel 0.x's prefill).
+    Without a labelled score, also reads a bare leading score (``"7\\nThe answer..."``),
+    which is what a model writes when the prompt ends on ``Overall Score:`` (distilabel
+    0.x's prefill).
 
     Examples:
         >>> parse_ultracm("### Feedback\\nOverall Score: 7/10\\nCorrect, but cite a source.")
         {'critique': 'Correct, but cite a source.', 'score': 7.0}
     """
     text = normalize(raw).strip()
-    if re.match(r"[\[\(*]*\d", text):
+    labels = ("overall score", "score", "rating")
+    try:  # a labelled score wins: a critique may start with a number ("1. Too short.")
+        find_score(text, labels)
+        labelled = True
+    except ParseError:
+        labelled = False
+    if not labelled and re.match(r"[\[\(*]*\d", text):
         score = parse_score(text, 1, 10, "overall score")
         after = re.sub(r"^[\[\(*\s]*\d+(?:\.\d+)?(?:\s*/\s*\d+)?", "", text, count=1)
         return {"critique": _critique(after.lstrip(_TRIM)), "score": score}
-    score, start, end = find_score(text, ("overall score", "score", "rating"), 1, 10, "overall score")
+    score, start, end = find_score(text, labels, 1, 10, "overall score")
     after = re.sub(r"^[^\S\n]*\([^)\n]*\)", "", text[end:], count=1).lstrip(_TRIM)  # "8 (very good)"
     critique = _critique(after) or _critique(text[:start])
     return {"critique": critique, "score": score}
