@@ -486,6 +486,14 @@ def test_complexity_scorer_parser(raw, expected):
     assert COMPLEXITY(raw) == {"rating": expected}
 
 
+def test_complexity_scorer_echoed_items_starting_with_a_number_are_not_scores():
+    # the echoed questions "[1] 3 ways..." / "[2] 2+2?" must not beat the "[N] Score:" lines
+    raw = "[1] 3 ways to cook rice\n[2] 2+2?\n\n[1] Score: 2\n[2] Score: 1"
+    assert COMPLEXITY(raw) == {"rating": [2.0, 1.0]}
+    with pytest.raises(ParseError, match=r"missing \[2\]"):  # [2]'s only number is in its echo
+        COMPLEXITY("[1] 3 ways to cook rice\n[2] 2+2?\n\n[1] Score: 2\n[3] Score: 1")
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

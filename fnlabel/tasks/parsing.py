@@ -270,29 +270,30 @@ def indexed_scores(text: str, low: float | None = None, high: float | None = Non
     """Scores written one per line as ``[1] Score: 3`` / ``[Response 2] Score: 4`` / ``3. Score: 2``,
     returned in index order; the indices must run 1..k without gaps.
 
-    Lines without a ``score`` label count only when they start with a bracketed
-    index and a number (``[2] 4``); other lines (an echoed question) are skipped.
+    Lines without a ``score`` label count only when no line has one, and only when
+    they start with a bracketed index and a number (``[2] 4``); other lines (an
+    echoed question such as ``[1] 3 ways to...``) are skipped.
 
     Examples:
         >>> indexed_scores("[Response 2] Score: **4**\\n[Response 1] Score: 2 (weak)")
         [2.0, 4.0]
     """
-    found: dict[int, float] = {}
+    labelled_scores: dict[int, float] = {}
+    bare_scores: dict[int, float] = {}
     for line in normalize(text).split("\n"):
         match = _INDEXED.match(line)
         if match is None:
             continue
         bracketed, index, labelled, value = match.groups()
         if labelled:
-            score = parse_score(value, low, high)
+            labelled_scores.setdefault(int(index), parse_score(value, low, high))
         elif bracketed:
             try:
-                score = parse_score(value, low, high)
+                bare_scores.setdefault(int(index), parse_score(value, low, high))
             except ParseError:
                 continue
-        else:
-            continue
-        found.setdefault(int(index), score)
+    # with any "Score" line written, "[N] <number>" lines are echoed items ("[1] 3 ways to...")
+    found = labelled_scores or bare_scores
     if not found:
         raise ParseError(f"expected one '[N] Score: <number>' line per item, got {excerpt(text)}")
     missing = [i for i in range(1, max(found) + 1) if i not in found]
