@@ -72,7 +72,7 @@ def test_parse_score_list(text, expected):
     assert parsing.parse_score_list(text, 0, 10) == expected
 
 
-@pytest.mark.parametrize("text", ["", "Assistant 1 is better", "8 and 9", "Scores:"])
+@pytest.mark.parametrize("text", ["", "Assistant 1 is better", "8 and 9", "Scores:", "1. Assistant 1:"])
 def test_parse_score_list_rejects_prose(text):
     with pytest.raises(ParseError):
         parsing.parse_score_list(text, 0, 10)
@@ -275,6 +275,18 @@ JUDGELM = tasks.judgelm().parse
     ],
 )
 def test_judgelm_parser(raw, rating, rationale):
+    assert JUDGELM(raw) == {"rating": rating, "rationale": rationale}
+
+
+@pytest.mark.parametrize(
+    ("raw", "rating", "rationale"),
+    [
+        # the "1." of a numbered explanation is a list marker, not a third score
+        ("8 9\n1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed.", [8.0, 9.0], "1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed."),
+        ("1. 8\n2. 6\nThe first is better.", [8.0, 6.0], "The first is better."),
+    ],
+)
+def test_judgelm_parser_numbered_lines(raw, rating, rationale):
     assert JUDGELM(raw) == {"rating": rating, "rationale": rationale}
 
 

@@ -149,6 +149,9 @@ _ITEM_LABEL = re.compile(
 )
 
 
+_LIST_MARKER = re.compile(r"^\s*\(?\d{1,2}[.)]\s+(?=\S)")
+
+
 def parse_score_list(
     text: str, low: float | None = None, high: float | None = None, what: str = "score"
 ) -> list[float]:
@@ -156,13 +159,14 @@ def parse_score_list(
     ``"Assistant 1: 8, Assistant 2: 9"``.
 
     The line must hold only scores (with labels and separators): words mean it
-    is not a score line.
+    is not a score line. A leading list marker (``"1. "``, ``"2) "``) is not a score.
 
     Examples:
         >>> parse_score_list("Assistant 1: 8/10, Assistant 2: **9**")
         [8.0, 9.0]
     """
-    line = _ITEM_LABEL.sub(" ", normalize(text))
+    # "1. 8" / "2) Assistant 2: 6": the list marker is not a score
+    line = _ITEM_LABEL.sub(" ", _LIST_MARKER.sub("", normalize(text), count=1))
     line = re.sub(r"\b(?:scores?|ratings?|final)\b\s*:?", " ", line, flags=re.IGNORECASE)
     tokens = re.findall(r"\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|[A-Za-z]+", line)
     scores = []
