@@ -120,6 +120,11 @@ def test_self_instruct_parser(raw, expected):
     assert SELF_INSTRUCT(raw) == {"instructions": expected}
 
 
+def test_self_instruct_bullets_under_numbered_queries_are_not_queries():
+    raw = "1. How do I boil pasta?\n   - mention salt\n2. Suggest a sauce.\n   * vegetarian"
+    assert SELF_INSTRUCT(raw) == {"instructions": ["How do I boil pasta?", "Suggest a sauce."]}
+
+
 @pytest.mark.parametrize("raw", ["", "   \n\n", "Here are the queries:", "---"])
 def test_self_instruct_parser_invalid(raw):
     with pytest.raises(ParseError, match="list of queries"):

@@ -180,14 +180,12 @@ def parse_score_list(
     return scores
 
 
-_MARKER = re.compile(
-    r"^\s*(?:"
+_NUMBERED = (
     r"(?:\(?\d{1,3}[.):]|\[\d{1,3}\]|#\d{1,3}[.):]?)"  # 1.  1)  (1)  [1]  #1
-    r"|[-*+•·–—]"  # bullets
     r"|(?:q|query|question|instruction|prompt)\s*\d{1,3}\s*[.):]"  # Q1:  Query 2.
-    r")[^\S\n]*",
-    re.IGNORECASE,
 )
+_MARKER = re.compile(r"^\s*(?:" + _NUMBERED + r"|[-*+•·–—])[^\S\n]*", re.IGNORECASE)  # numbers or bullets
+_NUMBER_MARKER = re.compile(r"^\s*(?:" + _NUMBERED + r")", re.IGNORECASE)
 
 
 def strip_quotes(text: str) -> str:
@@ -204,7 +202,8 @@ def list_items(text: str) -> list[str]:
 
     When some lines carry a list marker (``1.``, ``2)``, ``[3]``, ``-``, ``*``,
     ``Q4:``), only those lines are items, so a preamble such as "Here are five
-    queries:" is skipped. Otherwise every non-empty line is an item, except
+    queries:" is skipped; when some are numbered, bullets are details of an item
+    and are skipped too. Otherwise every non-empty line is an item, except
     headings (``# Output``) and lines ending with ``:``. Items lose their markers,
     surrounding quotes and whitespace.
 
@@ -216,7 +215,10 @@ def list_items(text: str) -> list[str]:
     """
     lines = [line.strip() for line in normalize(text).split("\n")]
     lines = [line for line in lines if line and not re.fullmatch(r"[-=*_`~]{3,}", line)]
-    marked = [_MARKER.sub("", line, count=1) for line in lines if _MARKER.match(line)]
+    # under a numbered list, bullets are details of an item, not items
+    numbered = any(_NUMBER_MARKER.match(line) for line in lines)
+    marker = _NUMBER_MARKER if numbered else _MARKER
+    marked = [_MARKER.sub("", line, count=1) for line in lines if marker.match(line)]
     if marked:
         items = marked
     else:
