@@ -275,6 +275,7 @@ def test_bad_rows_raise_input_errors_naming_the_key(task, row, message):
         (tasks.ultrafeedback, {"ratings": ["only one"]}, "ratings"),
         (tasks.ultrajudge, {"areas": []}, "areas"),
         (tasks.prometheus, {"score_descriptions": ["", "x"]}, "score_descriptions"),
+        (tasks.prometheus, {"score_descriptions": {"low": "a", "high": "b"}}, "score_descriptions.*'low'"),
     ],
 )
 def test_bad_factory_arguments_raise_config_errors(factory, kwargs, message):

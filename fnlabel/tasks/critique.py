@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import ParseError
+from fnlabel.errors import ConfigError, ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import excerpt, find_score, format_score, normalize, parse_score, strip_label
@@ -166,7 +166,13 @@ def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT) -> Task:
 
 def _descriptions(value: Any) -> tuple[str, ...]:
     if isinstance(value, Mapping):  # distilabel 0.x's {score: description}, in score order
-        value = [value[k] for k in sorted(value, key=lambda k: float(k))]
+        try:
+            value = [value[k] for k in sorted(value, key=lambda k: float(k))]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"score_descriptions keys must be scores (1, 2, ...) or it must be a list, lowest first; "
+                f"got keys {list(value)!r:.80}"
+            ) from exc
     return inputs.check_texts(value, "score_descriptions", min_len=2)
 
 
