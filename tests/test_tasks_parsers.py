@@ -364,6 +364,23 @@ def test_ultrajudge_parser_without_headers_splits_on_repeated_areas():
     ]
 
 
+@pytest.mark.parametrize(
+    "final",
+    [
+        "Final Scores:\nAssistant 1: 8\nAssistant 2: 6",
+        "**Final Scores:**\n\n- Assistant 1: 8/10\n- Assistant 2: 6/10\n\nAssistant 1 is better.",
+        "Final scores: Assistant 1: 8\nAssistant 2: 6",
+        "Final scores:\n8\n6",
+    ],
+)
+def test_ultrajudge_final_scores_one_per_line(final):
+    # every answer's final score, not only the first line's
+    raw = "Assistant 1:\nPractical Accuracy - 8\ngood\n\nAssistant 2:\nPractical Accuracy - 6\nok\n\n" + final
+    out = ULTRAJUDGE(raw)
+    assert out["rating"] == [8.0, 6.0]
+    assert out["areas"][1] == {"Practical Accuracy": {"rating": 6.0, "rationale": "ok"}}
+
+
 def test_ultrajudge_parser_only_final_scores():
     assert ULTRAJUDGE("Final scores: 6 7") == {"rating": [6.0, 7.0], "areas": [{}, {}]}
 
