@@ -428,6 +428,10 @@ def test_ultracm_parser(raw, critique, score):
         ("1. The answer is incomplete.\n2. It lacks sources.\n\nOverall Score: 6", "1. The answer is incomplete.\n2. It lacks sources.", 6.0),
         ("2 + 2 is indeed 4, but explain why.\nOverall Score: 6", "2 + 2 is indeed 4, but explain why.", 6.0),
         ("3 points are missing.\nScore: 5/10", "3 points are missing.", 5.0),
+        # a score mentioned in the prose is not the labelled one
+        ("With sources it would score 9.\nOverall Score: 6", "With sources it would score 9.", 6.0),
+        ("With sources it would score 9.\nScore: 6", "With sources it would score 9.", 6.0),
+        ("7\nWith sources it would score 9.", "With sources it would score 9.", 7.0),
     ],
 )
 def test_ultracm_critique_starting_with_a_number_is_not_the_score(raw, critique, score):

@@ -126,20 +126,32 @@ def parse_ultracm(raw: str) -> dict[str, Any]:
         {'critique': 'Correct, but cite a source.', 'score': 7.0}
     """
     text = normalize(raw).strip()
-    labels = ("overall score", "score", "rating")
-    try:  # a labelled score wins: a critique may start with a number ("1. Too short.")
-        find_score(text, labels)
-        labelled = True
-    except ParseError:
-        labelled = False
-    if not labelled and re.match(r"[\[\(*]*\d", text):
+    found = _labelled_score(text)
+    if found is None and re.match(r"[\[\(*]*\d", text):  # no label: a prefilled reply starts with the score
         score = parse_score(text, 1, 10, "overall score")
         after = re.sub(r"^[\[\(*\s]*\d+(?:\.\d+)?(?:\s*/\s*\d+)?", "", text, count=1)
         return {"critique": _critique(after.lstrip(_TRIM)), "score": score}
-    score, start, end = find_score(text, labels, 1, 10, "overall score")
+    if found is None:  # a label anywhere, even in a sentence; else the error names what was expected
+        found = find_score(text, ("overall score", "score", "rating"), what="overall score")
+    score, start, end = found
+    if not 1 <= score <= 10:
+        raise ParseError(f"expected an overall score between 1 and 10, got {score:g} in {excerpt(text[start:end])}")
     after = re.sub(r"^[^\S\n]*\([^)\n]*\)", "", text[end:], count=1).lstrip(_TRIM)  # "8 (very good)"
     critique = _critique(after) or _critique(text[:start])
     return {"critique": critique, "score": score}
+
+
+def _labelled_score(text: str) -> tuple[float, int, int] | None:
+    """``Overall Score: s`` anywhere, else a line starting with ``Score:`` / ``Rating:``; else None.
+
+    They win over a number the critique starts with ("1. Too short.") or mentions
+    ("it would score 9")."""
+    for labels, line_start in ((("overall score",), False), (("score", "rating"), True)):
+        try:
+            return find_score(text, labels, what="overall score", line_start=line_start)
+        except ParseError:
+            continue
+    return None
 
 
 def format_ultracm(output: Mapping[str, Any]) -> str:

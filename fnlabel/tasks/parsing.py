@@ -118,18 +118,24 @@ def find_score(
     low: float | None = None,
     high: float | None = None,
     what: str = "score",
+    line_start: bool = False,
 ) -> tuple[float, int, int]:
     """The first ``<label>: <score>`` in ``text``, as ``(score, start, end)`` of the match.
 
     Labels match in any case, with markdown or brackets around them and ``:``,
-    ``=``, ``-`` or nothing before the score.
+    ``=``, ``-`` or nothing before the score; with ``line_start``, only at the
+    start of a line (so "it would score 9" in a sentence is not a label).
 
     Examples:
         >>> find_score("Some words.\\nRating: **4** - good")[0]
         4.0
     """
     text = normalize(text)
-    pattern = re.compile(r"\b" + _label_pattern(labels) + r"\b[^\S\n]*(?:\([^)\n]*\))?[^\S\n]*[:=\-–]?", re.IGNORECASE)
+    lead = r"^[^\S\n]*[#>*_\-•\[(]*[^\S\n]*" if line_start else ""
+    pattern = re.compile(
+        lead + r"\b" + _label_pattern(labels) + r"\b[^\S\n]*(?:\([^)\n]*\))?[^\S\n]*[:=\-–]?",
+        re.IGNORECASE | re.MULTILINE,
+    )
     errors = []
     for match in pattern.finditer(text):
         rest = text[match.end():]
