@@ -250,6 +250,21 @@ def test_ultrafeedback_closing_remark_does_not_replace_the_last_rationale():
     assert ULTRAFEEDBACK(raw) == {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "**Text 1**: Rating: 4\nRationale: Accurate.\n**Text 2**: Rating: 2\nRationale: Wrong.",
+        "Text 1 - Rating: 4 Rationale: Accurate.\nText 2 - Rating: 2 Rationale: Wrong.",
+        "#### Output for Text 1: Rating: 4\nRationale: Accurate.\nText 2 is worse.\n#### Output for Text 2: Rating: 2\nRationale: Wrong.",
+    ],
+)
+def test_ultrafeedback_text_header_on_the_rating_line(raw):
+    out = ULTRAFEEDBACK(raw)
+    assert out["rating"] == [4.0, 2.0]
+    assert out["rationale"][1] == "Wrong."
+    assert out["rationale"][0].startswith("Accurate.")
+
+
 def test_ultrafeedback_rationale_line_starting_with_the_word_rating():
     raw = "Rating: 4\nRationale: Good.\nRating it lower would be unfair."
     assert ULTRAFEEDBACK(raw) == {"rating": [4.0], "rationale": ["Good.\nRating it lower would be unfair."]}

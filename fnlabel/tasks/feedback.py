@@ -150,6 +150,7 @@ class UltraFeedbackPrompt:
         return Prompt(self.system_prompt, body)
 
 
+_HEADER_PREFIX = re.compile(r"^[\s#>*_\-]*(?:output\s+for\s+)?text\s*#?\d+[\s*_]*[:.)\-–]?\s*", re.IGNORECASE)
 _HEADER = re.compile(r"^[\s#>*_\-]*(?:output\s+for\s+)?text\s*#?\d+\s*:?\s*$", re.IGNORECASE)
 
 
@@ -166,6 +167,9 @@ class UltraFeedbackParser:
         current: list[Any] | None = None  # the entry of the text being read
         collecting = False
         for line in normalize(raw).split("\n"):
+            prefix = _HEADER_PREFIX.match(line)  # "**Text 2**: Rating: 4" is a header, then a rating
+            if prefix and label_value(line[prefix.end():], ["rating", "rationale"]) is not None:
+                current, collecting, line = None, False, line[prefix.end():]
             rating_value = label_value(line, ["rating"])
             rationale_value = label_value(line, ["rationale", "reason", "explanation"])
             # inside a rationale, "Rating it lower..." is prose, not a rating line
