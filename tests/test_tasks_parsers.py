@@ -72,7 +72,7 @@ def test_parse_score_list(text, expected):
     assert parsing.parse_score_list(text, 0, 10) == expected
 
 
-@pytest.mark.parametrize("text", ["", "Assistant 1 is better", "8 and 9", "Scores:"])
+@pytest.mark.parametrize("text", ["", "Assistant 1 is better", "8 and 9", "Scores:", "1. Assistant 1:"])
 def test_parse_score_list_rejects_prose(text):
     with pytest.raises(ParseError):
         parsing.parse_score_list(text, 0, 10)
@@ -118,6 +118,11 @@ SELF_INSTRUCT = tasks.self_instruct().parse
 )
 def test_self_instruct_parser(raw, expected):
     assert SELF_INSTRUCT(raw) == {"instructions": expected}
+
+
+def test_self_instruct_bullets_under_numbered_queries_are_not_queries():
+    raw = "1. How do I boil pasta?\n   - mention salt\n2. Suggest a sauce.\n   * vegetarian"
+    assert SELF_INSTRUCT(raw) == {"instructions": ["How do I boil pasta?", "Suggest a sauce."]}
 
 
 @pytest.mark.parametrize("raw", ["", "   \n\n", "Here are the queries:", "---"])
@@ -220,6 +225,51 @@ def test_ultrafeedback_parser_invalid(raw, message):
         ULTRAFEEDBACK(raw)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "#### Output for Text 1\nRationale: Accurate.\nRating: 4\n\n#### Output for Text 2\nRationale: Wrong.\nRating: 2",
+        "Rationale: Accurate.\nRating: 4\nRationale: Wrong.\nRating: 2",  # no headers
+        "#### Output for Text 1\nRating: 4\nRationale: Accurate.\n#### Output for Text 2\nRationale: Wrong.\nRating: 2",
+    ],
+)
+def test_ultrafeedback_rationale_before_rating_stays_with_its_text(raw):
+    # a rationale written before its rating belongs to that text, not to the text before it
+    assert ULTRAFEEDBACK(raw) == {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}
+
+
+def test_ultrafeedback_text_without_rating_is_a_parse_error():
+    # dropping it would shift every later rating onto the wrong text
+    raw = "Rating: 4\nRationale: ok\n#### Output for Text 2\nRationale: empty text\n#### Output for Text 3\nRating: 2\nRationale: bad"
+    with pytest.raises(ParseError, match="Rating"):
+        ULTRAFEEDBACK(raw)
+
+
+def test_ultrafeedback_closing_remark_does_not_replace_the_last_rationale():
+    raw = "Rating: 4\nRationale: Accurate.\n#### Output for Text 2\nRating: 2\nRationale: Wrong.\n\nExplanation: Text 1 wins."
+    assert ULTRAFEEDBACK(raw) == {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "**Text 1**: Rating: 4\nRationale: Accurate.\n**Text 2**: Rating: 2\nRationale: Wrong.",
+        "Text 1 - Rating: 4 Rationale: Accurate.\nText 2 - Rating: 2 Rationale: Wrong.",
+        "#### Output for Text 1: Rating: 4\nRationale: Accurate.\nText 2 is worse.\n#### Output for Text 2: Rating: 2\nRationale: Wrong.",
+    ],
+)
+def test_ultrafeedback_text_header_on_the_rating_line(raw):
+    out = ULTRAFEEDBACK(raw)
+    assert out["rating"] == [4.0, 2.0]
+    assert out["rationale"][1] == "Wrong."
+    assert out["rationale"][0].startswith("Accurate.")
+
+
+def test_ultrafeedback_rationale_line_starting_with_the_word_rating():
+    raw = "Rating: 4\nRationale: Good.\nRating it lower would be unfair."
+    assert ULTRAFEEDBACK(raw) == {"rating": [4.0], "rationale": ["Good.\nRating it lower would be unfair."]}
+
+
 def test_ultrafeedback_scale_follows_custom_ratings():
     parse = tasks.ultrafeedback(ratings=["bad", "ok", "good", "great", "superb", "perfect", "divine"]).parse
     assert parse("Rating: 7") == {"rating": [7.0], "rationale": [""]}
@@ -245,6 +295,18 @@ JUDGELM = tasks.judgelm().parse
     ],
 )
 def test_judgelm_parser(raw, rating, rationale):
+    assert JUDGELM(raw) == {"rating": rating, "rationale": rationale}
+
+
+@pytest.mark.parametrize(
+    ("raw", "rating", "rationale"),
+    [
+        # the "1." of a numbered explanation is a list marker, not a third score
+        ("8 9\n1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed.", [8.0, 9.0], "1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed."),
+        ("1. 8\n2. 6\nThe first is better.", [8.0, 6.0], "The first is better."),
+    ],
+)
+def test_judgelm_parser_numbered_lines(raw, rating, rationale):
     assert JUDGELM(raw) == {"rating": rating, "rationale": rationale}
 
 
@@ -317,6 +379,23 @@ def test_ultrajudge_parser_without_headers_splits_on_repeated_areas():
     ]
 
 
+@pytest.mark.parametrize(
+    "final",
+    [
+        "Final Scores:\nAssistant 1: 8\nAssistant 2: 6",
+        "**Final Scores:**\n\n- Assistant 1: 8/10\n- Assistant 2: 6/10\n\nAssistant 1 is better.",
+        "Final scores: Assistant 1: 8\nAssistant 2: 6",
+        "Final scores:\n8\n6",
+    ],
+)
+def test_ultrajudge_final_scores_one_per_line(final):
+    # every answer's final score, not only the first line's
+    raw = "Assistant 1:\nPractical Accuracy - 8\ngood\n\nAssistant 2:\nPractical Accuracy - 6\nok\n\n" + final
+    out = ULTRAJUDGE(raw)
+    assert out["rating"] == [8.0, 6.0]
+    assert out["areas"][1] == {"Practical Accuracy": {"rating": 6.0, "rationale": "ok"}}
+
+
 def test_ultrajudge_parser_only_final_scores():
     assert ULTRAJUDGE("Final scores: 6 7") == {"rating": [6.0, 7.0], "areas": [{}, {}]}
 
@@ -356,6 +435,28 @@ ULTRACM = tasks.ultracm().parse
 )
 def test_ultracm_parser(raw, critique, score):
     assert ULTRACM(raw) == {"critique": critique, "score": score}
+
+
+@pytest.mark.parametrize(
+    ("raw", "critique", "score"),
+    [
+        ("1. The answer is incomplete.\n2. It lacks sources.\n\nOverall Score: 6", "1. The answer is incomplete.\n2. It lacks sources.", 6.0),
+        ("2 + 2 is indeed 4, but explain why.\nOverall Score: 6", "2 + 2 is indeed 4, but explain why.", 6.0),
+        ("3 points are missing.\nScore: 5/10", "3 points are missing.", 5.0),
+        # a score mentioned in the prose is not the labelled one
+        ("With sources it would score 9.\nOverall Score: 6", "With sources it would score 9.", 6.0),
+        ("With sources it would score 9.\nScore: 6", "With sources it would score 9.", 6.0),
+        ("7\nWith sources it would score 9.", "With sources it would score 9.", 7.0),
+    ],
+)
+def test_ultracm_critique_starting_with_a_number_is_not_the_score(raw, critique, score):
+    # a bare leading number is the score only when no labelled score is written
+    assert ULTRACM(raw) == {"critique": critique, "score": score}
+
+
+def test_ultracm_labelled_score_out_of_range_is_an_error_even_after_a_leading_number():
+    with pytest.raises(ParseError, match="between 1 and 10"):
+        ULTRACM("1. Too short.\nOverall Score: 15")
 
 
 @pytest.mark.parametrize(
@@ -436,6 +537,14 @@ QUALITY = tasks.quality_scorer().parse
 )
 def test_complexity_scorer_parser(raw, expected):
     assert COMPLEXITY(raw) == {"rating": expected}
+
+
+def test_complexity_scorer_echoed_items_starting_with_a_number_are_not_scores():
+    # the echoed questions "[1] 3 ways..." / "[2] 2+2?" must not beat the "[N] Score:" lines
+    raw = "[1] 3 ways to cook rice\n[2] 2+2?\n\n[1] Score: 2\n[2] Score: 1"
+    assert COMPLEXITY(raw) == {"rating": [2.0, 1.0]}
+    with pytest.raises(ParseError, match=r"missing \[2\]"):  # [2]'s only number is in its echo
+        COMPLEXITY("[1] 3 ways to cook rice\n[2] 2+2?\n\n[1] Score: 2\n[3] Score: 1")
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,18 @@ def test_evol_method_choice_is_reproducible_and_covers_all_methods(factory, meth
     assert [prompt(r) for r in rows[:5]] == [prompt(r) for r in rows[:5]]
 
 
+def test_evol_method_from_the_row_as_in_distilabel():
+    # distilabel 0.x passed the whole row to generate_prompt: an `evolution_method` column picked the method
+    row = {"input": "Name a bird.", "evolution_method": "reasoning"}
+    for task in (tasks.evol_instruct(), tasks.evol_instruct(evolution_method="breadth"), tasks.evol_complexity(seed=5)):
+        assert task.build_prompt.method_for(row) == "reasoning"
+        assert "explicitly for reasoning in several steps" in task.build_prompt(row).formatted_prompt
+    assert tasks.evol_instruct(seed=1).build_prompt.method_for({**row, "evolution_method": None}) in tasks.evol.INSTRUCT_METHODS
+    assert tasks.evol_quality().build_prompt.method_for({"input": "q", "generation": "a", "evolution_method": "depth"}) == "depth"
+    with pytest.raises(InputError, match="'evolution_method'.*constraints, deepen"):
+        tasks.evol_complexity().build_prompt({"input": "q", "evolution_method": "breadth"})
+
+
 def test_evol_complexity_never_uses_breadth():
     with pytest.raises(ConfigError, match="breadth"):
         tasks.evol_complexity(evolution_method="breadth")
@@ -263,6 +275,7 @@ def test_bad_rows_raise_input_errors_naming_the_key(task, row, message):
         (tasks.ultrafeedback, {"ratings": ["only one"]}, "ratings"),
         (tasks.ultrajudge, {"areas": []}, "areas"),
         (tasks.prometheus, {"score_descriptions": ["", "x"]}, "score_descriptions"),
+        (tasks.prometheus, {"score_descriptions": {"low": "a", "high": "b"}}, "score_descriptions.*'low'"),
     ],
 )
 def test_bad_factory_arguments_raise_config_errors(factory, kwargs, message):

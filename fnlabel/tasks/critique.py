@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import ParseError
+from fnlabel.errors import ConfigError, ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import excerpt, find_score, format_score, normalize, parse_score, strip_label
@@ -117,22 +117,41 @@ def _critique(text: str) -> str:
 def parse_ultracm(raw: str) -> dict[str, Any]:
     """``parse`` of :func:`ultracm`: ``Overall Score: s`` and the feedback around it.
 
-    Also reads a bare leading score (``"7\\nThe answer..."``), which is what a model
-    writes when the prompt ends on ``Overall Score:`` (distilabel 0.x's prefill).
+    Without a labelled score, also reads a bare leading score (``"7\\nThe answer..."``),
+    which is what a model writes when the prompt ends on ``Overall Score:`` (distilabel
+    0.x's prefill).
 
     Examples:
         >>> parse_ultracm("### Feedback\\nOverall Score: 7/10\\nCorrect, but cite a source.")
         {'critique': 'Correct, but cite a source.', 'score': 7.0}
     """
     text = normalize(raw).strip()
-    if re.match(r"[\[\(*]*\d", text):
+    found = _labelled_score(text)
+    if found is None and re.match(r"[\[\(*]*\d", text):  # no label: a prefilled reply starts with the score
         score = parse_score(text, 1, 10, "overall score")
         after = re.sub(r"^[\[\(*\s]*\d+(?:\.\d+)?(?:\s*/\s*\d+)?", "", text, count=1)
         return {"critique": _critique(after.lstrip(_TRIM)), "score": score}
-    score, start, end = find_score(text, ("overall score", "score", "rating"), 1, 10, "overall score")
+    if found is None:  # a label anywhere, even in a sentence; else the error names what was expected
+        found = find_score(text, ("overall score", "score", "rating"), what="overall score")
+    score, start, end = found
+    if not 1 <= score <= 10:
+        raise ParseError(f"expected an overall score between 1 and 10, got {score:g} in {excerpt(text[start:end])}")
     after = re.sub(r"^[^\S\n]*\([^)\n]*\)", "", text[end:], count=1).lstrip(_TRIM)  # "8 (very good)"
     critique = _critique(after) or _critique(text[:start])
     return {"critique": critique, "score": score}
+
+
+def _labelled_score(text: str) -> tuple[float, int, int] | None:
+    """``Overall Score: s`` anywhere, else a line starting with ``Score:`` / ``Rating:``; else None.
+
+    They win over a number the critique starts with ("1. Too short.") or mentions
+    ("it would score 9")."""
+    for labels, line_start in ((("overall score",), False), (("score", "rating"), True)):
+        try:
+            return find_score(text, labels, what="overall score", line_start=line_start)
+        except ParseError:
+            continue
+    return None
 
 
 def format_ultracm(output: Mapping[str, Any]) -> str:
@@ -159,7 +178,13 @@ def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT) -> Task:
 
 def _descriptions(value: Any) -> tuple[str, ...]:
     if isinstance(value, Mapping):  # distilabel 0.x's {score: description}, in score order
-        value = [value[k] for k in sorted(value, key=lambda k: float(k))]
+        try:
+            value = [value[k] for k in sorted(value, key=lambda k: float(k))]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"score_descriptions keys must be scores (1, 2, ...) or it must be a list, lowest first; "
+                f"got keys {list(value)!r:.80}"
+            ) from exc
     return inputs.check_texts(value, "score_descriptions", min_len=2)
 
 

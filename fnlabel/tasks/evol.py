@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import attrs
 
+from fnlabel.errors import InputError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import normalize, strip_label, strip_quotes
@@ -164,7 +165,8 @@ class EvolParser:
 
 @attrs.frozen
 class EvolPrompt:
-    """``build_prompt`` of the evol tasks: one method per row (fixed, or chosen from ``seed`` and the row)."""
+    """``build_prompt`` of the evol tasks: one method per row (the row's ``evolution_method``, the
+    task's, or one chosen from ``seed`` and the row)."""
 
     methods: tuple[str, ...]
     evolution_method: str | None = attrs.field(default=None)
@@ -176,7 +178,15 @@ class EvolPrompt:
         inputs.check_choice(value, self.methods, "evolution_method")
 
     def method_for(self, row: Mapping[str, Any]) -> str:
-        """The evolution method used for ``row``."""
+        """The evolution method used for ``row``: its ``evolution_method`` key when set (as in
+        distilabel 0.x, which passed the whole row to ``generate_prompt``), else the task's."""
+        value = row.get("evolution_method")
+        if value is not None:
+            if value not in self.methods:
+                raise InputError(
+                    f"key 'evolution_method' must be one of: {', '.join(self.methods)}; got {value!r:.80}"
+                )
+            return value
         return inputs.choose(self.methods, self.evolution_method, self.seed, row)
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
@@ -200,6 +210,7 @@ def evol_instruct(
     Args:
         evolution_method: ``breadth``, ``constraints``, ``deepen``, ``concretizing`` or
             ``reasoning``; None picks one per row from ``seed`` and the row (reproducible).
+            A row's own ``evolution_method`` key, when set, wins (as in distilabel 0.x).
         seed: makes the per-row choice of method reproducible.
         system_prompt: the system prompt of every request (none by default).
 

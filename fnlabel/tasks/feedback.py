@@ -15,7 +15,7 @@ import attrs
 from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.base import Task
-from fnlabel.tasks.parsing import excerpt, format_score, label_value, normalize, parse_score
+from fnlabel.tasks.parsing import excerpt, format_score, label_value, normalize, parse_score, starts_with_score
 from fnlabel.types import Prompt
 
 __all__ = ["ultrafeedback", "UltraFeedbackPrompt", "UltraFeedbackParser", "format_ratings", "ASPECTS"]
@@ -150,6 +150,7 @@ class UltraFeedbackPrompt:
         return Prompt(self.system_prompt, body)
 
 
+_HEADER_PREFIX = re.compile(r"^[\s#>*_\-]*(?:output\s+for\s+)?text\s*#?\d+[\s*_]*[:.)\-–]?\s*", re.IGNORECASE)
 _HEADER = re.compile(r"^[\s#>*_\-]*(?:output\s+for\s+)?text\s*#?\d+\s*:?\s*$", re.IGNORECASE)
 
 
@@ -161,30 +162,51 @@ class UltraFeedbackParser:
     high: float = 5
 
     def __call__(self, raw: str) -> dict[str, Any]:
-        ratings: list[float] = []
-        rationales: list[list[str]] = []
+        # one entry per text: [rating, rationale lines]; a rationale may come before its rating
+        entries: list[list[Any]] = []
+        current: list[Any] | None = None  # the entry of the text being read
         collecting = False
         for line in normalize(raw).split("\n"):
+            prefix = _HEADER_PREFIX.match(line)  # "**Text 2**: Rating: 4" is a header, then a rating
+            if prefix and label_value(line[prefix.end():], ["rating", "rationale"]) is not None:
+                current, collecting, line = None, False, line[prefix.end():]
             rating_value = label_value(line, ["rating"])
             rationale_value = label_value(line, ["rationale", "reason", "explanation"])
-            if rating_value is not None:
+            # inside a rationale, "Rating it lower..." is prose, not a rating line
+            if rating_value is not None and (not collecting or starts_with_score(rating_value)):
                 inline = re.split(r"\brationale\b\s*[:\-]?", rating_value, maxsplit=1, flags=re.IGNORECASE)
-                ratings.append(parse_score(inline[0], self.low, self.high, "rating"))
-                rationales.append([inline[1].strip()] if len(inline) > 1 else [])
+                rating = parse_score(inline[0], self.low, self.high, "rating")
+                if current is None or current[0] is not None:  # a rating starts the next text...
+                    current = [None, None]
+                    entries.append(current)
+                current[0] = rating  # ...unless this text's rationale came first
+                if len(inline) > 1:
+                    current[1] = [inline[1].strip()]
                 collecting = len(inline) > 1
-            elif rationale_value is not None and ratings:
-                rationales[-1] = [rationale_value]
+            elif rationale_value is not None:
+                if current is None or current[1] is not None:  # a second rationale starts the next text
+                    current = [None, None]
+                    entries.append(current)
+                current[1] = [rationale_value]
                 collecting = True
             elif _HEADER.match(line) or line.lstrip().startswith("#"):
-                collecting = False
-            elif collecting:
-                rationales[-1].append(line)
-        if not ratings:
+                current, collecting = None, False
+            elif collecting and current is not None:
+                current[1].append(line)
+        while entries and entries[-1][0] is None:  # a closing remark ("Explanation: ...") rates no text
+            entries.pop()
+        # a text with a rationale but no rating before rated ones: dropping it would shift their ratings
+        unrated = [i for i, (rating, _) in enumerate(entries, start=1) if rating is None]
+        if not entries or unrated:
+            missing = f" (text {unrated[0]} has a rationale but no rating)" if unrated else ""
             raise ParseError(
-                f"expected 'Rating: <{self.low:g}-{self.high:g}>' and 'Rationale: ...' for each text, "
+                f"expected 'Rating: <{self.low:g}-{self.high:g}>' and 'Rationale: ...' for each text{missing}, "
                 f"got {excerpt(raw)}"
             )
-        return {"rating": ratings, "rationale": ["\n".join(r).strip() for r in rationales]}
+        return {
+            "rating": [rating for rating, _ in entries],
+            "rationale": ["\n".join(lines or []).strip() for _, lines in entries],
+        }
 
 
 def format_ratings(output: Mapping[str, Any]) -> str:

@@ -191,6 +191,24 @@ _ASSISTANT_HEADER = re.compile(r"^[\s#>*_\-]*assistant\s*#?(\d+)\s*[:.\-]?\s*$",
 _FINAL = re.compile(r"^[\s#>*_\-]*final\s+scores?\b\s*[:\-=]?\s*(.*)$", re.IGNORECASE)
 
 
+def _final_scores(lines: list[str], final_at: int) -> list[float]:
+    """The scores after ``Final scores:``: on its line, and/or one line per answer under it
+    (``Assistant 1: 8`` / ``Assistant 2: 6``), up to the first line that is not scores."""
+    value = _FINAL.match(lines[final_at]).group(1).strip()  # type: ignore[union-attr]
+    rest = lines[final_at + 1:]
+    if not value:  # the scores start on the next non-empty line
+        while rest and not rest[0].strip():
+            rest = rest[1:]
+        value, rest = (rest[0], rest[1:]) if rest else ("", [])
+    rating = parse_score_list(value, 0, 10, "final score")
+    for line in rest:
+        try:
+            rating.extend(parse_score_list(line, 0, 10, "final score"))
+        except ParseError:
+            break
+    return rating
+
+
 @attrs.frozen
 class UltraJudgeParser:
     """``parse`` of :func:`ultrajudge`: per-area scores and feedback, then ``Final scores: ...``."""
@@ -215,10 +233,7 @@ class UltraJudgeParser:
         final_at = next((i for i, line in enumerate(lines) if _FINAL.match(line)), None)
         if final_at is None:
             raise ParseError(f"expected a line 'Final scores: <score> <score> ...', got {excerpt(raw)}")
-        value = _FINAL.match(lines[final_at]).group(1).strip()  # type: ignore[union-attr]
-        if not value:
-            value = next((line for line in lines[final_at + 1:] if line.strip()), "")
-        rating = parse_score_list(value, 0, 10, "final score")
+        rating = _final_scores(lines, final_at)
 
         area_re = self._area_pattern()
         answers: dict[int, dict[str, dict[str, Any]]] = {}

@@ -19,6 +19,7 @@ __all__ = [
     "excerpt",
     "normalize",
     "parse_score",
+    "starts_with_score",
     "find_score",
     "parse_score_list",
     "list_items",
@@ -96,6 +97,16 @@ def parse_score(text: str, low: float | None = None, high: float | None = None, 
     return _check_range(value, low, high, what, text)
 
 
+def starts_with_score(text: str) -> bool:
+    """Whether ``text`` starts with something :func:`parse_score` reads as a number (in range or not).
+
+    Examples:
+        >>> starts_with_score("**4** (good)"), starts_with_score("it lower")
+        (True, False)
+    """
+    return _SCORE_AT_START.match(normalize(text)) is not None
+
+
 def _label_pattern(labels: Iterable[str]) -> str:
     alts = "|".join(r"\s*".join(re.escape(part) for part in label.split()) for label in labels)
     return r"(?:" + alts + r")"
@@ -107,18 +118,24 @@ def find_score(
     low: float | None = None,
     high: float | None = None,
     what: str = "score",
+    line_start: bool = False,
 ) -> tuple[float, int, int]:
     """The first ``<label>: <score>`` in ``text``, as ``(score, start, end)`` of the match.
 
     Labels match in any case, with markdown or brackets around them and ``:``,
-    ``=``, ``-`` or nothing before the score.
+    ``=``, ``-`` or nothing before the score; with ``line_start``, only at the
+    start of a line (so "it would score 9" in a sentence is not a label).
 
     Examples:
         >>> find_score("Some words.\\nRating: **4** - good")[0]
         4.0
     """
     text = normalize(text)
-    pattern = re.compile(r"\b" + _label_pattern(labels) + r"\b[^\S\n]*(?:\([^)\n]*\))?[^\S\n]*[:=\-–]?", re.IGNORECASE)
+    lead = r"^[^\S\n]*[#>*_\-•\[(]*[^\S\n]*" if line_start else ""
+    pattern = re.compile(
+        lead + r"\b" + _label_pattern(labels) + r"\b[^\S\n]*(?:\([^)\n]*\))?[^\S\n]*[:=\-–]?",
+        re.IGNORECASE | re.MULTILINE,
+    )
     errors = []
     for match in pattern.finditer(text):
         rest = text[match.end():]
@@ -138,6 +155,9 @@ _ITEM_LABEL = re.compile(
 )
 
 
+_LIST_MARKER = re.compile(r"^\s*\(?\d{1,2}[.)]\s+(?=\S)")
+
+
 def parse_score_list(
     text: str, low: float | None = None, high: float | None = None, what: str = "score"
 ) -> list[float]:
@@ -145,13 +165,14 @@ def parse_score_list(
     ``"Assistant 1: 8, Assistant 2: 9"``.
 
     The line must hold only scores (with labels and separators): words mean it
-    is not a score line.
+    is not a score line. A leading list marker (``"1. "``, ``"2) "``) is not a score.
 
     Examples:
         >>> parse_score_list("Assistant 1: 8/10, Assistant 2: **9**")
         [8.0, 9.0]
     """
-    line = _ITEM_LABEL.sub(" ", normalize(text))
+    # "1. 8" / "2) Assistant 2: 6": the list marker is not a score
+    line = _ITEM_LABEL.sub(" ", _LIST_MARKER.sub("", normalize(text), count=1))
     line = re.sub(r"\b(?:scores?|ratings?|final)\b\s*:?", " ", line, flags=re.IGNORECASE)
     tokens = re.findall(r"\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|[A-Za-z]+", line)
     scores = []
@@ -165,14 +186,12 @@ def parse_score_list(
     return scores
 
 
-_MARKER = re.compile(
-    r"^\s*(?:"
+_NUMBERED = (
     r"(?:\(?\d{1,3}[.):]|\[\d{1,3}\]|#\d{1,3}[.):]?)"  # 1.  1)  (1)  [1]  #1
-    r"|[-*+•·–—]"  # bullets
     r"|(?:q|query|question|instruction|prompt)\s*\d{1,3}\s*[.):]"  # Q1:  Query 2.
-    r")[^\S\n]*",
-    re.IGNORECASE,
 )
+_MARKER = re.compile(r"^\s*(?:" + _NUMBERED + r"|[-*+•·–—])[^\S\n]*", re.IGNORECASE)  # numbers or bullets
+_NUMBER_MARKER = re.compile(r"^\s*(?:" + _NUMBERED + r")", re.IGNORECASE)
 
 
 def strip_quotes(text: str) -> str:
@@ -189,7 +208,8 @@ def list_items(text: str) -> list[str]:
 
     When some lines carry a list marker (``1.``, ``2)``, ``[3]``, ``-``, ``*``,
     ``Q4:``), only those lines are items, so a preamble such as "Here are five
-    queries:" is skipped. Otherwise every non-empty line is an item, except
+    queries:" is skipped; when some are numbered, bullets are details of an item
+    and are skipped too. Otherwise every non-empty line is an item, except
     headings (``# Output``) and lines ending with ``:``. Items lose their markers,
     surrounding quotes and whitespace.
 
@@ -201,7 +221,10 @@ def list_items(text: str) -> list[str]:
     """
     lines = [line.strip() for line in normalize(text).split("\n")]
     lines = [line for line in lines if line and not re.fullmatch(r"[-=*_`~]{3,}", line)]
-    marked = [_MARKER.sub("", line, count=1) for line in lines if _MARKER.match(line)]
+    # under a numbered list, bullets are details of an item, not items
+    numbered = any(_NUMBER_MARKER.match(line) for line in lines)
+    marker = _NUMBER_MARKER if numbered else _MARKER
+    marked = [_MARKER.sub("", line, count=1) for line in lines if marker.match(line)]
     if marked:
         items = marked
     else:
@@ -259,29 +282,30 @@ def indexed_scores(text: str, low: float | None = None, high: float | None = Non
     """Scores written one per line as ``[1] Score: 3`` / ``[Response 2] Score: 4`` / ``3. Score: 2``,
     returned in index order; the indices must run 1..k without gaps.
 
-    Lines without a ``score`` label count only when they start with a bracketed
-    index and a number (``[2] 4``); other lines (an echoed question) are skipped.
+    Lines without a ``score`` label count only when no line has one, and only when
+    they start with a bracketed index and a number (``[2] 4``); other lines (an
+    echoed question such as ``[1] 3 ways to...``) are skipped.
 
     Examples:
         >>> indexed_scores("[Response 2] Score: **4**\\n[Response 1] Score: 2 (weak)")
         [2.0, 4.0]
     """
-    found: dict[int, float] = {}
+    labelled_scores: dict[int, float] = {}
+    bare_scores: dict[int, float] = {}
     for line in normalize(text).split("\n"):
         match = _INDEXED.match(line)
         if match is None:
             continue
         bracketed, index, labelled, value = match.groups()
         if labelled:
-            score = parse_score(value, low, high)
+            labelled_scores.setdefault(int(index), parse_score(value, low, high))
         elif bracketed:
             try:
-                score = parse_score(value, low, high)
+                bare_scores.setdefault(int(index), parse_score(value, low, high))
             except ParseError:
                 continue
-        else:
-            continue
-        found.setdefault(int(index), score)
+    # with any "Score" line written, "[N] <number>" lines are echoed items ("[1] 3 ways to...")
+    found = labelled_scores or bare_scores
     if not found:
         raise ParseError(f"expected one '[N] Score: <number>' line per item, got {excerpt(text)}")
     missing = [i for i in range(1, max(found) + 1) if i not in found]
