@@ -30,6 +30,7 @@ from fnlabel.backends._async import (
     require,
     with_retries,
 )
+from fnlabel.backends._common import cut_at_stop
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
@@ -170,9 +171,11 @@ class InferenceEndpointsBackend(LoopBackend):
         else:
             request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))  # noqa: E731
         try:
-            return await with_retries(request, self._policy, semaphore, self._what)
+            text = await with_retries(request, self._policy, semaphore, self._what)
         except RowError as exc:
             return failed(exc, 1)[0]
+        # TGI keeps the stop sequence that ended the generation in its text; the other backends do not
+        return cut_at_stop(text, params.stop) if params.stop else text
 
     def text_generation_kwargs(self, params: GenerationParams, seed: int) -> dict[str, Any]:
         """``AsyncInferenceClient.text_generation`` kwargs for one generation.
