@@ -279,6 +279,16 @@ def test_greedy_asks_for_one_choice_and_repeats_it():
     assert sorted(s.body["n"] for s in srv.requests) == [1, 1]
 
 
+def test_a_stop_string_the_server_kept_is_cut():
+    # TGI's messages API keeps the stop sequence in the text (this test server ignores stop
+    # altogether); OpenAI, vLLM and llama.cpp leave it out, and so does every fnlabel backend
+    with FaultServer() as srv:
+        gen = fast(srv.url)
+        out = gen(["alpha. beta", [{"role": "user", "content": "gamma. delta"}]], GenerationParams(stop=[". "]))
+        gen.close()
+    assert out == [["alpha"], ["gamma"]]
+
+
 def test_params_reach_the_request_body_and_endpoints_follow_the_prompt_type():
     with FaultServer() as srv:
         gen = fast(srv.url, supports_top_k=True, extra_body={"min_p": 0.05, "nested": {"a": [1]}})

@@ -37,6 +37,7 @@ from fnlabel.backends._async import (
     require,
     with_retries,
 )
+from fnlabel.backends._common import cut_at_stop
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
@@ -222,7 +223,10 @@ class OpenAIBackend(LoopBackend):
             data = json.loads(content)
         except ValueError as exc:
             raise MalformedResponse(f"response is not JSON: {content[:200]!r}") from exc
-        return _texts(data, chat=chat)
+        texts = _texts(data, chat=chat)
+        if params.stop:  # TGI's messages API keeps the stop sequence in the text; OpenAI and vLLM do not
+            return [cut_at_stop(t, params.stop) for t in texts]
+        return texts
 
     def request_body(self, params: GenerationParams, n: int = 1, index: int = 0) -> dict[str, Any]:
         """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.
