@@ -90,6 +90,11 @@ def test_params_it_cannot_honour_are_refused_before_any_request():
         with pytest.raises(ConfigError, match="top_k"):
             gen([[{"role": "user", "content": "chat"}]], GenerationParams(top_k=5))
         gen.close()
+        # TGI's chat_completion has no repetition_penalty: the config's value is refused, not dropped
+        gen = fast(srv.url, repetition_penalty=1.3)
+        with pytest.raises(ConfigError, match="repetition_penalty"):
+            gen([[{"role": "user", "content": "chat"}]], GenerationParams())
+        gen.close()
     assert srv.requests == []
 
 

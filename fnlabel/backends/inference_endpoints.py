@@ -65,7 +65,8 @@ class InferenceEndpointsConfig:
             saved by ``hf auth login`` is used.
         provider: serverless provider (e.g. ``"hf-inference"``), only with ``model_id`` alone.
         max_concurrency, timeout, max_retries, backoff, max_backoff: as for the OpenAI backend.
-        repetition_penalty: TGI's multiplicative penalty (text_generation only; unset: none).
+        repetition_penalty: TGI's multiplicative penalty (text_generation only: chat prompts are
+            refused with a ConfigError while it is set; unset: none).
         prompt_format: the natural prompt format (``"openai"``: chat messages -> chat_completion).
     """
 
@@ -150,6 +151,11 @@ class InferenceEndpointsBackend(LoopBackend):
             raise ConfigError(
                 "inference-endpoints: chat_completion has no top_k; use a string prompt format "
                 "(e.g. 'chatml' -> text_generation) or leave top_k unset"
+            )
+        if False in kinds and self.config.repetition_penalty is not None:
+            raise ConfigError(
+                "inference-endpoints: chat_completion has no repetition_penalty; use a string prompt format "
+                "(e.g. 'chatml' -> text_generation) or unset repetition_penalty in [backend]"
             )
 
     check_request = check_prompts
