@@ -70,6 +70,18 @@ def test_chat_prompts_go_to_chat_completion_with_fan_out():
     assert out[0][0] == "Be brief.\nhello [chat seed 3]" and out[0][1] != out[0][0]
 
 
+def test_stop_sequences_are_not_part_of_the_output():
+    # TGI keeps the stop sequence in the generated text; every fnlabel backend leaves it out
+    chat = [{"role": "user", "content": "alpha. beta"}]
+    with TGIServer() as srv:
+        gen = fast(srv.url)
+        out = gen(["alpha. beta", chat], GenerationParams(stop=[". ", "zzz"], num_generations=2))
+        gen.close()
+    sent = [params_of(s) if s.path == "/" else s.body for s in srv.requests]
+    assert [p["stop"] for p in sent] == [[". ", "zzz"]] * 4
+    assert out == [["alpha"] * 2, ["alpha"] * 2]
+
+
 def test_params_it_cannot_honour_are_refused_before_any_request():
     with TGIServer() as srv:
         gen = fast(srv.url)
@@ -77,6 +89,11 @@ def test_params_it_cannot_honour_are_refused_before_any_request():
             gen(["text"], GenerationParams(presence_penalty=0.5))
         with pytest.raises(ConfigError, match="top_k"):
             gen([[{"role": "user", "content": "chat"}]], GenerationParams(top_k=5))
+        gen.close()
+        # TGI's chat_completion has no repetition_penalty: the config's value is refused, not dropped
+        gen = fast(srv.url, repetition_penalty=1.3)
+        with pytest.raises(ConfigError, match="repetition_penalty"):
+            gen([[{"role": "user", "content": "chat"}]], GenerationParams())
         gen.close()
     assert srv.requests == []
 

@@ -145,3 +145,30 @@ def test_backend_pickles_as_its_config(backend):
     clone = pickle.loads(pickle.dumps(backend))
     assert clone == backend
     assert clone(["The sky is"], GREEDY) == backend(["The sky is"], GREEDY)
+
+
+def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
+    # A GGUF whose tokenizer adds BOS (Llama, Mistral) must not get a second one before a prompt that
+    # already starts with it (the llama2 format's "<s>"): here the embedded GGUF with add_bos_token
+    # switched on (its BOS is "<|im_start|>", which every chatml prompt starts with)
+    import shutil
+    import warnings
+
+    import gguf
+
+    from fnlabel.models import embedded_gguf
+
+    path = tmp_path / "bos.gguf"
+    shutil.copyfile(embedded_gguf(), path)
+    reader = gguf.GGUFReader(str(path), "r+")
+    field = reader.fields["tokenizer.ggml.add_bos_token"]
+    field.parts[field.data[0]][0] = True
+    del reader  # flushes the memory map
+    gen = llama_cpp(model=str(path), n_ctx=512)
+    text = fnlabel.format_prompt(fnlabel.Prompt("Be brief.", "Name a fruit."), "chatml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # llama-cpp-python warns on a duplicate leading BOS
+        from_string = gen([text], GREEDY)
+    # the chatml string is what the chat template renders: both give the same greedy text
+    assert from_string == gen([CHAT], GREEDY)
+    gen.close()

@@ -261,6 +261,34 @@ def test_native_n_and_learned_fan_out():
     assert out == [[f"c [gen {i} seed None]" for i in range(3)]]
 
 
+def vllm_rules(body: dict, _path: str) -> Fault | None:
+    """What vLLM's OpenAI server answers for n > 1 at temperature 0 (its SamplingParams refuses it)."""
+    if body.get("temperature") == 0 and (body.get("n") or 1) > 1:
+        return Fault.error(400, f"n must be 1 when using greedy sampling, got {body['n']}.")
+    return None
+
+
+def test_greedy_asks_for_one_choice_and_repeats_it():
+    # every greedy generation is the same text: one choice stands for all (as in the local backends),
+    # so a server that refuses n > 1 at temperature 0 (vLLM) still serves every row
+    with FaultServer(script=vllm_rules) as srv:
+        gen = fast(srv.url)
+        out = gen(["a", [{"role": "user", "content": "b"}]], GenerationParams(temperature=0.0, num_generations=3, seed=5))
+        gen.close()
+    assert out == [["a [gen 0 seed 5]"] * 3, ["b [gen 0 seed 5]"] * 3]
+    assert sorted(s.body["n"] for s in srv.requests) == [1, 1]
+
+
+def test_a_stop_string_the_server_kept_is_cut():
+    # TGI's messages API keeps the stop sequence in the text (this test server ignores stop
+    # altogether); OpenAI, vLLM and llama.cpp leave it out, and so does every fnlabel backend
+    with FaultServer() as srv:
+        gen = fast(srv.url)
+        out = gen(["alpha. beta", [{"role": "user", "content": "gamma. delta"}]], GenerationParams(stop=[". "]))
+        gen.close()
+    assert out == [["alpha"], ["gamma"]]
+
+
 def test_params_reach_the_request_body_and_endpoints_follow_the_prompt_type():
     with FaultServer() as srv:
         gen = fast(srv.url, supports_top_k=True, extra_body={"min_p": 0.05, "nested": {"a": [1]}})

@@ -154,3 +154,32 @@ def test_seeded_sampler_draws_from_the_softmax():
         counts[one_hot.argmax()] += 1
     assert counts[2] == 0  # never a zero-probability token
     assert torch.allclose(counts / 4000, torch.softmax(scores, -1)[0], atol=0.03)
+
+
+def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
+    # A tokenizer that adds BOS itself (Llama-2, Mistral) must not add one before a prompt that already
+    # starts with it (the llama2 format's "<s>", a rendered chat template): here the embedded model's
+    # folder with a tokenizer.json that adds BOS as Llama's does (its BOS is "<|im_start|>", which every
+    # chatml prompt starts with)
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    from fnlabel.models import embedded_hf_folder
+
+    src = embedded_hf_folder()
+    for f in src.iterdir():
+        if f.name != "tokenizer.json":
+            (tmp_path / f.name).symlink_to(f)
+    fast = Tokenizer.from_file(str(src / "tokenizer.json"))
+    bos = ("<|im_start|>", fast.token_to_id("<|im_start|>"))
+    fast.post_processor = TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos])
+    fast.save(str(tmp_path / "tokenizer.json"))
+    gen = transformers(model=str(tmp_path), device="cpu", dtype="float32")
+    tok = gen.loaded().tokenizer
+    assert tok("Hi")["input_ids"][0] == tok.bos_token_id, "this tokenizer adds BOS"
+    text = fnlabel.format_prompt(fnlabel.Prompt("Be brief.", "Name a fruit."), "chatml")
+    assert gen._tokenize(gen.loaded(), text, 0)[:2] != [tok.bos_token_id] * 2
+    assert gen._tokenize(gen.loaded(), "Hi", 0)[0] == tok.bos_token_id, "other strings still get BOS"
+    # the chatml string is what the chat template renders: both give the same greedy text
+    assert gen([text], GREEDY) == gen([CHAT], GREEDY)
+    gen.close()

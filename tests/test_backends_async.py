@@ -19,6 +19,7 @@ from fnlabel.backends._async import (
     derive_seed,
     frozen_dict,
     retry_after,
+    with_retries,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,6 +56,37 @@ def test_retry_after_headers():
             raise RuntimeError("overloaded") from exc
     except RuntimeError as wrapped:
         assert retry_after(wrapped) == 1.0 and classify(wrapped) == "retry"
+
+
+def test_malformed_retry_after_falls_back_to_backoff(monkeypatch):
+    # a server's odd Retry-After must not crash the call: the backoff applies instead
+    assert retry_after(HTTPStatus(429, {"retry-after": "soon"})) is None
+    assert retry_after(HTTPStatus(503, {"retry-after": "Wed, 99 Foo 2015"})) is None
+    # an RFC 5322 date with "-0000" is UTC too (parsedate_to_datetime gives it no tzinfo),
+    # whatever the machine's local time zone
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        date = email.utils.formatdate(time.time() + 5).replace("+0000", "-0000")
+        assert 3.5 < retry_after(HTTPStatus(503, {"retry-after": date})) <= 5.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_malformed_retry_after_is_retried_with_backoff():
+    calls = []
+
+    async def request():
+        calls.append(1)
+        if len(calls) == 1:
+            raise HTTPStatus(429, {"retry-after": "later"})
+        return "ok"
+
+    async def main():
+        return await with_retries(request, RetryPolicy(backoff=0.01), asyncio.Semaphore(1), "test")
+
+    assert asyncio.run(main()) == "ok" and len(calls) == 2
 
 
 def test_classification():

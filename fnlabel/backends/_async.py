@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import asyncio
+import datetime
 import email.utils
 import os
 import random
@@ -197,8 +198,14 @@ def retry_after(exc: BaseException) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):  # neither seconds nor an HTTP date: the backoff applies
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC with no zone given (RFC 5322)
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def server_message(exc: BaseException) -> str:

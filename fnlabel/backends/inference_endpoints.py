@@ -30,6 +30,7 @@ from fnlabel.backends._async import (
     require,
     with_retries,
 )
+from fnlabel.backends._common import cut_at_stop
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
@@ -64,7 +65,8 @@ class InferenceEndpointsConfig:
             saved by ``hf auth login`` is used.
         provider: serverless provider (e.g. ``"hf-inference"``), only with ``model_id`` alone.
         max_concurrency, timeout, max_retries, backoff, max_backoff: as for the OpenAI backend.
-        repetition_penalty: TGI's multiplicative penalty (text_generation only; unset: none).
+        repetition_penalty: TGI's multiplicative penalty (text_generation only: chat prompts are
+            refused with a ConfigError while it is set; unset: none).
         prompt_format: the natural prompt format (``"openai"``: chat messages -> chat_completion).
     """
 
@@ -150,6 +152,11 @@ class InferenceEndpointsBackend(LoopBackend):
                 "inference-endpoints: chat_completion has no top_k; use a string prompt format "
                 "(e.g. 'chatml' -> text_generation) or leave top_k unset"
             )
+        if False in kinds and self.config.repetition_penalty is not None:
+            raise ConfigError(
+                "inference-endpoints: chat_completion has no repetition_penalty; use a string prompt format "
+                "(e.g. 'chatml' -> text_generation) or unset repetition_penalty in [backend]"
+            )
 
     check_request = check_prompts
 
@@ -170,9 +177,11 @@ class InferenceEndpointsBackend(LoopBackend):
         else:
             request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))  # noqa: E731
         try:
-            return await with_retries(request, self._policy, semaphore, self._what)
+            text = await with_retries(request, self._policy, semaphore, self._what)
         except RowError as exc:
             return failed(exc, 1)[0]
+        # TGI keeps the stop sequence that ended the generation in its text; the other backends do not
+        return cut_at_stop(text, params.stop) if params.stop else text
 
     def text_generation_kwargs(self, params: GenerationParams, seed: int) -> dict[str, Any]:
         """``AsyncInferenceClient.text_generation`` kwargs for one generation.

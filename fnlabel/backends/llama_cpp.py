@@ -166,13 +166,27 @@ def _generate_one(
         if chat:
             result = model.create_chat_completion(messages=prompt, seed=seed, **kw)
             return result["choices"][0]["message"]["content"] or ""
-        return model.create_completion(prompt=prompt, seed=seed, **kw)["choices"][0]["text"]
+        return model.create_completion(prompt=_prompt_tokens(model, prompt), seed=seed, **kw)["choices"][0]["text"]
     except ValueError as exc:  # llama-cpp-python: "Requested tokens (N) exceed context window of M"
         if "context window" in str(exc):
             return GenerationFailure(f"llama-cpp: prompt {index} does not fit n_ctx={n_ctx}: {exc}; raise n_ctx")
         raise BackendError(f"llama-cpp failed on prompt {index}: {exc}") from exc
     except Exception as exc:
         raise BackendError(f"llama-cpp failed on prompt {index}: {type(exc).__name__}: {exc}") from exc
+
+
+def _prompt_tokens(model: Any, text: str) -> str | list[int]:
+    """``text`` tokenized as ``create_completion`` would, minus a second BOS.
+
+    A string that already starts with the BOS text (the llama2 format's ``<s>``) would
+    otherwise get the model's BOS twice when its tokenizer adds one (Llama, Mistral).
+    """
+    if not text:
+        return text  # create_completion starts an empty prompt with BOS itself
+    tokens = model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    if len(tokens) > 1 and tokens[0] == tokens[1] == model.token_bos():
+        del tokens[0]
+    return tokens
 
 
 def llama_cpp(**options: Any) -> LlamaCpp:

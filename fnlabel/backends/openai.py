@@ -4,9 +4,10 @@ Chat prompts go to ``/chat/completions``, string prompts to ``/completions``.
 Requests run on the official SDK's ``AsyncOpenAI`` with its aiohttp transport,
 at most ``max_concurrency`` in flight, on an event loop owned by the backend
 (see :mod:`fnlabel.backends._async`), so the sync ``generate`` is safe anywhere.
-``num_generations`` uses the native ``n``; when a server returns fewer choices
-(llama.cpp's server ignores ``n``) the missing ones are requested one by one,
-concurrently, and later calls fan out directly. The SDK's own retries are off:
+``num_generations`` uses the native ``n`` (greedy, ``temperature == 0``: one
+choice, repeated); when a server returns fewer choices (llama.cpp's server
+ignores ``n``) the missing ones are requested one by one, concurrently, and
+later calls fan out directly. The SDK's own retries are off:
 ours retry 408/409/429/5xx, timeouts, dropped connections and malformed bodies
 with backoff and jitter that honour ``Retry-After``. A prompt whose retries run
 out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
@@ -36,6 +37,7 @@ from fnlabel.backends._async import (
     require,
     with_retries,
 )
+from fnlabel.backends._common import cut_at_stop
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
@@ -181,6 +183,10 @@ class OpenAIBackend(LoopBackend):
 
     async def _prompt(self, prompt: FormattedPrompt, params: GenerationParams) -> list[RawGeneration]:
         k, out = params.num_generations, []
+        if params.temperature == 0 and k > 1:
+            # greedy: every generation is the same text, so one choice stands for all k (as in the
+            # local backends); vLLM's server refuses n > 1 at temperature 0, and each choice is billed
+            return (await self._prompt(prompt, params.replace(num_generations=1))) * k
         if k == 1 or not self._n_ignored:
             try:
                 out = (await self._retried(prompt, params, k, 0))[:k]
@@ -217,7 +223,10 @@ class OpenAIBackend(LoopBackend):
             data = json.loads(content)
         except ValueError as exc:
             raise MalformedResponse(f"response is not JSON: {content[:200]!r}") from exc
-        return _texts(data, chat=chat)
+        texts = _texts(data, chat=chat)
+        if params.stop:  # TGI's messages API keeps the stop sequence in the text; OpenAI and vLLM do not
+            return [cut_at_stop(t, params.stop) for t in texts]
+        return texts
 
     def request_body(self, params: GenerationParams, n: int = 1, index: int = 0) -> dict[str, Any]:
         """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.

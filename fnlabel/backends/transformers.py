@@ -167,7 +167,10 @@ class Transformers:
     def _tokenize(self, loaded: _Loaded, prompt: FormattedPrompt, index: int) -> list[int]:
         tok = loaded.tokenizer
         if not is_chat(prompt, index):
-            return tok(prompt, add_special_tokens=True)["input_ids"]
+            # a string that starts with the BOS text already (the llama2 format's "<s>", a rendered
+            # chat template) must not get a second BOS from a tokenizer that adds one (Llama, Mistral)
+            bos = tok.bos_token
+            return tok(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
         if not (self.config.use_chat_template and tok.chat_template):
             why = "use_chat_template=False" if not self.config.use_chat_template else "the tokenizer has no chat template"
             raise BackendError(

@@ -13,7 +13,13 @@ from tests.servers.base import ServerThread, prompt_text
 def tgi_text(body: dict) -> str:
     """Echo of a text_generation request: the prompt and the sampling params that arrived."""
     p = body.get("parameters") or {}
-    return f"{body.get('inputs')} [seed {p.get('seed')} sample {p.get('do_sample')}]"
+    return tgi_stop(f"{body.get('inputs')} [seed {p.get('seed')} sample {p.get('do_sample')}]", p.get("stop"))
+
+
+def tgi_stop(text: str, stop: list[str] | None) -> str:
+    """TGI ends a generation at a stop sequence and keeps it in the text (both endpoints)."""
+    ends = [text.find(s) + len(s) for s in stop or () if s in text]
+    return text[: min(ends)] if ends else text
 
 
 class TGIServer(ServerThread):
@@ -49,7 +55,7 @@ class TGIServer(ServerThread):
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         def answer(body: dict, forced: int | None) -> dict[str, Any]:
-            text = f"{prompt_text(body)} [chat seed {body.get('seed')}]"
+            text = tgi_stop(f"{prompt_text(body)} [chat seed {body.get('seed')}]", body.get("stop"))
             n = 1 if forced is None else forced  # TGI answers one choice
             return {
                 "id": "chat-test",
