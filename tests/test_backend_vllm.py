@@ -243,3 +243,59 @@ def test_calls_from_threads_are_served_correctly(backend):
     with ThreadPoolExecutor(3) as pool:  # vllm.LLM is not thread-safe: the backend serialises calls
         threaded = list(pool.map(lambda b: backend(b, params), batches))
     assert threaded == [backend(b, params) for b in batches]
+
+
+# --- a tokenizer that adds BOS (Llama, Mistral): one extra engine, shut down after its tests ---------
+
+
+@pytest.fixture(scope="module")
+def bos_backend(tmp_path_factory):
+    """The embedded model's folder with a tokenizer.json that adds BOS as Llama's does.
+
+    Its BOS is ``<|im_start|>``, which every chatml prompt starts with. The engine gets a small
+    KV cache (the session engine is loaded too) and is shut down when this module's tests end.
+    """
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    src, folder = Path(CONFIG.model_path()), tmp_path_factory.mktemp("bos-hf")
+    for f in src.iterdir():
+        if f.name != "tokenizer.json":
+            (folder / f.name).symlink_to(f)
+    fast = Tokenizer.from_file(str(src / "tokenizer.json"))
+    bos = ("<|im_start|>", fast.token_to_id("<|im_start|>"))
+    fast.post_processor = TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos])
+    fast.save(str(folder / "tokenizer.json"))
+    generate = vllm(
+        model=str(folder), dtype="float32", max_model_len=512, enforce_eager=True, seed=0,
+        engine_kwargs={"kv_cache_memory_bytes": 2**28},
+    )
+    yield generate
+    generate.close()
+
+
+@pytest.mark.slow
+def test_a_string_that_starts_with_bos_gets_no_second_one(bos_backend, monkeypatch):
+    import fnlabel
+
+    llm_, seen = bos_backend.llm, []  # the prompt token ids vLLM reports for each generate request
+    real = llm_.generate
+
+    def recording(*a, **kw):
+        results = real(*a, **kw)
+        seen.extend(r.prompt_token_ids for r in results)
+        return results
+
+    monkeypatch.setattr(llm_, "generate", recording)
+    tok = llm_.get_tokenizer()
+    bos_id, system_id = tok.bos_token_id, tok.encode("system", add_special_tokens=False)[0]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
+    text = fnlabel.format_prompt(fnlabel.Prompt("Be brief.", "Name a fruit."), "chatml")
+    assert text.startswith("<|im_start|>")
+    from_string, plain, from_chat = bos_backend([text, "Name a fruit.", messages], GREEDY.replace(max_new_tokens=10))
+    assert seen[1][0] == bos_id, "this tokenizer adds BOS to other strings, as before"
+    assert seen[0][:2] == [bos_id, system_id], f"one BOS, not two: {seen[0][:3]}"
+    # the chatml string is what the chat template renders: both give the same greedy text
+    assert from_string == from_chat and from_string != plain

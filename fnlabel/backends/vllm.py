@@ -341,7 +341,10 @@ class VLLM:
         with engine.lock:
             for idx, method in ((texts, "generate"), (chats, "chat")):
                 if idx:
-                    results = self._run(engine, method, [prompts[j] for j in idx], sampling)
+                    batch = [prompts[j] for j in idx]
+                    if method == "generate":
+                        batch = _text_prompts(engine.llm.get_tokenizer(), batch)
+                    results = self._run(engine, method, batch, sampling)
                     for j, gens in zip(idx, results):
                         out[j] = _complete(gens, params.num_generations)
         return out
@@ -372,6 +375,23 @@ class VLLM:
             engine = _ENGINES.pop(self.config, None)
         if engine is not None:
             engine.shutdown()
+
+
+def _text_prompts(tokenizer: Any, texts: list[str]) -> list[str | dict[str, Any]]:
+    """``texts`` as ``LLM.generate`` gets them: one that starts with the BOS text goes as its tokens.
+
+    vLLM tokenizes a string prompt with the tokenizer's special tokens, so a string that
+    already starts with the BOS text (the llama2 format's ``<s>``, a rendered template)
+    would get a second BOS from a tokenizer that adds one (Llama, Mistral). Such a string
+    is tokenized here without special tokens and sent as a ``TokensPrompt``; others are unchanged.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos:
+        return list(texts)
+    return [
+        {"prompt_token_ids": tokenizer.encode(t, add_special_tokens=False), "prompt": t} if t.startswith(bos) else t
+        for t in texts
+    ]
 
 
 def _complete(gens: list[RawGeneration], k: int) -> list[RawGeneration]:
