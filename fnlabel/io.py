@@ -257,18 +257,31 @@ class JsonlLog:
 
 
 def write_parquet(jsonl: Path, dest: Path) -> None:
-    """Convert a finished JSONL output to Parquet (nested values the schema cannot hold become JSON text)."""
+    """Convert a finished JSONL output to Parquet.
+
+    A column whose values Arrow cannot hold in one type (an int in one row, a
+    string or a list in another; an int beyond 64 bits) is written as JSON text;
+    the other columns keep their types.
+    """
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise InputError(f"{dest}: writing Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
     rows = [json.loads(line) for line in JsonlLog(jsonl).lines()]
+    unfit = (pa.ArrowException, TypeError, ValueError, OverflowError)
     try:
         table = pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
-        table = pa.Table.from_pylist(flat)
+    except unfit:
+        columns = {}
+        for name in dict.fromkeys(k for r in rows for k in r):
+            values = [r.get(name) for r in rows]
+            try:
+                columns[name] = pa.array(values)
+            except unfit:
+                text = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+                columns[name] = pa.array(text, pa.string())
+        table = pa.table(columns)
     tmp = dest.with_name(dest.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, dest)

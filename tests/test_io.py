@@ -135,3 +135,23 @@ def test_parquet_output_keeps_nested_outputs(tmp_path: Path) -> None:
     src.write_text("".join(to_json_line(r) for r in rows))
     write_parquet(src, tmp_path / "o.parquet")
     assert pq.read_table(tmp_path / "o.parquet").to_pylist() == rows
+
+
+def test_parquet_output_survives_columns_of_mixed_types(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "o.jsonl"
+    outputs = [{"model_name": "m", "raw_output": "x", "parsed_output": {"g": "x"}}]
+    rows = [
+        {"input": "a", "x": 1, "big": 2**70, "outputs": outputs},
+        {"input": "b", "x": "two", "big": 1, "outputs": outputs},
+        {"input": "c", "x": [3], "big": None, "outputs": outputs},
+    ]
+    src.write_text("".join(to_json_line(r) for r in rows))
+    write_parquet(src, tmp_path / "o.parquet")
+    got = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    # only the columns Arrow cannot hold in one type become JSON text; the others keep their types
+    assert [r["outputs"] for r in got] == [outputs] * 3
+    assert [r["input"] for r in got] == ["a", "b", "c"]
+    assert [r["x"] for r in got] == ["1", '"two"', "[3]"]
+    assert [r["big"] for r in got] == [str(2**70), "1", None]
