@@ -214,8 +214,13 @@ class _Job:
             failures = list(res.failures)
         except Exception as exc:  # a whole call failed: its rows are recorded, the run goes on
             batch_error = f"{type(exc).__name__}: {exc}"
-            name = getattr(llm, "model_name", None) or "unknown"
-            objs = [{**row, key: _empty(name, k)} for row in inputs]
+            if self.recipe.label is not None:  # the shape of a row the generator failed: not labelled
+                name = getattr(getattr(llm, "generator", llm), "model_name", None) or "unknown"
+                objs = [{**row, **{f: [] for f in self.feed}, key: [], GENERATOR_KEY: _empty(name, k)}
+                        for row in inputs]
+            else:
+                name = getattr(llm, "model_name", None) or "unknown"
+                objs = [{**row, key: _empty(name, k)} for row in inputs]
             failures = [RowFailure(j, None, "backend", batch_error) for j in range(len(rows))]
             gens = 0
         records = [

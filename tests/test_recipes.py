@@ -335,3 +335,23 @@ def test_backend_field_types_accept_what_they_should(monkeypatch: pytest.MonkeyP
     assert (b.dtype, b.device, b.timeout, b.extra_body, b.sizes) == ("float32", 0, 5.0, {"a": [1, {"b": "c"}]}, (1, 2))
     assert isinstance(b.timeout, float)
     assert loads_recipe(dump_recipe(recipe)) == recipe
+
+
+def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    recipe = loads_recipe(LABEL.replace('[backend]\nkind = "echo"\n', '[backend]\nkind = "echo"\nraise_on = ["poison"]\n')
+                          .replace("num_generations = 3", "num_generations = 3\nbatch_size = 1"))
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "poison"}, {"input": "three"}])
+    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    summary = run_recipe(recipe, opts)
+    assert summary.failed_rows == 1 and summary.rows_done == 3
+    good, failed, _ = read_jsonl(tmp_path / "out.jsonl")
+    assert list(failed) == list(good)  # same keys, same order: input, generations, outputs, generator_outputs
+    assert failed["generations"] == [] and failed["outputs"] == []  # not labelled, like a row the generator failed
+    assert [o["raw_output"] for o in failed["generator_outputs"]] == [None] * 3  # one per generation asked for
+    rerun = run_recipe(recipe, opts)  # the failed row is recognised as its input row on resume
+    assert rerun.rows_run == 0 and rerun.rows_done == 3
