@@ -185,6 +185,25 @@ class _Job:
                     "the output was written from another input; pass another --output, or delete "
                     f"{self.opts.journal} (and {self.opts.failures_path}) to start over"
                 )
+            self._check_generations(i, json.loads(found[i]))
+
+    def _check_generations(self, i: int, record: dict[str, Any]) -> None:
+        """Refuse to resume an output written with another number of generations per row (it would mix them)."""
+        label = self.recipe.label
+        first = GENERATOR_KEY if label is not None else self.opts.output_key
+        stages = [(first, self.opts.num_generations, "--num-generations {n} (or [run] num_generations = {n})")]
+        if label is not None:
+            stages.append((self.opts.output_key, label.num_generations, "[label] num_generations = {n}"))
+        for key, asked, setting in stages:
+            have = record.get(key)
+            if not isinstance(have, list) or len(have) == asked or (key != first and not have):
+                continue  # (a row that was not labelled has no labeller outputs)
+            n = len(have)
+            raise InputError(
+                f"{self.opts.journal} line {i + 1} holds {n} generation{'s' if n != 1 else ''} in {key!r}, but "
+                f"this run asks for {asked}: rerun with {setting.format(n=n)} to complete this output, or pass "
+                "another --output (the per-sample cache keeps the generations already made)"
+            )
 
     def get_llm(self) -> Any:
         if self.llm is None:

@@ -413,3 +413,19 @@ def test_failure_records_of_a_batch_that_never_landed_are_dropped(tmp_path: Path
     [failure] = read_jsonl(tmp_path / "out.jsonl.failures.jsonl")
     assert failure["row"] == 0 and failure["error"] == "missing key(s) ['input']"
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 2
+
+
+def test_resuming_with_another_num_generations_is_refused_not_mixed(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(4))
+    recipe = echo_recipe(tmp_path, run="batch_size = 2")
+    assert fnlabel("run", str(recipe), "--limit", "2").returncode == 0
+    before = (tmp_path / "out.jsonl").read_text()
+    for extra in ([], ["--retry-failed"]):
+        res = fnlabel("run", str(recipe), "--num-generations", "3", *extra)
+        assert res.returncode == 2, res.stderr
+        assert "out.jsonl line 1 holds 1 generation in 'outputs', but this run asks for 3" in res.stderr
+        assert "rerun with --num-generations 1" in res.stderr and "Traceback" not in res.stderr
+        assert (tmp_path / "out.jsonl").read_text() == before
+    res = fnlabel("run", str(recipe), "--num-generations", "1")
+    assert res.returncode == 0, res.stderr
+    _check_rows(read_jsonl(tmp_path / "out.jsonl"), questions(4), 1)

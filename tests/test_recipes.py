@@ -355,3 +355,24 @@ def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
     assert [o["raw_output"] for o in failed["generator_outputs"]] == [None] * 3  # one per generation asked for
     rerun = run_recipe(recipe, opts)  # the failed row is recognised as its input row on resume
     assert rerun.rows_run == 0 and rerun.rows_done == 3
+
+
+def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fnlabel.errors import InputError
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "three"}])
+    paths = {"input": str(tmp_path / "in.jsonl"), "output": str(tmp_path / "out.jsonl")}
+    recipe = loads_recipe(LABEL)
+    run_recipe(recipe, resolve_options(recipe, limit=1, **paths))
+    with pytest.raises(InputError, match="line 1 holds 3 generations in 'generator_outputs', but this run asks "
+                                         "for 2: rerun with --num-generations 3"):
+        run_recipe(recipe, resolve_options(recipe, num_generations=2, **paths))
+    relabel = loads_recipe(LABEL.replace("[label]\nnum_generations = 1", "[label]\nnum_generations = 2"))
+    with pytest.raises(InputError, match=r"holds 1 generation in 'outputs', but this run asks for 2: rerun with "
+                                         r"\[label\] num_generations = 1"):
+        run_recipe(relabel, resolve_options(relabel, **paths))
+    assert run_recipe(recipe, resolve_options(recipe, **paths)).rows_done == 2
