@@ -196,8 +196,14 @@ class JsonlLog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.count = self._repair()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.count = self._repair()
+        except OSError as exc:  # a folder in the way, a file where a folder should be, no permission
+            raise InputError(
+                f"{self.path}: cannot write the output there ({exc.strerror or exc}); "
+                "pass another --output (or set [run] output)"
+            ) from exc
 
     def _repair(self) -> int:
         if not self.path.exists():
@@ -234,14 +240,20 @@ class JsonlLog:
         if not lines:
             return
         data = "".join(lines).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            view = memoryview(data)
-            while view:  # a regular file takes it in one call; loop only on a short write
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # a regular file takes it in one call; loop only on a short write
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # a full disk: the lines before are whole, a rerun resumes after them
+            raise InputError(
+                f"{self.path}: cannot write the output there ({exc.strerror or exc}); the lines already "
+                "written are kept: fix that and rerun the same command to resume"
+            ) from exc
         self.count += len(lines)
 
     def rewrite(self, lines: Iterable[str]) -> None:

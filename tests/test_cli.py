@@ -429,3 +429,15 @@ def test_resuming_with_another_num_generations_is_refused_not_mixed(tmp_path: Pa
     res = fnlabel("run", str(recipe), "--num-generations", "1")
     assert res.returncode == 0, res.stderr
     _check_rows(read_jsonl(tmp_path / "out.jsonl"), questions(4), 1)
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_an_output_that_cannot_be_written_exits_2_naming_it(tmp_path: Path, where: str) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(2))
+    out = tmp_path / "in.jsonl" / "out.jsonl" if where == "under a file" else tmp_path / "folder.jsonl"
+    if where == "a folder":
+        out.mkdir()
+    res = fnlabel("run", str(echo_recipe(tmp_path)), "--output", str(out))
+    assert res.returncode == 2, res.stderr
+    assert f"{out}: cannot write the output there" in res.stderr and "pass another --output" in res.stderr
+    assert "Traceback" not in res.stderr
