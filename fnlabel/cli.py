@@ -165,6 +165,8 @@ def _print_summary(s: Any, opts: Any) -> None:
     err = sys.stderr
     if opts.retry_failed:
         head = f"retried {_count(s.rows_run, 'failed row')}"
+    elif s.rows_total == 0:
+        head = "nothing to do: the input has no rows"
     elif s.rows_run == 0 and s.left == 0:
         head = f"nothing to do: {s.output} already has all {s.rows_total} rows"
     else:

@@ -330,6 +330,8 @@ def run_recipe(
         todo = [r for r in todo if r < min(job.out.count, len(job.data.rows))]
     else:
         todo = list(range(job.out.count, len(job.data.rows)))
+    if not job.data.rows and not opts.journal.exists():
+        opts.journal.touch()  # an empty input gives an empty output, which a next step can read
     failed: set[int] = set()
     if progress is not None and todo:
         progress(0, len(todo), 0)

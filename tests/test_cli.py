@@ -441,3 +441,11 @@ def test_an_output_that_cannot_be_written_exits_2_naming_it(tmp_path: Path, wher
     assert res.returncode == 2, res.stderr
     assert f"{out}: cannot write the output there" in res.stderr and "pass another --output" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_an_empty_input_writes_an_empty_output(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text("\n\n")  # blank lines only: no rows
+    res = fnlabel("run", str(echo_recipe(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    assert "nothing to do: the input has no rows" in res.stderr
+    assert (tmp_path / "out.jsonl").read_text() == ""  # a next step finds the (empty) output
