@@ -139,6 +139,12 @@ class _Job:
         self.recipe, self.opts, self.wrap, self.cache = recipe, opts, wrap, cache
         self.feed = [k for k, _ in recipe.label_inputs()]
         self.added = [opts.output_key, *([GENERATOR_KEY, *self.feed] if recipe.label is not None else [])]
+        if opts.output_key in self.added[1:]:  # the labeller's outputs would overwrite the generator's
+            raise ConfigError(
+                f"[run] output_key = {opts.output_key!r} is also where a two-stage run writes "
+                f"{'the generator outputs' if opts.output_key == GENERATOR_KEY else 'what it feeds the labeller'}: "
+                "choose another output_key"
+            )
         self.data: InputData = read_input(opts.input, opts.limit)
         self._check_keys()
         self.out = JsonlLog(opts.journal)
@@ -149,11 +155,15 @@ class _Job:
     def _check_keys(self) -> None:
         for i, row in enumerate(self.data.rows):
             clash = next((k for k in self.added if k in row), None)
-            if clash is not None:
-                raise InputError(
-                    f"{self.data.locate(i)}: the row already has a key {clash!r}, which fnlabel writes; "
-                    "set output_key in [run] to another name (or rename the column)"
-                )
+            if clash is None:
+                continue
+            if clash == self.opts.output_key:
+                fix = "set output_key in [run] to another name (or rename the column)"
+            elif clash == GENERATOR_KEY:
+                fix = "it holds the generator's outputs in a two-stage run: rename the column"
+            else:
+                fix = "it is the generator's outputs fed to the labeller ([label.inputs]): rename the column"
+            raise InputError(f"{self.data.locate(i)}: the row already has a key {clash!r}, which fnlabel writes; {fix}")
 
     def _strip(self, record: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in record.items() if k not in self.added}

@@ -376,3 +376,38 @@ def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(
                                          r"\[label\] num_generations = 1"):
         run_recipe(relabel, resolve_options(relabel, **paths))
     assert run_recipe(recipe, resolve_options(recipe, **paths)).rows_done == 2
+
+
+def test_an_input_column_the_labeller_is_fed_names_the_right_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fnlabel.errors import InputError
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    recipe = loads_recipe(LABEL)
+    for column in ("generations", "generator_outputs"):
+        write_jsonl(tmp_path / "in.jsonl", [{"input": "a"}, {"input": "b", column: ["x"]}])
+        opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+        with pytest.raises(InputError) as info:
+            run_recipe(recipe, opts)
+        msg = str(info.value)
+        assert f"in.jsonl line 2: the row already has a key {column!r}" in msg
+        assert "rename the column" in msg and "output_key" not in msg  # output_key would not help
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "a", "outputs": 1}])
+    with pytest.raises(InputError, match="set output_key in \\[run\\] to another name"):
+        run_recipe(recipe, resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "o.jsonl")))
+
+
+@pytest.mark.parametrize("key", ["generations", "generator_outputs"])
+def test_a_two_stage_output_key_that_would_overwrite_the_generations_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    from fnlabel.errors import ConfigError
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    recipe = loads_recipe(LABEL.replace("[run]\n", f"[run]\noutput_key = {key!r}\n"))
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "a"}])
+    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    with pytest.raises(ConfigError, match=f"output_key = '{key}' is also where a two-stage run writes"):
+        run_recipe(recipe, opts)
+    assert not (tmp_path / "out.jsonl").exists()
