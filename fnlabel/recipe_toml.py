@@ -8,6 +8,7 @@ an environment variable instead).
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from collections.abc import Mapping
@@ -62,6 +63,8 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return _string(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # TOML has them (datetime is a date)
+        return value.isoformat()
     if isinstance(value, Mapping):
         items = [f"{_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None]
         return "{ " + ", ".join(items) + " }" if items else "{}"

@@ -411,3 +411,12 @@ def test_a_two_stage_output_key_that_would_overwrite_the_generations_is_refused(
     with pytest.raises(ConfigError, match=f"output_key = '{key}' is also where a two-stage run writes"):
         run_recipe(recipe, opts)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_dump_writes_toml_dates_and_times_back() -> None:
+    recipe = loads_recipe(
+        '[task]\nkind = "text-generation"\n[backend]\nkind = "openai"\nmodel = "m"\n'
+        "extra_body = {day = 1979-05-27, at = 07:32:00.5, local = 1979-05-27T07:32:00, utc = 1979-05-27T07:32:00Z,"
+        " offset = 1979-05-27T00:32:00-07:00}\n"
+    )
+    assert loads_recipe(dump_recipe(recipe)) == recipe
