@@ -420,3 +420,16 @@ def test_dump_writes_toml_dates_and_times_back() -> None:
         " offset = 1979-05-27T00:32:00-07:00}\n"
     )
     assert loads_recipe(dump_recipe(recipe)) == recipe
+
+
+def test_dump_never_writes_a_literal_secret_inside_a_table() -> None:
+    recipe = loads_recipe(
+        '[task]\nkind = "text-generation"\n[backend]\nkind = "vllm"\n'
+        'engine_kwargs = {hf_token = "hf_LITERAL", max_num_seqs = 4}\n'
+        '[label]\n[label.task]\nkind = "text-generation"\n[label.backend]\nkind = "openai"\nmodel = "m"\n'
+        'extra_body = {api_key = "sk-LITERAL", nested = {token = "tok-LITERAL", keep = 1}}\n'
+    )
+    text = dump_recipe(recipe)
+    assert "LITERAL" not in text
+    assert "max_num_seqs = 4" in text and "keep = 1" in text
+    assert loads_recipe(text).label.backend.extra_body == {"nested": {"keep": 1}}
