@@ -61,7 +61,7 @@ def _missing(path: Path) -> InputError:
 
 def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     rows, where = [], []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel, some editors) is not text
         for n, line in enumerate(fh, 1):
             if limit is not None and len(rows) >= limit:
                 break
@@ -80,7 +80,7 @@ def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], li
 
 def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from exc
     if not isinstance(data, list):
@@ -94,7 +94,7 @@ def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], lis
 
 def _read_csv(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     rows, where = [], []
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         start = 2
         for row in reader:

@@ -155,3 +155,14 @@ def test_parquet_output_survives_columns_of_mixed_types(tmp_path: Path) -> None:
     assert [r["input"] for r in got] == ["a", "b", "c"]
     assert [r["x"] for r in got] == ["1", '"two"', "[3]"]
     assert [r["big"] for r in got] == [str(2**70), "1", None]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("x.csv", "input,n\nhello,1\n"), ("x.jsonl", '{"input": "hello", "n": "1"}\n'),
+     ("x.json", '[{"input": "hello", "n": "1"}]')],
+)
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path, name: str, text: str) -> None:
+    p = tmp_path / name
+    p.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # as Excel's "CSV UTF-8" and some editors write
+    assert read_input(p).rows == [{"input": "hello", "n": "1"}]
