@@ -95,16 +95,22 @@ def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], lis
 def _read_csv(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     rows, where = [], []
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        start = 2
-        for row in reader:
-            if limit is not None and len(rows) >= limit:
-                break
-            if None in row:
-                raise InputError(f"{path} line {start}: more fields than the header has columns")
-            rows.append(dict(row))
-            where.append(f"line {start}")
+        reader = csv.reader(fh)  # not DictReader: it skips blank lines without saying where a row starts
+        header: list[str] | None = None
+        while limit is None or len(rows) < limit:
             start = reader.line_num + 1
+            record = next(reader, None)
+            if record is None:
+                break
+            if not record:  # a blank line
+                continue
+            if header is None:
+                header = record
+                continue
+            if len(record) > len(header):
+                raise InputError(f"{path} line {start}: more fields than the header has columns")
+            rows.append(dict(zip(header, record + [None] * (len(header) - len(record)))))
+            where.append(f"line {start}")
     return rows, where
 
 

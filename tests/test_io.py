@@ -166,3 +166,15 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path, nam
     p = tmp_path / name
     p.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # as Excel's "CSV UTF-8" and some editors write
     assert read_input(p).rows == [{"input": "hello", "n": "1"}]
+
+
+def test_csv_rows_after_blank_lines_are_located_on_their_own_line(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text('\ninput,n\na,1\n\n\nb,2\n"multi\nline",3\n\nc\n')
+    data = read_input(p)
+    assert data.rows == [{"input": "a", "n": "1"}, {"input": "b", "n": "2"}, {"input": "multi\nline", "n": "3"},
+                         {"input": "c", "n": None}]
+    assert data.where == ["line 3", "line 6", "line 7", "line 10"]
+    p.write_text("input\na\n\nb,extra\n")
+    with pytest.raises(InputError, match=r"x.csv line 4: more fields than the header"):
+        read_input(p)
