@@ -150,7 +150,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise RecipeError(f"{args.recipe}: {exc}") from exc
     finally:
         progress.finish()
-    _print_summary(summary, opts)
+    _print_summary(summary, opts, cached=not args.no_cache)
     if summary.stopped:
         print(f"fnlabel: {summary.stopped}", file=sys.stderr)
         return EXIT_STOPPED
@@ -161,7 +161,7 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _print_summary(s: Any, opts: Any) -> None:
+def _print_summary(s: Any, opts: Any, cached: bool = False) -> None:
     err = sys.stderr
     if opts.retry_failed:
         head = f"retried {_count(s.rows_run, 'failed row')}"
@@ -181,6 +181,9 @@ def _print_summary(s: Any, opts: Any) -> None:
         print(f"  {opts.input} {rec['where']}{gen}: {rec['stage']}: {rec['error']}", file=err)
     if s.failed_rows:
         print(f"  every failure is recorded in {s.failures_path}; rerun with --retry-failed to retry them", file=err)
+        if cached and any(rec["stage"].endswith("parse") for rec in s.failures):
+            # the cache keeps the raw output, so a retry parses the same text again
+            print("  a parse failure comes back from the cache: add --no-cache to sample it again", file=err)
     if s.left and not s.stopped and opts.retry_failed:
         print(f"  {s.left} rows not run yet: rerun without --retry-failed to complete", file=err)
 

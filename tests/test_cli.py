@@ -449,3 +449,33 @@ def test_an_empty_input_writes_an_empty_output(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "nothing to do: the input has no rows" in res.stderr
     assert (tmp_path / "out.jsonl").read_text() == ""  # a next step finds the (empty) output
+
+
+def test_a_parse_failure_hint_says_the_cache_returns_the_same_output(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "fine"}, {"input": "odd one"}])
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[task]\nkind = "picky"\n[backend]\nkind = "echo"\n'
+        f'[run]\ninput = "{(tmp_path / "in.jsonl").as_posix()}"\noutput = "{(tmp_path / "out.jsonl").as_posix()}"\n'
+    )
+    script = tmp_path / "cli.py"  # the CLI with the test-only task kind "picky" registered
+    script.write_text(
+        "import sys\nfrom fnlabel.tasks import TASKS\nfrom tests.recipe_helpers import picky\n"
+        "TASKS['picky'] = picky\nfrom fnlabel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), "run", str(recipe), *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    for args in ([], ["--retry-failed"]):
+        res = run(*args)
+        assert res.returncode == 0, res.stderr
+        assert "parse: ParseError: expected an even answer" in res.stderr
+        assert "a parse failure comes back from the cache: add --no-cache to sample it again" in res.stderr
+    res = run("--retry-failed", "--no-cache")
+    assert res.returncode == 0 and "comes back from the cache" not in res.stderr
