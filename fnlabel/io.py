@@ -301,5 +301,11 @@ def write_parquet(jsonl: Path, dest: Path) -> None:
                 columns[name] = pa.array(text, pa.string())
         table = pa.table(columns)
     tmp = dest.with_name(dest.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, dest)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise InputError(
+            f"{dest}: cannot write the output there ({exc.strerror or exc}); the rows are kept in {jsonl}: "
+            "pass another --output, or fix that and rerun the same command"
+        ) from exc

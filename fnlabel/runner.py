@@ -382,6 +382,8 @@ def run_recipe(
         summary.elapsed = time.monotonic() - started
     if opts.parquet and summary.left == 0 and summary.stopped is None:
         write_parquet(opts.journal, opts.output)
+    elif opts.parquet:  # the rows so far are in the JSONL journal; the Parquet file comes at the end
+        summary.output = opts.journal
     return summary
 
 

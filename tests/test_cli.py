@@ -479,3 +479,19 @@ def test_a_parse_failure_hint_says_the_cache_returns_the_same_output(tmp_path: P
         assert "a parse failure comes back from the cache: add --no-cache to sample it again" in res.stderr
     res = run("--retry-failed", "--no-cache")
     assert res.returncode == 0 and "comes back from the cache" not in res.stderr
+
+
+def test_an_unfinished_parquet_run_names_the_file_that_holds_its_rows(tmp_path: Path) -> None:
+    inputs = questions(6)
+    inputs[3]["input"] = "boom"
+    write_jsonl(tmp_path / "in.jsonl", inputs)
+    recipe = echo_recipe(tmp_path, backend='fail_on = ["boom"]', run="batch_size = 2")
+    out = tmp_path / "out.parquet"
+    res = fnlabel("run", str(recipe), "--output", str(out), "--max-failures", "0")
+    assert res.returncode == 3, res.stderr
+    assert not out.exists()
+    assert f"4/6 rows in {out}.jsonl" in res.stderr and f"{out} is written when every row is done" in res.stderr
+    (tmp_path / "folder.parquet").mkdir()
+    res = fnlabel("run", str(recipe), "--output", str(tmp_path / "folder.parquet"))
+    assert res.returncode == 2, res.stderr
+    assert "folder.parquet: cannot write the output there" in res.stderr and "Traceback" not in res.stderr
