@@ -184,7 +184,7 @@ def _print_summary(s: Any, opts: Any, cached: bool = False) -> None:
         if cached and any(rec["stage"].endswith("parse") for rec in s.failures):
             # the cache keeps the raw output, so a retry parses the same text again
             print("  a parse failure comes back from the cache: add --no-cache to sample it again", file=err)
-    if opts.parquet and s.output != opts.output:
+    if opts.parquet and s.output != opts.output and not opts.retry_failed:
         print(f"  {opts.output} is written when every row is done: rerun the same command to complete it", file=err)
     if s.left and not s.stopped and opts.retry_failed:
         print(f"  {s.left} rows not run yet: rerun without --retry-failed to complete", file=err)
