@@ -397,7 +397,7 @@ def load_recipe(path: str | Path) -> Recipe:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors write is not TOML
     except FileNotFoundError as exc:
         raise RecipeError(f"{path}: no such recipe file (check the path; `fnlabel list` shows the recipes in ./recipes)") from exc
     except (OSError, UnicodeDecodeError) as exc:

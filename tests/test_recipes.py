@@ -433,3 +433,9 @@ def test_dump_never_writes_a_literal_secret_inside_a_table() -> None:
     assert "LITERAL" not in text
     assert "max_num_seqs = 4" in text and "keep = 1" in text
     assert loads_recipe(text).label.backend.extra_body == {"nested": {"keep": 1}}
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE.encode("utf-8"))  # as some Windows editors save UTF-8
+    assert load_recipe(path) == loads_recipe(BASE)
