@@ -179,3 +179,40 @@ def test_closing_a_backend_fails_calls_still_running_in_other_threads() -> None:
     assert not caller.is_alive(), "the call still waits on a closed backend"
     assert len(outcome) == 1 and isinstance(outcome[0], BackendError)
     assert "closed while this call was running" in str(outcome[0])
+
+
+def test_max_failures_resume_and_retry_failed_with_batches_in_flight(tmp_path: Path) -> None:
+    rows = questions(40)
+    for i in (5, 17, 18, 33):
+        rows[i]["input"] += " boom"
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    out, fails = tmp_path / "out.jsonl", tmp_path / "out.jsonl.failures.jsonl"
+    seen: list[Tracked] = []
+
+    def wrap(built: Any) -> Tracked:
+        seen.append(Tracked(built, 8))  # ceil(8 / 2) + 1 = 5 batches at once, finishing in any order
+        return seen[-1]
+
+    def run(fail_on: str, **overrides: Any) -> Any:
+        recipe = fnlabel.load_recipe(echo_recipe(tmp_path, backend=f'fail_on = ["{fail_on}"]', run="batch_size = 2"))
+        return run_recipe(recipe, resolve_options(recipe, **overrides), wrap_llm=wrap)
+
+    stopped = run("boom", max_failures=1)  # the batch of row 17 makes it 2: later batches in flight are dropped
+    assert stopped.stopped and seen[-1].most > 1
+    assert [r["id"] for r in read_jsonl(out)] == list(range(18))
+    assert [f["row"] for f in read_jsonl(fails)] == [5, 17]
+
+    resumed = run("boom")
+    assert resumed.rows_run == 22 and resumed.stopped is None
+    done = read_jsonl(out)
+    assert [r["id"] for r in done] == list(range(40))
+    assert [f["row"] for f in read_jsonl(fails)] == [5, 17, 18, 33]
+
+    retried = run("number 17 ", retry_failed=True)
+    assert retried.rows_run == 4 and retried.failed_rows == 1
+    after = read_jsonl(out)
+    assert [r["id"] for r in after] == list(range(40))
+    assert [f["row"] for f in read_jsonl(fails)] == [17]
+    assert [i for i, r in enumerate(after) if r["outputs"][0]["raw_output"] is None] == [17]
+    assert [r for i, r in enumerate(after) if i not in (5, 17, 18, 33)] == \
+        [r for i, r in enumerate(done) if i not in (5, 17, 18, 33)]
