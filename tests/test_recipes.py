@@ -439,3 +439,22 @@ def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     path.write_bytes(b"\xef\xbb\xbf" + BASE.encode("utf-8"))  # as some Windows editors save UTF-8
     assert load_recipe(path) == loads_recipe(BASE)
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "message"),
+    [
+        ("run = 5\n", "", "run: expected a table, got 5"),
+        ("params = [1]\n", "", "params: expected a table, got [1]"),
+        ('label = "x"\n', "", "label: expected a table, got 'x'"),
+        ("", "[[pool]]\nparams = 3\n", "pool[0].params: expected a table, got 3"),
+        ("pool = [1]\n", "", "pool[0]: expected a table, got 1"),
+        ("", '[label]\nparams = "hot"\n[label.task]\nkind = "text-generation"\n[label.backend]\nkind = "echo"\n',
+         "label.params: expected a table, got 'hot'"),
+    ],
+)
+def test_a_value_where_a_table_belongs_says_so(head: str, tail: str, message: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        loads_recipe(head + BASE + tail, "r.toml")
+    assert f"r.toml: {message}" in str(info.value)
+    assert "AttributeError" not in str(info.value) and "RunSpec" not in str(info.value)
