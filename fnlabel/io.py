@@ -178,8 +178,18 @@ def read_input(source: str | os.PathLike[str], limit: int | None = None) -> Inpu
 
 
 def to_json_line(obj: Any) -> str:
-    """One JSONL line (values JSON cannot hold, like dates, are written as strings)."""
-    return json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+    """One JSONL line (values JSON cannot hold, like dates, are written as strings).
+
+    Text is written as UTF-8, except in a line holding a lone surrogate (half an
+    emoji, common in scraped text): UTF-8 cannot hold it, so that line is written
+    with ``\\u`` escapes, which read back as the same string.
+    """
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, default=str)
+    return text + "\n"
 
 
 def normalized(row: dict[str, Any]) -> str:
@@ -278,8 +288,8 @@ def write_parquet(jsonl: Path, dest: Path) -> None:
     """Convert a finished JSONL output to Parquet.
 
     A column whose values Arrow cannot hold in one type (an int in one row, a
-    string or a list in another; an int beyond 64 bits) is written as JSON text;
-    the other columns keep their types.
+    string or a list in another; an int beyond 64 bits; text with a lone
+    surrogate) is written as JSON text; the other columns keep their types.
     """
     try:
         import pyarrow as pa
@@ -297,7 +307,7 @@ def write_parquet(jsonl: Path, dest: Path) -> None:
             try:
                 columns[name] = pa.array(values)
             except unfit:
-                text = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+                text = [None if v is None else to_json_line(v)[:-1] for v in values]
                 columns[name] = pa.array(text, pa.string())
         table = pa.table(columns)
     tmp = dest.with_name(dest.name + ".tmp")

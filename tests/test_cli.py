@@ -495,3 +495,15 @@ def test_an_unfinished_parquet_run_names_the_file_that_holds_its_rows(tmp_path: 
     res = fnlabel("run", str(recipe), "--output", str(tmp_path / "folder.parquet"))
     assert res.returncode == 2, res.stderr
     assert "folder.parquet: cannot write the output there" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_row_with_half_an_emoji_runs_with_the_cache_on_and_resumes(tmp_path: Path) -> None:
+    # JSON "\ud83d" alone (an emoji cut in two, common in scraped text) decodes to a lone surrogate
+    (tmp_path / "in.jsonl").write_text('{"input": "cut \\ud83d emoji"}\n{"input": "whole"}\n')
+    recipe = echo_recipe(tmp_path)
+    res = fnlabel("run", str(recipe))
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert rows[0]["input"] == "cut \ud83d emoji" and rows[0]["outputs"][0]["raw_output"].endswith("cut \ud83d emoji")
+    again = fnlabel("run", str(recipe))
+    assert again.returncode == 0 and "nothing to do" in again.stderr

@@ -178,3 +178,19 @@ def test_csv_rows_after_blank_lines_are_located_on_their_own_line(tmp_path: Path
     p.write_text("input\na\n\nb,extra\n")
     with pytest.raises(InputError, match=r"x.csv line 4: more fields than the header"):
         read_input(p)
+
+
+def test_a_lone_surrogate_is_written_as_an_escape_that_reads_back_the_same(tmp_path: Path) -> None:
+    row = {"input": "cut \ud83d emoji", "ok": "日本語 😀"}
+    line = to_json_line(row)
+    assert "\\ud83d" in line and line.encode("utf-8")  # an escape, so the line is valid UTF-8
+    log = JsonlLog(tmp_path / "o.jsonl")
+    log.append([line, to_json_line({"input": "plain é"})])
+    assert [json.loads(x) for x in log.lines()] == [row, {"input": "plain é"}]
+    assert "é" in (tmp_path / "o.jsonl").read_text(encoding="utf-8")  # other lines stay readable UTF-8
+
+    import pyarrow.parquet as pq
+
+    write_parquet(tmp_path / "o.jsonl", tmp_path / "o.parquet")  # Parquet text must be UTF-8: JSON text there
+    got = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert json.loads(got[0]["input"]) == row["input"] and got[0]["ok"] == row["ok"]
