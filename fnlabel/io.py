@@ -94,23 +94,30 @@ def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], lis
 
 def _read_csv(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     rows, where = [], []
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)  # not DictReader: it skips blank lines without saying where a row starts
-        header: list[str] | None = None
-        while limit is None or len(rows) < limit:
-            start = reader.line_num + 1
-            record = next(reader, None)
-            if record is None:
-                break
-            if not record:  # a blank line
-                continue
-            if header is None:
-                header = record
-                continue
-            if len(record) > len(header):
-                raise InputError(f"{path} line {start}: more fields than the header has columns")
-            rows.append(dict(zip(header, record + [None] * (len(header) - len(record)))))
-            where.append(f"line {start}")
+    default_limit = csv.field_size_limit(2**31 - 1)  # a field may be a whole document (default: 128 KiB)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)  # not DictReader: it skips blank lines without saying where a row starts
+            header: list[str] | None = None
+            while limit is None or len(rows) < limit:
+                start = reader.line_num + 1
+                try:
+                    record = next(reader, None)
+                except csv.Error as exc:
+                    raise InputError(f"{path} line {start}: not valid CSV ({exc})") from exc
+                if record is None:
+                    break
+                if not record:  # a blank line
+                    continue
+                if header is None:
+                    header = record
+                    continue
+                if len(record) > len(header):
+                    raise InputError(f"{path} line {start}: more fields than the header has columns")
+                rows.append(dict(zip(header, record + [None] * (len(header) - len(record)))))
+                where.append(f"line {start}")
+    finally:
+        csv.field_size_limit(default_limit)
     return rows, where
 
 

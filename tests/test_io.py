@@ -194,3 +194,15 @@ def test_a_lone_surrogate_is_written_as_an_escape_that_reads_back_the_same(tmp_p
     write_parquet(tmp_path / "o.jsonl", tmp_path / "o.parquet")  # Parquet text must be UTF-8: JSON text there
     got = pq.read_table(tmp_path / "o.parquet").to_pylist()
     assert json.loads(got[0]["input"]) == row["input"] and got[0]["ok"] == row["ok"]
+
+
+def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:
+    import csv as csv_module
+
+    long = "word " * 40_000  # 200,000 characters: a document, more than csv's default 131,072
+    p = tmp_path / "x.csv"
+    with p.open("w", newline="", encoding="utf-8") as fh:
+        csv_module.writer(fh).writerows([["input", "n"], [long, 1], ["short", 2]])
+    limit = csv_module.field_size_limit()
+    assert read_input(p).rows == [{"input": long, "n": "1"}, {"input": "short", "n": "2"}]
+    assert csv_module.field_size_limit() == limit  # the process-wide setting is left as it was
