@@ -507,3 +507,12 @@ def test_a_row_with_half_an_emoji_runs_with_the_cache_on_and_resumes(tmp_path: P
     assert rows[0]["input"] == "cut \ud83d emoji" and rows[0]["outputs"][0]["raw_output"].endswith("cut \ud83d emoji")
     again = fnlabel("run", str(recipe))
     assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_an_output_that_is_the_input_file_is_refused(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(2))
+    before = (tmp_path / "in.jsonl").read_text()
+    res = fnlabel("run", str(echo_recipe(tmp_path)), "--output", str(tmp_path / "." / "in.jsonl"))
+    assert res.returncode == 2, res.stderr
+    assert "the output is the input file (" in res.stderr and "pass another --output" in res.stderr
+    assert (tmp_path / "in.jsonl").read_text() == before
