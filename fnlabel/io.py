@@ -16,6 +16,7 @@ end are dropped, so neither file ever holds a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "to_json_line",
     "normalized",
     "write_parquet",
+    "output_lock",
     "INPUT_FORMATS",
 ]
 
@@ -209,6 +211,59 @@ def _fsync(fh: Any) -> None:
     os.fsync(fh.fileno())
 
 
+def _unwritable(path: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"{path}: cannot write the output there ({exc.strerror or exc}); pass another --output (or set [run] output)"
+    )
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``<path>.lock`` for a run: a second run writing the same output fails at once.
+
+    Two runs appending to one output would interleave their rows (line ``i`` would no
+    longer be row ``i``). The lock is an advisory ``flock``, so it dies with its process
+    (a ``kill -9`` leaves no stale lock); where there is none (Windows), nothing is locked.
+    """
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _unwritable(path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"{path}: another fnlabel run is writing this output (it holds {lock}); "
+                "wait for it to end, or pass another --output"
+            ) from None
+        except OSError:  # a file system without locks: run unlocked
+            os.close(fd)
+            yield
+            return
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the run that held it removed it meanwhile: lock the new file
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
 class JsonlLog:
     """An append-only JSONL file that is always whole lines.
 
@@ -223,10 +278,7 @@ class JsonlLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.count = self._repair()
         except OSError as exc:  # a folder in the way, a file where a folder should be, no permission
-            raise InputError(
-                f"{self.path}: cannot write the output there ({exc.strerror or exc}); "
-                "pass another --output (or set [run] output)"
-            ) from exc
+            raise _unwritable(self.path, exc) from exc
 
     def _repair(self) -> int:
         if not self.path.exists():

@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError, InputError
-from fnlabel.io import InputData, JsonlLog, normalized, read_input, to_json_line, write_parquet
+from fnlabel.io import InputData, JsonlLog, normalized, output_lock, read_input, to_json_line, write_parquet
 from fnlabel.llm import RowFailure, max_concurrency
 
 __all__ = ["RunOptions", "Summary", "run_recipe", "resolve_options", "GENERATOR_KEY"]
@@ -331,6 +331,12 @@ def run_recipe(
         >>> run_recipe(recipe, resolve_options(recipe, output=out, limit=3)).rows_done
         3
     """
+    with output_lock(opts.journal):  # one run at a time writes an output
+        return _run(recipe, opts, progress, wrap_llm, log, cache)
+
+
+def _run(recipe: Any, opts: RunOptions, progress: Progress | None, wrap_llm: Callable[[Any], Any] | None,
+         log: Callable[[str], None] | None, cache: Any) -> Summary:
     started = time.monotonic()
     if getattr(recipe.run, "engine", "local") == "ray":  # the same run, with the LLM on Ray actors
         from fnlabel.ray_engine import RayJob

@@ -516,3 +516,20 @@ def test_an_output_that_is_the_input_file_is_refused(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "the output is the input file (" in res.stderr and "pass another --output" in res.stderr
     assert (tmp_path / "in.jsonl").read_text() == before
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_path: Path) -> None:
+    inputs = questions(30)
+    write_jsonl(tmp_path / "in.jsonl", inputs)
+    recipe = echo_recipe(tmp_path, backend="latency = 0.1", run="batch_size = 2")
+    out = tmp_path / "out.jsonl"
+    first = popen("run", str(recipe), "--no-cache")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    second = fnlabel("run", str(recipe), "--no-cache")
+    assert second.returncode == 2, second.stderr
+    assert f"{out}: another fnlabel run is writing this output" in second.stderr
+    assert first.wait(timeout=60) == 0
+    _check_rows(read_jsonl(out), inputs, 1)  # not interleaved with a second writer's rows
+    assert not (tmp_path / "out.jsonl.lock").exists()
