@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import tomllib
 from pathlib import Path
 
@@ -458,3 +459,17 @@ def test_a_value_where_a_table_belongs_says_so(head: str, tail: str, message: st
         loads_recipe(head + BASE + tail, "r.toml")
     assert f"r.toml: {message}" in str(info.value)
     assert "AttributeError" not in str(info.value) and "RunSpec" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        ('output = "out.csv"', "run: output 'out.csv' must end in .jsonl (or .parquet)"),
+        ('input = "data.txt"', "run: input 'data.txt' has an unknown format '.txt'; supported: .jsonl, .ndjson"),
+    ],
+)
+def test_run_paths_fnlabel_cannot_read_or_write_fail_at_load(run: str, message: str) -> None:
+    with pytest.raises(RecipeError, match=re.escape(f"r.toml: {message}")):
+        loads_recipe(BASE + f"[run]\n{run}\n", "r.toml")
+    for fine in ('input = "hf:org/name:train"', 'input = "x.CSV"', 'output = "o.parquet"'):
+        loads_recipe(BASE + f"[run]\n{fine}\n")
