@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -279,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nfnlabel: interrupted; the output holds every finished batch: rerun the same command to resume",
               file=sys.stderr)
+        if any(t.name.startswith("fnlabel-batch") and t.is_alive() for t in threading.enumerate()):
+            # a second Ctrl-C left a batch inside a local model: exit now rather than wait for it
+            # (the output is fsynced batch by batch; the exit must not free the model under it)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK

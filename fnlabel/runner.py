@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from itertools import islice
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -282,18 +282,39 @@ class _Job:
         concurrency = max_concurrency(self.get_llm())  # built once, here, before any worker thread
         window = 1 if concurrency <= 1 else -(-concurrency // self.opts.batch_size) + 1
         workers = ThreadPoolExecutor(window, thread_name_prefix="fnlabel-batch")
+        submitted: list[Any] = []
+
+        def submit(batch: list[int]) -> tuple[list[int], Any]:
+            submitted.append(workers.submit(self.run_batch, batch))
+            return batch, submitted[-1]
+
         try:
             queued = iter(batches)
-            pending = deque((b, workers.submit(self.run_batch, b)) for b in islice(queued, window))
+            pending = deque(submit(b) for b in islice(queued, window))
             while pending:
                 current, future = pending.popleft()
                 result = future.result()
                 following = next(queued, None)
                 if following is not None:
-                    pending.append((following, workers.submit(self.run_batch, following)))
+                    pending.append(submit(following))
                 yield current, result
         finally:  # a stopped run (max failures, Ctrl-C) does not start another batch
             workers.shutdown(wait=False, cancel_futures=True)
+            if window == 1:  # see settle
+                self.ahead = [f for f in submitted if not f.done()]
+
+    def settle(self, log: Callable[[str], None] | None = None) -> None:
+        """Before :meth:`close`: wait for a batch a local model still computes ahead of a stopped run.
+
+        An HTTP backend's close() fails its calls in flight, so they need no wait; a local model
+        must not be freed under a running batch (llama.cpp crashes). A KeyboardInterrupt while
+        waiting propagates: the model is then not closed, and is left to the process's exit.
+        """
+        ahead = [f for f in getattr(self, "ahead", ()) if not f.done()]
+        if ahead:
+            if log is not None:
+                log("stopping: the batch in flight finishes first (Ctrl-C again to quit at once)")
+            wait(ahead)
 
     def close(self) -> None:
         close = getattr(self.llm, "close", None)
@@ -385,6 +406,7 @@ def _run(recipe: Any, opts: RunOptions, progress: Progress | None, wrap_llm: Cal
                 )
                 break
     finally:
+        job.settle(log)
         job.close()
         summary.failed_rows = len(failed)
         summary.rows_done = min(job.out.count, len(job.data.rows))

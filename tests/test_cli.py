@@ -533,3 +533,27 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_p
     assert first.wait(timeout=60) == 0
     _check_rows(read_jsonl(out), inputs, 1)  # not interleaved with a second writer's rows
     assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_llama_cpp_run_exits_130_without_crashing(tmp_path: Path) -> None:
+    # the batch computed ahead was freed under llama.cpp: Ctrl-C ended in SIGSEGV
+    write_jsonl(tmp_path / "in.jsonl", questions(12))
+    recipe = echo_recipe(tmp_path, run="batch_size = 1\nnum_generations = 2").read_text()
+    recipe = recipe.replace('kind = "echo"', 'kind = "llama-cpp"\nmodel = "smollm2"').replace("= 16", "= 48")
+    (tmp_path / "r.toml").write_text(recipe)
+    out = tmp_path / "out.jsonl"
+    for presses in (1, 2):  # once: the batch in flight ends first; twice: exit at once
+        proc = popen("run", str(tmp_path / "r.toml"), "--no-cache")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < presses):
+            time.sleep(0.05)
+        time.sleep(0.3)  # inside the next batch
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "interrupted; the output holds every finished batch" in err
+        assert [r["id"] for r in read_jsonl(out)] == list(range(len(read_jsonl(out))))
+        assert not (tmp_path / "out.jsonl.lock").exists()

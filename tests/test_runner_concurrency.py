@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import fnlabel
 from fnlabel import GenerationParams, llm, pooled, tasks
 from fnlabel.backends import echo
@@ -216,3 +218,81 @@ def test_max_failures_resume_and_retry_failed_with_batches_in_flight(tmp_path: P
     assert [i for i, r in enumerate(after) if r["outputs"][0]["raw_output"] is None] == [17]
     assert [r for i, r in enumerate(after) if i not in (5, 17, 18, 33)] == \
         [r for i, r in enumerate(done) if i not in (5, 17, 18, 33)]
+
+
+class Closing(Tracked):
+    """A local model (no max_concurrency): records a close() that lands while a call is still inside it."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, None)
+        self.closed_mid_call: bool | None = None
+
+    def run(self, inputs: list[dict], k: int = 1) -> Any:
+        with self.lock:
+            self.running += 1
+        try:
+            if any("slow" in r["input"] for r in inputs):
+                time.sleep(0.5)
+            return self.inner.run(inputs, k)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed_mid_call = self.running > 0
+
+
+def test_a_local_model_is_not_closed_under_the_batch_computed_ahead(tmp_path: Path) -> None:
+    # closing llama.cpp under the batch computed one ahead crashed the process (SIGSEGV on Ctrl-C)
+    rows = questions(6)
+    rows[0]["input"] += " boom"
+    rows[2]["input"] += " slow"
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    recipe = fnlabel.load_recipe(echo_recipe(tmp_path, backend='fail_on = ["boom"]', run="batch_size = 2"))
+    seen: list[Closing] = []
+
+    def wrap(built: Any) -> Closing:
+        seen.append(Closing(built))
+        return seen[-1]
+
+    summary = run_recipe(recipe, resolve_options(recipe, max_failures=0), wrap_llm=wrap)
+    assert summary.stopped and summary.rows_done == 2  # stopped after batch 0, batch 1 was running
+    assert seen[0].closed_mid_call is False
+
+
+def test_ctrl_c_while_a_local_model_computes_waits_for_it_before_closing(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    rows = questions(8)
+    rows[2]["input"] += " slow"  # batch 1 interrupts the run, then computes 0.5 s more
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    recipe = fnlabel.load_recipe(echo_recipe(tmp_path, run="batch_size = 2"))
+    seen: list[Closing] = []
+
+    class Interrupting(Closing):
+        def run(self, inputs: list[dict], k: int = 1) -> Any:
+            if not any("slow" in r["input"] for r in inputs):
+                return self.inner.run(inputs, k)
+            with self.lock:
+                self.running += 1
+            try:
+                time.sleep(0.2)  # batch 0 is written; the main thread waits for this one
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+                time.sleep(0.5)
+                return self.inner.run(inputs, k)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    def wrap(built: Any) -> Closing:
+        seen.append(Interrupting(built))
+        return seen[-1]
+
+    logged: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, resolve_options(recipe), wrap_llm=wrap, log=logged.append)
+    assert seen[0].closed_mid_call is False  # closed, once the batch was done
+    assert logged == ["stopping: the batch in flight finishes first (Ctrl-C again to quit at once)"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [0, 1]
