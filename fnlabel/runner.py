@@ -352,7 +352,7 @@ def run_recipe(
         >>> run_recipe(recipe, resolve_options(recipe, output=out, limit=3)).rows_done
         3
     """
-    with output_lock(opts.journal):  # one run at a time writes an output
+    with output_lock(opts.output):  # one run at a time writes an output (and its journal)
         return _run(recipe, opts, progress, wrap_llm, log, cache)
 
 
