@@ -155,7 +155,8 @@ def params_key(params: GenerationParams) -> str:
 def entry_key(identity: str, prompt: FormattedPrompt, params: str) -> bytes:
     """The key of one (backend, prompt, params) entry; generation indices live under it."""
     text = _canonical(["fnlabel-cache-1", identity, prompt, params])
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+    # surrogatepass: a lone surrogate (half an emoji in scraped text) is hashable; other text is unchanged
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def generation_seed(seed: int | None, offset: int) -> int | None:

@@ -162,7 +162,8 @@ class SQLiteStore:
 
         A write error is logged, not raised: the outputs of the call are still returned.
         """
-        rows = [(key, idx, out, backend, time.time()) for key, idx, out in entries]
+        now = time.time()
+        rows = [(key, idx, out, backend, now) for key, idx, out in entries if _storable(out)]
         if not rows:
             return
         try:
@@ -231,6 +232,15 @@ class SQLiteStore:
         if not self._warned:
             self._warned = True
             log.warning("%s", msg)
+
+
+def _storable(text: str) -> bool:
+    """Whether SQLite can hold ``text`` (not with a lone surrogate: such an output is not cached, only returned)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _retry_locked(fn: Any, timeout: float) -> Any:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -150,7 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise RecipeError(f"{args.recipe}: {exc}") from exc
     finally:
         progress.finish()
-    _print_summary(summary, opts)
+    _print_summary(summary, opts, cached=not args.no_cache)
     if summary.stopped:
         print(f"fnlabel: {summary.stopped}", file=sys.stderr)
         return EXIT_STOPPED
@@ -161,10 +163,12 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _print_summary(s: Any, opts: Any) -> None:
+def _print_summary(s: Any, opts: Any, cached: bool = False) -> None:
     err = sys.stderr
     if opts.retry_failed:
         head = f"retried {_count(s.rows_run, 'failed row')}"
+    elif s.rows_total == 0:
+        head = "nothing to do: the input has no rows"
     elif s.rows_run == 0 and s.left == 0:
         head = f"nothing to do: {s.output} already has all {s.rows_total} rows"
     else:
@@ -179,6 +183,11 @@ def _print_summary(s: Any, opts: Any) -> None:
         print(f"  {opts.input} {rec['where']}{gen}: {rec['stage']}: {rec['error']}", file=err)
     if s.failed_rows:
         print(f"  every failure is recorded in {s.failures_path}; rerun with --retry-failed to retry them", file=err)
+        if cached and any(rec["stage"].endswith("parse") for rec in s.failures):
+            # the cache keeps the raw output, so a retry parses the same text again
+            print("  a parse failure comes back from the cache: add --no-cache to sample it again", file=err)
+    if opts.parquet and s.output != opts.output and not opts.retry_failed:
+        print(f"  {opts.output} is written when every row is done: rerun the same command to complete it", file=err)
     if s.left and not s.stopped and opts.retry_failed:
         print(f"  {s.left} rows not run yet: rerun without --retry-failed to complete", file=err)
 
@@ -272,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nfnlabel: interrupted; the output holds every finished batch: rerun the same command to resume",
               file=sys.stderr)
+        if any(t.name.startswith("fnlabel-batch") and t.is_alive() for t in threading.enumerate()):
+            # a second Ctrl-C left a batch inside a local model: exit now rather than wait for it
+            # (the output is fsynced batch by batch; the exit must not free the model under it)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK

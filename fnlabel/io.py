@@ -16,6 +16,7 @@ end are dropped, so neither file ever holds a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "to_json_line",
     "normalized",
     "write_parquet",
+    "output_lock",
     "INPUT_FORMATS",
 ]
 
@@ -61,7 +63,7 @@ def _missing(path: Path) -> InputError:
 
 def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     rows, where = [], []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel, some editors) is not text
         for n, line in enumerate(fh, 1):
             if limit is not None and len(rows) >= limit:
                 break
@@ -80,7 +82,7 @@ def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], li
 
 def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from exc
     if not isinstance(data, list):
@@ -94,17 +96,30 @@ def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], lis
 
 def _read_csv(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     rows, where = [], []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        start = 2
-        for row in reader:
-            if limit is not None and len(rows) >= limit:
-                break
-            if None in row:
-                raise InputError(f"{path} line {start}: more fields than the header has columns")
-            rows.append(dict(row))
-            where.append(f"line {start}")
-            start = reader.line_num + 1
+    default_limit = csv.field_size_limit(2**31 - 1)  # a field may be a whole document (default: 128 KiB)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)  # not DictReader: it skips blank lines without saying where a row starts
+            header: list[str] | None = None
+            while limit is None or len(rows) < limit:
+                start = reader.line_num + 1
+                try:
+                    record = next(reader, None)
+                except csv.Error as exc:
+                    raise InputError(f"{path} line {start}: not valid CSV ({exc})") from exc
+                if record is None:
+                    break
+                if not record:  # a blank line
+                    continue
+                if header is None:
+                    header = record
+                    continue
+                if len(record) > len(header):
+                    raise InputError(f"{path} line {start}: more fields than the header has columns")
+                rows.append(dict(zip(header, record + [None] * (len(header) - len(record)))))
+                where.append(f"line {start}")
+    finally:
+        csv.field_size_limit(default_limit)
     return rows, where
 
 
@@ -172,8 +187,18 @@ def read_input(source: str | os.PathLike[str], limit: int | None = None) -> Inpu
 
 
 def to_json_line(obj: Any) -> str:
-    """One JSONL line (values JSON cannot hold, like dates, are written as strings)."""
-    return json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+    """One JSONL line (values JSON cannot hold, like dates, are written as strings).
+
+    Text is written as UTF-8, except in a line holding a lone surrogate (half an
+    emoji, common in scraped text): UTF-8 cannot hold it, so that line is written
+    with ``\\u`` escapes, which read back as the same string.
+    """
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, default=str)
+    return text + "\n"
 
 
 def normalized(row: dict[str, Any]) -> str:
@@ -186,6 +211,59 @@ def _fsync(fh: Any) -> None:
     os.fsync(fh.fileno())
 
 
+def _unwritable(path: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"{path}: cannot write the output there ({exc.strerror or exc}); pass another --output (or set [run] output)"
+    )
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``<path>.lock`` for a run: a second run writing the same output fails at once.
+
+    Two runs appending to one output would interleave their rows (line ``i`` would no
+    longer be row ``i``). The lock is an advisory ``flock``, so it dies with its process
+    (a ``kill -9`` leaves no stale lock); where there is none (Windows), nothing is locked.
+    """
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _unwritable(path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"{path}: another fnlabel run is writing this output (it holds {lock}); "
+                "wait for it to end, or pass another --output"
+            ) from None
+        except OSError:  # a file system without locks: run unlocked
+            os.close(fd)
+            yield
+            return
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the run that held it removed it meanwhile: lock the new file
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
 class JsonlLog:
     """An append-only JSONL file that is always whole lines.
 
@@ -196,8 +274,11 @@ class JsonlLog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.count = self._repair()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.count = self._repair()
+        except OSError as exc:  # a folder in the way, a file where a folder should be, no permission
+            raise _unwritable(self.path, exc) from exc
 
     def _repair(self) -> int:
         if not self.path.exists():
@@ -234,14 +315,20 @@ class JsonlLog:
         if not lines:
             return
         data = "".join(lines).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            view = memoryview(data)
-            while view:  # a regular file takes it in one call; loop only on a short write
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # a regular file takes it in one call; loop only on a short write
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # a full disk: the lines before are whole, a rerun resumes after them
+            raise InputError(
+                f"{self.path}: cannot write the output there ({exc.strerror or exc}); the lines already "
+                "written are kept: fix that and rerun the same command to resume"
+            ) from exc
         self.count += len(lines)
 
     def rewrite(self, lines: Iterable[str]) -> None:
@@ -257,18 +344,37 @@ class JsonlLog:
 
 
 def write_parquet(jsonl: Path, dest: Path) -> None:
-    """Convert a finished JSONL output to Parquet (nested values the schema cannot hold become JSON text)."""
+    """Convert a finished JSONL output to Parquet.
+
+    A column whose values Arrow cannot hold in one type (an int in one row, a
+    string or a list in another; an int beyond 64 bits; text with a lone
+    surrogate) is written as JSON text; the other columns keep their types.
+    """
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise InputError(f"{dest}: writing Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
     rows = [json.loads(line) for line in JsonlLog(jsonl).lines()]
+    unfit = (pa.ArrowException, TypeError, ValueError, OverflowError)
     try:
         table = pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
-        table = pa.Table.from_pylist(flat)
+    except unfit:
+        columns = {}
+        for name in dict.fromkeys(k for r in rows for k in r):
+            values = [r.get(name) for r in rows]
+            try:
+                columns[name] = pa.array(values)
+            except unfit:
+                text = [None if v is None else to_json_line(v)[:-1] for v in values]
+                columns[name] = pa.array(text, pa.string())
+        table = pa.table(columns)
     tmp = dest.with_name(dest.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, dest)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise InputError(
+            f"{dest}: cannot write the output there ({exc.strerror or exc}); the rows are kept in {jsonl}: "
+            "pass another --output, or fix that and rerun the same command"
+        ) from exc

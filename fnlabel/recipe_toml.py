@@ -3,11 +3,13 @@
 Secret fields are never written: a field is secret when its attrs metadata has
 ``secret=True``, when it has ``repr=False``, or when its name is one of
 ``api_key``, ``token``, ``password``, ``secret`` (use an ``*_env`` field naming
-an environment variable instead).
+an environment variable instead). Keys with those names inside a table value
+(``extra_body``, ``engine_kwargs``) are left out too.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from collections.abc import Mapping
@@ -62,8 +64,12 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return _string(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # TOML has them (datetime is a date)
+        return value.isoformat()
     if isinstance(value, Mapping):
-        items = [f"{_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None]
+        items = [  # a secret is left out at any depth (e.g. a token in vLLM's engine_kwargs)
+            f"{_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None and k not in _SECRET_NAMES
+        ]
         return "{ " + ", ".join(items) + " }" if items else "{}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"

@@ -296,6 +296,19 @@ def _sequence_factory(t: Any) -> Callable[[Any, Any], Any]:
     return hook
 
 
+def _table_factory(t: Any) -> Callable[[Any, Any], Any]:
+    """Records (``[run]``, ``[label]``, a ``[[pool]]`` member) come from tables: say so for anything else."""
+    inner = make_dict_structure_fn(t, converter)
+
+    def hook(value: Any, _t: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise Mismatch("a table", value)
+        return inner(value, _t)
+
+    return hook
+
+
+converter.register_structure_hook_factory(attrs.has, _table_factory)
 converter.register_structure_hook_factory(_is_union, _union_factory)
 converter.register_structure_hook_factory(_is_literal, _literal_factory)
 converter.register_structure_hook_factory(_is_mapping, _mapping_factory)
@@ -308,7 +321,9 @@ _params_base = make_dict_structure_fn(GenerationParams, converter, _cattrs_forbi
 
 
 def _params_hook(value: Any, t: Any) -> GenerationParams:
-    if not (isinstance(value, Mapping) and "num_generations" in value):
+    if not isinstance(value, Mapping):
+        raise Mismatch("a table", value)
+    if "num_generations" not in value:
         return _params_base(value, t)
     msg = "set num_generations in [run] (or with --num-generations), not in [params]"
     errors: list[Exception] = [at("num_generations", ConfigError(msg), int).exceptions[0]]

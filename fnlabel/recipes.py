@@ -235,8 +235,8 @@ class LabelStage(Stage):
 class RunSpec:
     """``[run]``: what ``fnlabel run`` reads and writes (command-line options override these)."""
 
-    input: str | None = None
-    output: str | None = None
+    input: str | None = attrs.field(default=None, validator=lambda _i, a, v: _run_path(a.name, v))
+    output: str | None = attrs.field(default=None, validator=lambda _i, a, v: _run_path(a.name, v))
     num_generations: rt.PositiveInt = 1
     limit: rt.PositiveInt | None = None
     batch_size: rt.PositiveInt = 16
@@ -248,6 +248,20 @@ class RunSpec:
     replicas: rt.PositiveInt = 1
     num_cpus: float = attrs.field(default=1.0, validator=lambda _i, a, v: _non_negative(a.name, v))
     num_gpus: float = attrs.field(default=0.0, validator=lambda _i, a, v: _non_negative(a.name, v))
+
+
+def _run_path(name: str, value: str | None) -> None:
+    """``fnlabel validate`` catches a path ``fnlabel run`` could not read or write."""
+    if value is None:
+        return
+    from fnlabel.io import INPUT_FORMATS
+
+    suffix = Path(value).suffix.lower()
+    if name == "output" and suffix not in (".jsonl", ".parquet"):
+        raise ConfigError(f"output {value!r} must end in .jsonl (or .parquet)")
+    if name == "input" and not value.startswith("hf:") and suffix not in INPUT_FORMATS:
+        raise ConfigError(f"input {value!r} has an unknown format {suffix or '(no extension)'!r}; "
+                          f"supported: {', '.join(INPUT_FORMATS)}")
 
 
 def _non_negative(name: str, value: float) -> None:
@@ -397,7 +411,7 @@ def load_recipe(path: str | Path) -> Recipe:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors write is not TOML
     except FileNotFoundError as exc:
         raise RecipeError(f"{path}: no such recipe file (check the path; `fnlabel list` shows the recipes in ./recipes)") from exc
     except (OSError, UnicodeDecodeError) as exc:

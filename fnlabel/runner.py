@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from itertools import islice
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError, InputError
-from fnlabel.io import InputData, JsonlLog, normalized, read_input, to_json_line, write_parquet
+from fnlabel.io import InputData, JsonlLog, normalized, output_lock, read_input, to_json_line, write_parquet
 from fnlabel.llm import RowFailure, max_concurrency
 
 __all__ = ["RunOptions", "Summary", "run_recipe", "resolve_options", "GENERATOR_KEY"]
@@ -96,6 +96,10 @@ def resolve_options(recipe: Any, recipe_path: str | Path | None = None, **overri
     )
     if opts.output.suffix.lower() not in (".jsonl", ".parquet"):
         raise InputError(f"{opts.output}: output must end in .jsonl (or .parquet)")
+    if not opts.input.startswith("hf:") and Path(opts.input).resolve() in (
+        opts.output.resolve(), opts.journal.resolve(), opts.failures_path.resolve()
+    ):  # its rows would read as rows already done
+        raise InputError(f"{opts.output}: the output is the input file ({opts.input}): pass another --output")
     return opts
 
 
@@ -139,6 +143,12 @@ class _Job:
         self.recipe, self.opts, self.wrap, self.cache = recipe, opts, wrap, cache
         self.feed = [k for k, _ in recipe.label_inputs()]
         self.added = [opts.output_key, *([GENERATOR_KEY, *self.feed] if recipe.label is not None else [])]
+        if opts.output_key in self.added[1:]:  # the labeller's outputs would overwrite the generator's
+            raise ConfigError(
+                f"[run] output_key = {opts.output_key!r} is also where a two-stage run writes "
+                f"{'the generator outputs' if opts.output_key == GENERATOR_KEY else 'what it feeds the labeller'}: "
+                "choose another output_key"
+            )
         self.data: InputData = read_input(opts.input, opts.limit)
         self._check_keys()
         self.out = JsonlLog(opts.journal)
@@ -149,11 +159,15 @@ class _Job:
     def _check_keys(self) -> None:
         for i, row in enumerate(self.data.rows):
             clash = next((k for k in self.added if k in row), None)
-            if clash is not None:
-                raise InputError(
-                    f"{self.data.locate(i)}: the row already has a key {clash!r}, which fnlabel writes; "
-                    "set output_key in [run] to another name (or rename the column)"
-                )
+            if clash is None:
+                continue
+            if clash == self.opts.output_key:
+                fix = "set output_key in [run] to another name (or rename the column)"
+            elif clash == GENERATOR_KEY:
+                fix = "it holds the generator's outputs in a two-stage run: rename the column"
+            else:
+                fix = "it is the generator's outputs fed to the labeller ([label.inputs]): rename the column"
+            raise InputError(f"{self.data.locate(i)}: the row already has a key {clash!r}, which fnlabel writes; {fix}")
 
     def _strip(self, record: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in record.items() if k not in self.added}
@@ -185,6 +199,25 @@ class _Job:
                     "the output was written from another input; pass another --output, or delete "
                     f"{self.opts.journal} (and {self.opts.failures_path}) to start over"
                 )
+            self._check_generations(i, json.loads(found[i]))
+
+    def _check_generations(self, i: int, record: dict[str, Any]) -> None:
+        """Refuse to resume an output written with another number of generations per row (it would mix them)."""
+        label = self.recipe.label
+        first = GENERATOR_KEY if label is not None else self.opts.output_key
+        stages = [(first, self.opts.num_generations, "--num-generations {n} (or [run] num_generations = {n})")]
+        if label is not None:
+            stages.append((self.opts.output_key, label.num_generations, "[label] num_generations = {n}"))
+        for key, asked, setting in stages:
+            have = record.get(key)
+            if not isinstance(have, list) or len(have) == asked or (key != first and not have):
+                continue  # (a row that was not labelled has no labeller outputs)
+            n = len(have)
+            raise InputError(
+                f"{self.opts.journal} line {i + 1} holds {n} generation{'s' if n != 1 else ''} in {key!r}, but "
+                f"this run asks for {asked}: rerun with {setting.format(n=n)} to complete this output, or pass "
+                "another --output (the per-sample cache keeps the generations already made)"
+            )
 
     def get_llm(self) -> Any:
         if self.llm is None:
@@ -214,8 +247,13 @@ class _Job:
             failures = list(res.failures)
         except Exception as exc:  # a whole call failed: its rows are recorded, the run goes on
             batch_error = f"{type(exc).__name__}: {exc}"
-            name = getattr(llm, "model_name", None) or "unknown"
-            objs = [{**row, key: _empty(name, k)} for row in inputs]
+            if self.recipe.label is not None:  # the shape of a row the generator failed: not labelled
+                name = getattr(getattr(llm, "generator", llm), "model_name", None) or "unknown"
+                objs = [{**row, **{f: [] for f in self.feed}, key: [], GENERATOR_KEY: _empty(name, k)}
+                        for row in inputs]
+            else:
+                name = getattr(llm, "model_name", None) or "unknown"
+                objs = [{**row, key: _empty(name, k)} for row in inputs]
             failures = [RowFailure(j, None, "backend", batch_error) for j in range(len(rows))]
             gens = 0
         records = [
@@ -244,18 +282,39 @@ class _Job:
         concurrency = max_concurrency(self.get_llm())  # built once, here, before any worker thread
         window = 1 if concurrency <= 1 else -(-concurrency // self.opts.batch_size) + 1
         workers = ThreadPoolExecutor(window, thread_name_prefix="fnlabel-batch")
+        submitted: list[Any] = []
+
+        def submit(batch: list[int]) -> tuple[list[int], Any]:
+            submitted.append(workers.submit(self.run_batch, batch))
+            return batch, submitted[-1]
+
         try:
             queued = iter(batches)
-            pending = deque((b, workers.submit(self.run_batch, b)) for b in islice(queued, window))
+            pending = deque(submit(b) for b in islice(queued, window))
             while pending:
                 current, future = pending.popleft()
                 result = future.result()
                 following = next(queued, None)
                 if following is not None:
-                    pending.append((following, workers.submit(self.run_batch, following)))
+                    pending.append(submit(following))
                 yield current, result
         finally:  # a stopped run (max failures, Ctrl-C) does not start another batch
             workers.shutdown(wait=False, cancel_futures=True)
+            if window == 1:  # see settle
+                self.ahead = [f for f in submitted if not f.done()]
+
+    def settle(self, log: Callable[[str], None] | None = None) -> None:
+        """Before :meth:`close`: wait for a batch a local model still computes ahead of a stopped run.
+
+        An HTTP backend's close() fails its calls in flight, so they need no wait; a local model
+        must not be freed under a running batch (llama.cpp crashes). A KeyboardInterrupt while
+        waiting propagates: the model is then not closed, and is left to the process's exit.
+        """
+        ahead = [f for f in getattr(self, "ahead", ()) if not f.done()]
+        if ahead:
+            if log is not None:
+                log("stopping: the batch in flight finishes first (Ctrl-C again to quit at once)")
+            wait(ahead)
 
     def close(self) -> None:
         close = getattr(self.llm, "close", None)
@@ -293,6 +352,12 @@ def run_recipe(
         >>> run_recipe(recipe, resolve_options(recipe, output=out, limit=3)).rows_done
         3
     """
+    with output_lock(opts.output):  # one run at a time writes an output (and its journal)
+        return _run(recipe, opts, progress, wrap_llm, log, cache)
+
+
+def _run(recipe: Any, opts: RunOptions, progress: Progress | None, wrap_llm: Callable[[Any], Any] | None,
+         log: Callable[[str], None] | None, cache: Any) -> Summary:
     started = time.monotonic()
     if getattr(recipe.run, "engine", "local") == "ray":  # the same run, with the LLM on Ray actors
         from fnlabel.ray_engine import RayJob
@@ -306,6 +371,8 @@ def run_recipe(
         todo = [r for r in todo if r < min(job.out.count, len(job.data.rows))]
     else:
         todo = list(range(job.out.count, len(job.data.rows)))
+    if not job.data.rows and not opts.journal.exists():
+        opts.journal.touch()  # an empty input gives an empty output, which a next step can read
     failed: set[int] = set()
     if progress is not None and todo:
         progress(0, len(todo), 0)
@@ -339,6 +406,7 @@ def run_recipe(
                 )
                 break
     finally:
+        job.settle(log)
         job.close()
         summary.failed_rows = len(failed)
         summary.rows_done = min(job.out.count, len(job.data.rows))
@@ -346,6 +414,8 @@ def run_recipe(
         summary.elapsed = time.monotonic() - started
     if opts.parquet and summary.left == 0 and summary.stopped is None:
         write_parquet(opts.journal, opts.output)
+    elif opts.parquet:  # the rows so far are in the JSONL journal; the Parquet file comes at the end
+        summary.output = opts.journal
     return summary
 
 

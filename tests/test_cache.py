@@ -28,6 +28,7 @@ from fnlabel.cache import (
     cache_for_run,
     cache_identity,
     default_cache_path,
+    entry_key,
     generation_seed,
 )
 from fnlabel.errors import BackendError, ConfigError
@@ -512,3 +513,16 @@ def test_cache_for_run_locations(tmp_path, monkeypatch):
     assert cache_for_run(out).path == out.with_name("data.jsonl.cache.sqlite")
     with pytest.raises(ConfigError, match="needs an output file"):
         cache_for_run("-", path=NEXT_TO_OUTPUT)
+
+
+def test_a_prompt_with_a_lone_surrogate_is_cached(tmp_path: Path) -> None:
+    # scraped text often holds half an emoji: JSON "\ud83d" alone decodes to a lone surrogate
+    key = entry_key("echo", "cut \ud83d emoji", "{}")
+    assert key != entry_key("echo", "cut \ud83e emoji", "{}") and len(key) == 16
+    assert entry_key("echo", "plain", "{}") == entry_key("echo", "plain", "{}")
+    store = SQLiteStore(tmp_path / "c.sqlite")
+    gen = cached(llm(tasks.text_generation(), echo()), store)
+    first = gen([{"input": "cut \ud83d emoji"}, {"input": "whole"}], 2)
+    assert first[0][0]["raw_output"].endswith("cut \ud83d emoji")  # returned, though SQLite cannot hold it
+    assert store.count() == 2  # the other row's generations are cached
+    assert gen([{"input": "cut \ud83d emoji"}, {"input": "whole"}], 2) == first

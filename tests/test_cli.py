@@ -413,3 +413,147 @@ def test_failure_records_of_a_batch_that_never_landed_are_dropped(tmp_path: Path
     [failure] = read_jsonl(tmp_path / "out.jsonl.failures.jsonl")
     assert failure["row"] == 0 and failure["error"] == "missing key(s) ['input']"
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 2
+
+
+def test_resuming_with_another_num_generations_is_refused_not_mixed(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(4))
+    recipe = echo_recipe(tmp_path, run="batch_size = 2")
+    assert fnlabel("run", str(recipe), "--limit", "2").returncode == 0
+    before = (tmp_path / "out.jsonl").read_text()
+    for extra in ([], ["--retry-failed"]):
+        res = fnlabel("run", str(recipe), "--num-generations", "3", *extra)
+        assert res.returncode == 2, res.stderr
+        assert "out.jsonl line 1 holds 1 generation in 'outputs', but this run asks for 3" in res.stderr
+        assert "rerun with --num-generations 1" in res.stderr and "Traceback" not in res.stderr
+        assert (tmp_path / "out.jsonl").read_text() == before
+    res = fnlabel("run", str(recipe), "--num-generations", "1")
+    assert res.returncode == 0, res.stderr
+    _check_rows(read_jsonl(tmp_path / "out.jsonl"), questions(4), 1)
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_an_output_that_cannot_be_written_exits_2_naming_it(tmp_path: Path, where: str) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(2))
+    out = tmp_path / "in.jsonl" / "out.jsonl" if where == "under a file" else tmp_path / "folder.jsonl"
+    if where == "a folder":
+        out.mkdir()
+    res = fnlabel("run", str(echo_recipe(tmp_path)), "--output", str(out))
+    assert res.returncode == 2, res.stderr
+    assert f"{out}: cannot write the output there" in res.stderr and "pass another --output" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_an_empty_input_writes_an_empty_output(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text("\n\n")  # blank lines only: no rows
+    res = fnlabel("run", str(echo_recipe(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    assert "nothing to do: the input has no rows" in res.stderr
+    assert (tmp_path / "out.jsonl").read_text() == ""  # a next step finds the (empty) output
+
+
+def test_a_parse_failure_hint_says_the_cache_returns_the_same_output(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "fine"}, {"input": "odd one"}])
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[task]\nkind = "picky"\n[backend]\nkind = "echo"\n'
+        f'[run]\ninput = "{(tmp_path / "in.jsonl").as_posix()}"\noutput = "{(tmp_path / "out.jsonl").as_posix()}"\n'
+    )
+    script = tmp_path / "cli.py"  # the CLI with the test-only task kind "picky" registered
+    script.write_text(
+        "import sys\nfrom fnlabel.tasks import TASKS\nfrom tests.recipe_helpers import picky\n"
+        "TASKS['picky'] = picky\nfrom fnlabel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), "run", str(recipe), *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    for args in ([], ["--retry-failed"]):
+        res = run(*args)
+        assert res.returncode == 0, res.stderr
+        assert "parse: ParseError: expected an even answer" in res.stderr
+        assert "a parse failure comes back from the cache: add --no-cache to sample it again" in res.stderr
+    res = run("--retry-failed", "--no-cache")
+    assert res.returncode == 0 and "comes back from the cache" not in res.stderr
+
+
+def test_an_unfinished_parquet_run_names_the_file_that_holds_its_rows(tmp_path: Path) -> None:
+    inputs = questions(6)
+    inputs[3]["input"] = "boom"
+    write_jsonl(tmp_path / "in.jsonl", inputs)
+    recipe = echo_recipe(tmp_path, backend='fail_on = ["boom"]', run="batch_size = 2")
+    out = tmp_path / "out.parquet"
+    res = fnlabel("run", str(recipe), "--output", str(out), "--max-failures", "0")
+    assert res.returncode == 3, res.stderr
+    assert not out.exists()
+    assert f"4/6 rows in {out}.jsonl" in res.stderr and f"{out} is written when every row is done" in res.stderr
+    (tmp_path / "folder.parquet").mkdir()
+    res = fnlabel("run", str(recipe), "--output", str(tmp_path / "folder.parquet"))
+    assert res.returncode == 2, res.stderr
+    assert "folder.parquet: cannot write the output there" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_row_with_half_an_emoji_runs_with_the_cache_on_and_resumes(tmp_path: Path) -> None:
+    # JSON "\ud83d" alone (an emoji cut in two, common in scraped text) decodes to a lone surrogate
+    (tmp_path / "in.jsonl").write_text('{"input": "cut \\ud83d emoji"}\n{"input": "whole"}\n')
+    recipe = echo_recipe(tmp_path)
+    res = fnlabel("run", str(recipe))
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert rows[0]["input"] == "cut \ud83d emoji" and rows[0]["outputs"][0]["raw_output"].endswith("cut \ud83d emoji")
+    again = fnlabel("run", str(recipe))
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_an_output_that_is_the_input_file_is_refused(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(2))
+    before = (tmp_path / "in.jsonl").read_text()
+    res = fnlabel("run", str(echo_recipe(tmp_path)), "--output", str(tmp_path / "." / "in.jsonl"))
+    assert res.returncode == 2, res.stderr
+    assert "the output is the input file (" in res.stderr and "pass another --output" in res.stderr
+    assert (tmp_path / "in.jsonl").read_text() == before
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_path: Path) -> None:
+    inputs = questions(30)
+    write_jsonl(tmp_path / "in.jsonl", inputs)
+    recipe = echo_recipe(tmp_path, backend="latency = 0.1", run="batch_size = 2")
+    out = tmp_path / "out.jsonl"
+    first = popen("run", str(recipe), "--no-cache")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    second = fnlabel("run", str(recipe), "--no-cache")
+    assert second.returncode == 2, second.stderr
+    assert f"{out}: another fnlabel run is writing this output" in second.stderr
+    assert first.wait(timeout=60) == 0
+    _check_rows(read_jsonl(out), inputs, 1)  # not interleaved with a second writer's rows
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_llama_cpp_run_exits_130_without_crashing(tmp_path: Path) -> None:
+    # the batch computed ahead was freed under llama.cpp: Ctrl-C ended in SIGSEGV
+    write_jsonl(tmp_path / "in.jsonl", questions(12))
+    recipe = echo_recipe(tmp_path, run="batch_size = 1\nnum_generations = 2").read_text()
+    recipe = recipe.replace('kind = "echo"', 'kind = "llama-cpp"\nmodel = "smollm2"').replace("= 16", "= 48")
+    (tmp_path / "r.toml").write_text(recipe)
+    out = tmp_path / "out.jsonl"
+    for presses in (1, 2):  # once: the batch in flight ends first; twice: exit at once
+        proc = popen("run", str(tmp_path / "r.toml"), "--no-cache")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < presses):
+            time.sleep(0.05)
+        time.sleep(0.3)  # inside the next batch
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "interrupted; the output holds every finished batch" in err
+        assert [r["id"] for r in read_jsonl(out)] == list(range(len(read_jsonl(out))))
+        assert not (tmp_path / "out.jsonl.lock").exists()

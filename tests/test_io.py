@@ -135,3 +135,74 @@ def test_parquet_output_keeps_nested_outputs(tmp_path: Path) -> None:
     src.write_text("".join(to_json_line(r) for r in rows))
     write_parquet(src, tmp_path / "o.parquet")
     assert pq.read_table(tmp_path / "o.parquet").to_pylist() == rows
+
+
+def test_parquet_output_survives_columns_of_mixed_types(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "o.jsonl"
+    outputs = [{"model_name": "m", "raw_output": "x", "parsed_output": {"g": "x"}}]
+    rows = [
+        {"input": "a", "x": 1, "big": 2**70, "outputs": outputs},
+        {"input": "b", "x": "two", "big": 1, "outputs": outputs},
+        {"input": "c", "x": [3], "big": None, "outputs": outputs},
+    ]
+    src.write_text("".join(to_json_line(r) for r in rows))
+    write_parquet(src, tmp_path / "o.parquet")
+    got = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    # only the columns Arrow cannot hold in one type become JSON text; the others keep their types
+    assert [r["outputs"] for r in got] == [outputs] * 3
+    assert [r["input"] for r in got] == ["a", "b", "c"]
+    assert [r["x"] for r in got] == ["1", '"two"', "[3]"]
+    assert [r["big"] for r in got] == [str(2**70), "1", None]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("x.csv", "input,n\nhello,1\n"), ("x.jsonl", '{"input": "hello", "n": "1"}\n'),
+     ("x.json", '[{"input": "hello", "n": "1"}]')],
+)
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path, name: str, text: str) -> None:
+    p = tmp_path / name
+    p.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # as Excel's "CSV UTF-8" and some editors write
+    assert read_input(p).rows == [{"input": "hello", "n": "1"}]
+
+
+def test_csv_rows_after_blank_lines_are_located_on_their_own_line(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text('\ninput,n\na,1\n\n\nb,2\n"multi\nline",3\n\nc\n')
+    data = read_input(p)
+    assert data.rows == [{"input": "a", "n": "1"}, {"input": "b", "n": "2"}, {"input": "multi\nline", "n": "3"},
+                         {"input": "c", "n": None}]
+    assert data.where == ["line 3", "line 6", "line 7", "line 10"]
+    p.write_text("input\na\n\nb,extra\n")
+    with pytest.raises(InputError, match=r"x.csv line 4: more fields than the header"):
+        read_input(p)
+
+
+def test_a_lone_surrogate_is_written_as_an_escape_that_reads_back_the_same(tmp_path: Path) -> None:
+    row = {"input": "cut \ud83d emoji", "ok": "日本語 😀"}
+    line = to_json_line(row)
+    assert "\\ud83d" in line and line.encode("utf-8")  # an escape, so the line is valid UTF-8
+    log = JsonlLog(tmp_path / "o.jsonl")
+    log.append([line, to_json_line({"input": "plain é"})])
+    assert [json.loads(x) for x in log.lines()] == [row, {"input": "plain é"}]
+    assert "é" in (tmp_path / "o.jsonl").read_text(encoding="utf-8")  # other lines stay readable UTF-8
+
+    import pyarrow.parquet as pq
+
+    write_parquet(tmp_path / "o.jsonl", tmp_path / "o.parquet")  # Parquet text must be UTF-8: JSON text there
+    got = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert json.loads(got[0]["input"]) == row["input"] and got[0]["ok"] == row["ok"]
+
+
+def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:
+    import csv as csv_module
+
+    long = "word " * 40_000  # 200,000 characters: a document, more than csv's default 131,072
+    p = tmp_path / "x.csv"
+    with p.open("w", newline="", encoding="utf-8") as fh:
+        csv_module.writer(fh).writerows([["input", "n"], [long, 1], ["short", 2]])
+    limit = csv_module.field_size_limit()
+    assert read_input(p).rows == [{"input": long, "n": "1"}, {"input": "short", "n": "2"}]
+    assert csv_module.field_size_limit() == limit  # the process-wide setting is left as it was

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import tomllib
 from pathlib import Path
 
@@ -335,3 +336,140 @@ def test_backend_field_types_accept_what_they_should(monkeypatch: pytest.MonkeyP
     assert (b.dtype, b.device, b.timeout, b.extra_body, b.sizes) == ("float32", 0, 5.0, {"a": [1, {"b": "c"}]}, (1, 2))
     assert isinstance(b.timeout, float)
     assert loads_recipe(dump_recipe(recipe)) == recipe
+
+
+def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    recipe = loads_recipe(LABEL.replace('[backend]\nkind = "echo"\n', '[backend]\nkind = "echo"\nraise_on = ["poison"]\n')
+                          .replace("num_generations = 3", "num_generations = 3\nbatch_size = 1"))
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "poison"}, {"input": "three"}])
+    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    summary = run_recipe(recipe, opts)
+    assert summary.failed_rows == 1 and summary.rows_done == 3
+    good, failed, _ = read_jsonl(tmp_path / "out.jsonl")
+    assert list(failed) == list(good)  # same keys, same order: input, generations, outputs, generator_outputs
+    assert failed["generations"] == [] and failed["outputs"] == []  # not labelled, like a row the generator failed
+    assert [o["raw_output"] for o in failed["generator_outputs"]] == [None] * 3  # one per generation asked for
+    rerun = run_recipe(recipe, opts)  # the failed row is recognised as its input row on resume
+    assert rerun.rows_run == 0 and rerun.rows_done == 3
+
+
+def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fnlabel.errors import InputError
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "three"}])
+    paths = {"input": str(tmp_path / "in.jsonl"), "output": str(tmp_path / "out.jsonl")}
+    recipe = loads_recipe(LABEL)
+    run_recipe(recipe, resolve_options(recipe, limit=1, **paths))
+    with pytest.raises(InputError, match="line 1 holds 3 generations in 'generator_outputs', but this run asks "
+                                         "for 2: rerun with --num-generations 3"):
+        run_recipe(recipe, resolve_options(recipe, num_generations=2, **paths))
+    relabel = loads_recipe(LABEL.replace("[label]\nnum_generations = 1", "[label]\nnum_generations = 2"))
+    with pytest.raises(InputError, match=r"holds 1 generation in 'outputs', but this run asks for 2: rerun with "
+                                         r"\[label\] num_generations = 1"):
+        run_recipe(relabel, resolve_options(relabel, **paths))
+    assert run_recipe(recipe, resolve_options(recipe, **paths)).rows_done == 2
+
+
+def test_an_input_column_the_labeller_is_fed_names_the_right_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fnlabel.errors import InputError
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    recipe = loads_recipe(LABEL)
+    for column in ("generations", "generator_outputs"):
+        write_jsonl(tmp_path / "in.jsonl", [{"input": "a"}, {"input": "b", column: ["x"]}])
+        opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+        with pytest.raises(InputError) as info:
+            run_recipe(recipe, opts)
+        msg = str(info.value)
+        assert f"in.jsonl line 2: the row already has a key {column!r}" in msg
+        assert "rename the column" in msg and "output_key" not in msg  # output_key would not help
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "a", "outputs": 1}])
+    with pytest.raises(InputError, match="set output_key in \\[run\\] to another name"):
+        run_recipe(recipe, resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "o.jsonl")))
+
+
+@pytest.mark.parametrize("key", ["generations", "generator_outputs"])
+def test_a_two_stage_output_key_that_would_overwrite_the_generations_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    from fnlabel.errors import ConfigError
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    recipe = loads_recipe(LABEL.replace("[run]\n", f"[run]\noutput_key = {key!r}\n"))
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "a"}])
+    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    with pytest.raises(ConfigError, match=f"output_key = '{key}' is also where a two-stage run writes"):
+        run_recipe(recipe, opts)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_dump_writes_toml_dates_and_times_back() -> None:
+    recipe = loads_recipe(
+        '[task]\nkind = "text-generation"\n[backend]\nkind = "openai"\nmodel = "m"\n'
+        "extra_body = {day = 1979-05-27, at = 07:32:00.5, local = 1979-05-27T07:32:00, utc = 1979-05-27T07:32:00Z,"
+        " offset = 1979-05-27T00:32:00-07:00}\n"
+    )
+    assert loads_recipe(dump_recipe(recipe)) == recipe
+
+
+def test_dump_never_writes_a_literal_secret_inside_a_table() -> None:
+    recipe = loads_recipe(
+        '[task]\nkind = "text-generation"\n[backend]\nkind = "vllm"\n'
+        'engine_kwargs = {hf_token = "hf_LITERAL", max_num_seqs = 4}\n'
+        '[label]\n[label.task]\nkind = "text-generation"\n[label.backend]\nkind = "openai"\nmodel = "m"\n'
+        'extra_body = {api_key = "sk-LITERAL", nested = {token = "tok-LITERAL", keep = 1}}\n'
+    )
+    text = dump_recipe(recipe)
+    assert "LITERAL" not in text
+    assert "max_num_seqs = 4" in text and "keep = 1" in text
+    assert loads_recipe(text).label.backend.extra_body == {"nested": {"keep": 1}}
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE.encode("utf-8"))  # as some Windows editors save UTF-8
+    assert load_recipe(path) == loads_recipe(BASE)
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "message"),
+    [
+        ("run = 5\n", "", "run: expected a table, got 5"),
+        ("params = [1]\n", "", "params: expected a table, got [1]"),
+        ('label = "x"\n', "", "label: expected a table, got 'x'"),
+        ("", "[[pool]]\nparams = 3\n", "pool[0].params: expected a table, got 3"),
+        ("pool = [1]\n", "", "pool[0]: expected a table, got 1"),
+        ("", '[label]\nparams = "hot"\n[label.task]\nkind = "text-generation"\n[label.backend]\nkind = "echo"\n',
+         "label.params: expected a table, got 'hot'"),
+    ],
+)
+def test_a_value_where_a_table_belongs_says_so(head: str, tail: str, message: str) -> None:
+    with pytest.raises(RecipeError) as info:
+        loads_recipe(head + BASE + tail, "r.toml")
+    assert f"r.toml: {message}" in str(info.value)
+    assert "AttributeError" not in str(info.value) and "RunSpec" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        ('output = "out.csv"', "run: output 'out.csv' must end in .jsonl (or .parquet)"),
+        ('input = "data.txt"', "run: input 'data.txt' has an unknown format '.txt'; supported: .jsonl, .ndjson"),
+    ],
+)
+def test_run_paths_fnlabel_cannot_read_or_write_fail_at_load(run: str, message: str) -> None:
+    with pytest.raises(RecipeError, match=re.escape(f"r.toml: {message}")):
+        loads_recipe(BASE + f"[run]\n{run}\n", "r.toml")
+    for fine in ('input = "hf:org/name:train"', 'input = "x.CSV"', 'output = "o.parquet"'):
+        loads_recipe(BASE + f"[run]\n{fine}\n")

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import fnlabel
 from fnlabel import GenerationParams, llm, pooled, tasks
 from fnlabel.backends import echo
@@ -179,3 +181,118 @@ def test_closing_a_backend_fails_calls_still_running_in_other_threads() -> None:
     assert not caller.is_alive(), "the call still waits on a closed backend"
     assert len(outcome) == 1 and isinstance(outcome[0], BackendError)
     assert "closed while this call was running" in str(outcome[0])
+
+
+def test_max_failures_resume_and_retry_failed_with_batches_in_flight(tmp_path: Path) -> None:
+    rows = questions(40)
+    for i in (5, 17, 18, 33):
+        rows[i]["input"] += " boom"
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    out, fails = tmp_path / "out.jsonl", tmp_path / "out.jsonl.failures.jsonl"
+    seen: list[Tracked] = []
+
+    def wrap(built: Any) -> Tracked:
+        seen.append(Tracked(built, 8))  # ceil(8 / 2) + 1 = 5 batches at once, finishing in any order
+        return seen[-1]
+
+    def run(fail_on: str, **overrides: Any) -> Any:
+        recipe = fnlabel.load_recipe(echo_recipe(tmp_path, backend=f'fail_on = ["{fail_on}"]', run="batch_size = 2"))
+        return run_recipe(recipe, resolve_options(recipe, **overrides), wrap_llm=wrap)
+
+    stopped = run("boom", max_failures=1)  # the batch of row 17 makes it 2: later batches in flight are dropped
+    assert stopped.stopped and seen[-1].most > 1
+    assert [r["id"] for r in read_jsonl(out)] == list(range(18))
+    assert [f["row"] for f in read_jsonl(fails)] == [5, 17]
+
+    resumed = run("boom")
+    assert resumed.rows_run == 22 and resumed.stopped is None
+    done = read_jsonl(out)
+    assert [r["id"] for r in done] == list(range(40))
+    assert [f["row"] for f in read_jsonl(fails)] == [5, 17, 18, 33]
+
+    retried = run("number 17 ", retry_failed=True)
+    assert retried.rows_run == 4 and retried.failed_rows == 1
+    after = read_jsonl(out)
+    assert [r["id"] for r in after] == list(range(40))
+    assert [f["row"] for f in read_jsonl(fails)] == [17]
+    assert [i for i, r in enumerate(after) if r["outputs"][0]["raw_output"] is None] == [17]
+    assert [r for i, r in enumerate(after) if i not in (5, 17, 18, 33)] == \
+        [r for i, r in enumerate(done) if i not in (5, 17, 18, 33)]
+
+
+class Closing(Tracked):
+    """A local model (no max_concurrency): records a close() that lands while a call is still inside it."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner, None)
+        self.closed_mid_call: bool | None = None
+
+    def run(self, inputs: list[dict], k: int = 1) -> Any:
+        with self.lock:
+            self.running += 1
+        try:
+            if any("slow" in r["input"] for r in inputs):
+                time.sleep(0.5)
+            return self.inner.run(inputs, k)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed_mid_call = self.running > 0
+
+
+def test_a_local_model_is_not_closed_under_the_batch_computed_ahead(tmp_path: Path) -> None:
+    # closing llama.cpp under the batch computed one ahead crashed the process (SIGSEGV on Ctrl-C)
+    rows = questions(6)
+    rows[0]["input"] += " boom"
+    rows[2]["input"] += " slow"
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    recipe = fnlabel.load_recipe(echo_recipe(tmp_path, backend='fail_on = ["boom"]', run="batch_size = 2"))
+    seen: list[Closing] = []
+
+    def wrap(built: Any) -> Closing:
+        seen.append(Closing(built))
+        return seen[-1]
+
+    summary = run_recipe(recipe, resolve_options(recipe, max_failures=0), wrap_llm=wrap)
+    assert summary.stopped and summary.rows_done == 2  # stopped after batch 0, batch 1 was running
+    assert seen[0].closed_mid_call is False
+
+
+def test_ctrl_c_while_a_local_model_computes_waits_for_it_before_closing(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    rows = questions(8)
+    rows[2]["input"] += " slow"  # batch 1 interrupts the run, then computes 0.5 s more
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    recipe = fnlabel.load_recipe(echo_recipe(tmp_path, run="batch_size = 2"))
+    seen: list[Closing] = []
+
+    class Interrupting(Closing):
+        def run(self, inputs: list[dict], k: int = 1) -> Any:
+            if not any("slow" in r["input"] for r in inputs):
+                return self.inner.run(inputs, k)
+            with self.lock:
+                self.running += 1
+            try:
+                time.sleep(0.2)  # batch 0 is written; the main thread waits for this one
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+                time.sleep(0.5)
+                return self.inner.run(inputs, k)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    def wrap(built: Any) -> Closing:
+        seen.append(Interrupting(built))
+        return seen[-1]
+
+    logged: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, resolve_options(recipe), wrap_llm=wrap, log=logged.append)
+    assert seen[0].closed_mid_call is False  # closed, once the batch was done
+    assert logged == ["stopping: the batch in flight finishes first (Ctrl-C again to quit at once)"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [0, 1]
