@@ -26,13 +26,15 @@ class ChainResult:
 
     ``label_rows[i]`` is the labeller's input for row i (None when it was not labelled);
     ``failures`` carry the stage in their ``stage`` field as ``"generate.<stage>"`` or
-    ``"label.<stage>"``.
+    ``"label.<stage>"``. ``label_error`` is the exception of a labeller call that raised as a
+    whole: the generations are kept, and every row it was to label has a ``label.backend`` failure.
     """
 
     generated: list[list[LLMOutput]]
     label_rows: list[dict[str, Any] | None]
     labelled: list[list[LLMOutput]]
     failures: tuple[RowFailure, ...]
+    label_error: Exception | None = None
 
 
 @attrs.frozen
@@ -82,16 +84,27 @@ class Chain:
             else:
                 label_rows.append({**row, **fed})
         todo = [i for i, r in enumerate(label_rows) if r is not None]
-        res = self.labeller.run([label_rows[i] for i in todo], self.label_generations) if todo else RunResult([])
         labelled: list[list[LLMOutput]] = [[] for _ in rows]
+        try:
+            res = self.labeller.run([label_rows[i] for i in todo], self.label_generations) if todo else RunResult([])
+        except Exception as exc:  # the generations are paid for: keep them, fail only the labels
+            error = f"{type(exc).__name__}: {exc}"
+            failures.extend(RowFailure(i, None, "label.backend", error) for i in todo)
+            return ChainResult(gen.outputs, label_rows, labelled, tuple(failures), exc)
         for j, i in enumerate(todo):
             labelled[i] = res.outputs[j]
         failures.extend(attrs.evolve(f, row=todo[f.row], stage=f"label.{f.stage}") for f in res.failures)
         return ChainResult(gen.outputs, label_rows, labelled, tuple(failures))
 
     def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
-        """The labeller's outputs for each input, and the failures of both stages."""
+        """The labeller's outputs for each input, and the failures of both stages.
+
+        A labeller that raises as a whole raises here too, as a single LLM would
+        (:meth:`run_stages` keeps the generations instead).
+        """
         res = self.run_stages(inputs, num_generations)
+        if res.label_error is not None:
+            raise res.label_error
         return RunResult(res.labelled, res.failures)
 
     def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> list[list[LLMOutput]]:

@@ -240,6 +240,8 @@ class _Job:
                     fed = res.label_rows[j] or {**row, **{f: [] for f in self.feed}}
                     objs.append({**fed, key: res.labelled[j], GENERATOR_KEY: res.generated[j]})
                 gens = _count(res.generated) + _count(res.labelled)
+                if res.label_error is not None:  # the generations are written; the labels are failures
+                    batch_error = f"labeller: {type(res.label_error).__name__}: {res.label_error}"
             else:
                 res = llm.run(inputs, k)
                 objs = [{**row, key: outs} for row, outs in zip(inputs, res.outputs)]

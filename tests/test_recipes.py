@@ -12,7 +12,7 @@ import pytest
 
 import fnlabel
 from fnlabel.backends import BACKENDS, EchoConfig
-from fnlabel.errors import RecipeError
+from fnlabel.errors import BackendError, RecipeError
 from fnlabel.recipes import LLMSpec, Recipe, dump_recipe, load_recipe, loads_recipe
 from fnlabel.runner import resolve_options, run_recipe
 from fnlabel.tasks import TASKS
@@ -356,6 +356,35 @@ def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
     assert [o["raw_output"] for o in failed["generator_outputs"]] == [None] * 3  # one per generation asked for
     rerun = run_recipe(recipe, opts)  # the failed row is recognised as its input row on resume
     assert rerun.rows_run == 0 and rerun.rows_done == 3
+
+
+def test_a_labeller_that_raises_keeps_the_batch_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.recipe_helpers import rate_lengths
+
+    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    recipe = loads_recipe(LABEL.replace('model_name = "judge"', 'model_name = "judge"\nraise_on = ["poison"]')
+                          .replace("num_generations = 3", "num_generations = 3\nbatch_size = 1"))
+    write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "poison"}, {"input": "three"}])
+    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    summary = run_recipe(recipe, opts)
+    assert summary.failed_rows == 1 and summary.rows_done == 3
+    good, failed, _ = read_jsonl(tmp_path / "out.jsonl")
+    assert list(failed) == list(good)
+    assert failed["outputs"] == []  # not labelled...
+    raws = [o["raw_output"] for o in failed["generator_outputs"]]
+    assert len(raws) == 3 and all(r.endswith("poison") for r in raws)  # ...but its generations are kept
+    assert failed["generations"] == raws
+    [record] = read_jsonl(tmp_path / "out.jsonl.failures.jsonl")
+    assert (record["row"], record["stage"]) == (1, "label.backend") and "poison" in record["error"]
+
+    # the first batch's labeller failing as a whole still stops the run before writing anything
+    write_jsonl(tmp_path / "first.jsonl", [{"input": "poison"}, {"input": "three"}])
+    first = resolve_options(recipe, input=str(tmp_path / "first.jsonl"), output=str(tmp_path / "first-out.jsonl"))
+    with pytest.raises(BackendError, match="failed as a whole.*labeller: BackendError"):
+        run_recipe(recipe, first)
+    # and the Python API raises as a single LLM would
+    with pytest.raises(BackendError, match="poison"):
+        recipe.build().run([{"input": "poison"}], 3)
 
 
 def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(
