@@ -1,7 +1,7 @@
 """``in_process``: an LLM loaded and run in a child process.
 
-The parent never builds the model: it pickles a *spec* (a config or recipe
-record with a ``build()`` method, or a top-level zero-argument factory) and a
+The parent never builds the model: it pickles a *spec* (a record whose ``build()``
+returns an LLM: an :class:`LLMSpec` or a recipe; or a top-level zero-argument factory) and a
 ``spawn``-started child builds the LLM from it. Requests travel over a pipe,
 each tagged with a request id, so any number may be in flight and every
 Future gets its own answer.
@@ -244,7 +244,7 @@ class InProcess(FutureLLM):
             parent_conn.close()
             raise ConfigError(
                 f"{label}: could not start the child ({type(exc).__name__}: {exc}); the spec must be "
-                "picklable: a config/recipe record with build(), or a top-level function (not a lambda or closure)"
+                "picklable: an LLMSpec or recipe record, or a top-level function (not a lambda or closure)"
             ) from exc
         finally:
             child_conn.close()
@@ -367,8 +367,9 @@ def in_process(
     (its pending calls fail), so keep a reference while its Futures are pending.
 
     Args:
-        spec: picklable; a record with ``build() -> LLM`` (backend configs, recipes)
-            or a top-level zero-argument function returning an LLM.
+        spec: picklable; a record with ``build() -> LLM`` (an :class:`LLMSpec` wrapping a backend
+            config, or a recipe; a backend config alone builds only a backend) or a top-level
+            zero-argument function returning an LLM.
         start_method: multiprocessing start method; ``spawn`` is safe with CUDA, vLLM and threads.
         workers: requests the child runs concurrently (threads in the child).
         ready_timeout: seconds ``task`` / ``model_name`` wait for the child to load.
@@ -384,7 +385,7 @@ def in_process(
     """
     if not (callable(getattr(spec, "build", None)) or callable(spec)):
         raise ConfigError(
-            f"in_process needs a spec with build() (a config or recipe record) or a zero-argument "
+            f"in_process needs a spec with build() (an LLMSpec or recipe record) or a zero-argument "
             f"factory function, got {type(spec).__name__}"
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
