@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cache",
         metavar="PATH",
-        help="cache file (default: $XDG_CACHE_HOME/fnlabel/cache.sqlite; 'next-to-output': <output>.cache.sqlite)",
+        help="cache file (default: cache.sqlite in $FNLABEL_CACHE_DIR, else $XDG_CACHE_HOME/fnlabel, else "
+        "~/.cache/fnlabel; 'next-to-output': <output>.cache.sqlite)",
     )
     run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else RAY_ADDRESS or a new "
