@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "~/.cache/fnlabel; 'next-to-output': <output>.cache.sqlite)",
     )
     run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                     help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else RAY_ADDRESS or a new "
-                     "local instance; see docs/ray.md")
+                     help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else [run] address, else "
+                     "RAY_ADDRESS or a new local instance; see docs/ray.md")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     val = sub.add_parser("validate", help="check a recipe (and its prompt formatting fn) without loading a model")
