@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -314,13 +314,17 @@ def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *,
 
 
 def cache_for_run(
-    output_path: str | os.PathLike[str] | None, enabled: bool = True, path: str | None = None
+    output_path: str | os.PathLike[str] | None,
+    enabled: bool = True,
+    path: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> SQLiteStore | None:
     """The store ``fnlabel run`` uses: ``None`` when disabled (``--no-cache``).
 
     ``path`` is a file, :data:`NEXT_TO_OUTPUT` (``<output>.cache.sqlite``), or
     ``None`` for :func:`default_cache_path`; when the default cache folder cannot
-    be written, the file goes next to the output instead (with a warning).
+    be written, the file goes next to the output instead, with a warning passed to
+    ``warn`` (default: fnlabel's logger).
 
     Examples:
         >>> cache_for_run("out.jsonl", enabled=False) is None
@@ -343,5 +347,5 @@ def cache_for_run(
     except ConfigError as exc:
         if beside is None:
             raise
-        log.warning("%s; using %s instead", exc, beside)
+        (warn or log.warning)(f"{exc}; using {beside} instead")
         return SQLiteStore(beside)

@@ -108,11 +108,11 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def _cache_store(args: argparse.Namespace, opts: Any) -> Any:
+def _cache_store(args: argparse.Namespace, opts: Any, log: Any = None) -> Any:
     """The per-sample cache of this run: on by default, off with ``--no-cache``."""
     from fnlabel.cache import cache_for_run
 
-    return cache_for_run(opts.output, enabled=not args.no_cache, path=args.cache)
+    return cache_for_run(opts.output, enabled=not args.no_cache, path=args.cache, warn=log)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -145,7 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         summary = run_recipe(
-            recipe, opts, progress=progress, log=log, cache=_cache_store(args, opts)
+            recipe, opts, progress=progress, log=log, cache=_cache_store(args, opts, log)
         )
     except ConfigError as exc:  # raised while composing the LLM (e.g. a param the backend cannot honour)
         if isinstance(exc, RecipeError):
