@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from fnlabel.errors import ConfigError
+from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.llm import LLM, RowFailure, RunResult, as_rows, check_num_generations, max_concurrency
 from fnlabel.types import FormattedPrompt, Input, LLMOutput, Prompt
@@ -169,6 +169,7 @@ class Threaded(FutureLLM):
     num_threads: int
     _executor: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _closed: bool = attrs.field(default=False, init=False, repr=False)
 
     @property
     def task(self) -> Any:
@@ -187,6 +188,11 @@ class Threaded(FutureLLM):
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
+            if self._closed:
+                raise BackendError(
+                    f"threaded({self.num_threads}) of {type(self.llm).__name__} was closed; "
+                    "make a new threaded(...) to run more"
+                )
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="fnlabel-threaded")
             return self._executor
@@ -201,8 +207,19 @@ class Threaded(FutureLLM):
         return gather(futures, lambda results: merge_chunks(list(zip(offsets, results))))
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        """Let the chunks already submitted finish, then close the inner LLM; later calls fail. Idempotent.
+
+        The inner LLM is never closed under a running chunk (a local model freed mid-generation crashes).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            executor = self._executor
+        if executor is not None:
+            # from a Future callback on one of its own threads, waiting would join that thread itself
+            inside = threading.current_thread() in getattr(executor, "_threads", ())
+            executor.shutdown(wait=not inside)
         close = getattr(self.llm, "close", None)
         if close is not None:
             close()
