@@ -202,9 +202,13 @@ class CachedBackend:
             check(params)
 
     def close(self) -> None:
+        """Close the backend and the store's SQLite connections (the store reopens on next use)."""
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
+        close_store = getattr(self.store, "close", None)
+        if close_store is not None:
+            close_store()
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         k = params.num_generations
