@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import RowFailure, RunResult, check_num_generations, max_concurrency
+from fnlabel.llm import RowFailure, RunResult, as_rows, check_num_generations, max_concurrency
 from fnlabel.types import Input, LLMOutput
 
 __all__ = ["pooled", "Pooled", "split_generations"]
@@ -110,7 +110,7 @@ class Pooled:
     def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
         """Start every member with a share; a Future of the merged :class:`~fnlabel.llm.RunResult`."""
         k = check_num_generations(num_generations)
-        rows = list(inputs)
+        rows = list(as_rows(inputs))
         shares = split_generations(k, len(self.members))
         calls: list[tuple[int, int, int]] = []  # (member, first pooled generation, share)
         futures: list[Future[Any]] = []

@@ -44,7 +44,7 @@ import attrs
 from fnlabel._process_child import child_main
 from fnlabel.combinators import FutureLLM
 from fnlabel.errors import BackendError, ConfigError, InputError
-from fnlabel.llm import LLM, RunResult, check_num_generations, llm
+from fnlabel.llm import LLM, RunResult, as_rows, check_num_generations, llm
 from fnlabel.tasks.base import Task
 from fnlabel.types import GenerationParams, Input
 
@@ -304,8 +304,9 @@ class InProcess(FutureLLM):
     def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
         """Send a request to the child; a Future of :class:`~fnlabel.llm.RunResult`."""
         k = check_num_generations(num_generations)
+        rows = list(as_rows(inputs))
         try:
-            request = pickle.dumps((list(inputs), k))
+            request = pickle.dumps((rows, k))
         except Exception as exc:
             raise InputError(
                 f"{self._state.label}: the inputs must be picklable to reach the child "

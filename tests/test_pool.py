@@ -211,3 +211,12 @@ def test_real_llama_cpp_members_in_and_out_of_process():
 def test_pooled_is_exported():
     assert fnlabel.pooled is pooled and "pooled" in fnlabel.__all__
     assert isinstance(RowFailure(0, 0, "backend", "x"), RowFailure) and Prompt("", "x")
+
+
+def test_a_single_row_is_refused_not_split_into_its_keys():
+    pool = pooled([member("a"), member("b")])
+    with pytest.raises(fnlabel.InputError, match="list of dicts"):
+        pool({"input": "x"}, 2)
+    with pytest.raises(fnlabel.InputError, match="list of dicts"):
+        pool.submit("a question", 2)
+    assert len(pool(iter(INPUTS), 2)) == 2  # any other iterable of rows is fine

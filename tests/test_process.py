@@ -171,6 +171,11 @@ def test_bad_specs_and_inputs_are_refused_in_the_parent(echo_child):
         echo_child([{"input": threading.Lock()}])
     with pytest.raises(ConfigError, match="num_generations"):
         echo_child([{"input": "x"}], 0)
+    # one row instead of a list of rows: its keys (or a string's characters) must not become rows
+    with pytest.raises(InputError, match="list of dicts"):
+        echo_child.submit({"input": "x"})
+    with pytest.raises(InputError, match="list of dicts"):
+        echo_child("a question")
 
 
 def test_close_reaps_the_child_and_later_calls_fail():
