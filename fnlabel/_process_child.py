@@ -85,8 +85,9 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
             running[0] += 1
         try:
             try:
-                inputs, k = pickle.loads(request)
-                payload = pickle.dumps(("result", rid, llm.run(inputs, k)))  # fail here, not inside send
+                inputs, k, first = pickle.loads(request)
+                kw = {"first_generation": first} if first else {}  # a spec's LLM-like may not take it
+                payload = pickle.dumps(("result", rid, llm.run(inputs, k, **kw)))  # fail here, not inside send
             except BaseException as exc:  # noqa: BLE001 - every error goes back to its own Future
                 payload = pickle.dumps(("error", rid, portable_error(exc), traceback.format_exc()))
             with send_lock:

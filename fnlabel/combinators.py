@@ -20,7 +20,9 @@ import attrs
 
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
-from fnlabel.llm import LLM, RowFailure, RunResult, as_rows, check_num_generations, max_concurrency
+from fnlabel.llm import (
+    LLM, RowFailure, RunResult, as_rows, check_first_generation, check_num_generations, max_concurrency,
+)
 from fnlabel.types import FormattedPrompt, Input, LLMOutput, Prompt
 
 __all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threaded", "FutureLLM", "gather", "chunks"]
@@ -136,7 +138,9 @@ class FutureLLM:
 
     __slots__ = ()
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -150,9 +154,9 @@ class FutureLLM:
         """The same as calling the LLM."""
         return self(inputs, num_generations)
 
-    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:
         """Blocking form of :meth:`submit`."""
-        return self.submit(inputs, num_generations).result()
+        return self.submit(inputs, num_generations, first_generation=first_generation).result()
 
     def __enter__(self) -> Any:
         return self
@@ -197,12 +201,16 @@ class Threaded(FutureLLM):
                 self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="fnlabel-threaded")
             return self._executor
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
         check_num_generations(num_generations)
+        check_first_generation(first_generation)
         rows = list(as_rows(inputs))
         parts = chunks(rows, self.num_threads)
         pool = self._pool()
-        futures = [pool.submit(self.llm.run, chunk, num_generations) for _, chunk in parts]
+        kw = {"first_generation": first_generation} if first_generation else {}  # an LLM-like may not take it
+        futures = [pool.submit(self.llm.run, chunk, num_generations, **kw) for _, chunk in parts]
         offsets = [offset for offset, _ in parts]
         return gather(futures, lambda results: merge_chunks(list(zip(offsets, results))))
 

@@ -44,7 +44,7 @@ import attrs
 from fnlabel._process_child import child_main
 from fnlabel.combinators import FutureLLM
 from fnlabel.errors import BackendError, ConfigError, InputError
-from fnlabel.llm import LLM, RunResult, as_rows, check_num_generations, llm
+from fnlabel.llm import LLM, RunResult, as_rows, check_first_generation, check_num_generations, llm
 from fnlabel.tasks.base import Task
 from fnlabel.types import GenerationParams, Input
 
@@ -301,12 +301,15 @@ class InProcess(FutureLLM):
         self.wait_ready()
         return self._state.info["max_concurrency"]  # type: ignore[index]
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
         """Send a request to the child; a Future of :class:`~fnlabel.llm.RunResult`."""
         k = check_num_generations(num_generations)
+        first = check_first_generation(first_generation)
         rows = list(as_rows(inputs))
         try:
-            request = pickle.dumps((rows, k))
+            request = pickle.dumps((rows, k, first))
         except Exception as exc:
             raise InputError(
                 f"{self._state.label}: the inputs must be picklable to reach the child "

@@ -220,3 +220,47 @@ def test_a_single_row_is_refused_not_split_into_its_keys():
     with pytest.raises(fnlabel.InputError, match="list of dicts"):
         pool.submit("a question", 2)
     assert len(pool(iter(INPUTS), 2)) == 2  # any other iterable of rows is fine
+
+
+# ---- members that share a model: each makes its own generation indices ----
+
+
+def _texts(rows):
+    return [[o["raw_output"] for o in row] for row in rows]
+
+
+def test_seeded_members_sharing_a_model_do_not_repeat_each_other():
+    # two replicas of one model with the recipe's seed: each used to sample with the same seeds
+    params = fnlabel.GenerationParams(seed=7)
+    pool = pooled([fnlabel.llm(TASK, helpers.SeedSampler(), params) for _ in range(2)])
+    got = _texts(pool(INPUTS, 5))
+    assert all(len(set(row)) == 5 for row in got), got
+    assert _texts(pool(INPUTS, 5)) == got  # and a rerun reproduces them
+    single = _texts(fnlabel.llm(TASK, helpers.SeedSampler(), params)(INPUTS, 5))
+    assert [row[:3] for row in got] == [row[:3] for row in single]  # member 0 makes generations 0..2
+    assert [row[3] for row in got] == [row[3] for row in single]  # member 1's first is generation 3
+
+
+def test_cached_members_sharing_a_model_do_not_share_entries(tmp_path):
+    calls = []
+
+    class Counting(helpers.SeedSampler):
+        def __call__(self, prompts, params):
+            calls.append(len(prompts) * params.num_generations)
+            return super().__call__(prompts, params)
+
+    pool = fnlabel.cached(pooled([fnlabel.llm(TASK, Counting()) for _ in range(2)]), tmp_path / "c.sqlite")
+    got = _texts(pool(INPUTS, 4))
+    assert all(len(set(row)) == 4 for row in got), got  # unseeded samples: member 1 read member 0's entries
+    assert sum(calls) == 8
+    assert _texts(pool(INPUTS, 4)) == got and sum(calls) == 8  # a rerun is served from the cache
+    single = fnlabel.cached(fnlabel.llm(TASK, Counting()), tmp_path / "c.sqlite")
+    assert _texts(single(INPUTS, 4)) == got and sum(calls) == 8  # the pool's generations are generations 0..3
+
+
+@pytest.mark.timeout(120)
+def test_in_process_replicas_with_a_seed_make_distinct_generations():
+    with pooled([in_process(helpers.seeded_sampler_llm) for _ in range(2)]) as pool:
+        got = _texts(pool(INPUTS, 4))
+    assert all(len(set(row)) == 4 for row in got), got
+    assert [row[:3] for row in got] == [row[:3] for row in _texts(helpers.seeded_sampler_llm()(INPUTS, 3))]
