@@ -198,11 +198,18 @@ class Pooled:
     generate = __call__
 
     def close(self) -> None:
-        """Close every member that can be closed."""
+        """Close every member that can be closed (all of them, even when one raises; then that error is raised)."""
+        error: BaseException | None = None
         for member in self.members:
             close = getattr(member, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except BaseException as exc:  # the other members' children and clients must still be released
+                    log.error("pooled: closing member %s failed: %s: %s", member, type(exc).__name__, exc)
+                    error = error or exc
+        if error is not None:
+            raise error
 
     def __enter__(self) -> Pooled:
         return self

@@ -264,3 +264,26 @@ def test_in_process_replicas_with_a_seed_make_distinct_generations():
         got = _texts(pool(INPUTS, 4))
     assert all(len(set(row)) == 4 for row in got), got
     assert [row[:3] for row in got] == [row[:3] for row in _texts(helpers.seeded_sampler_llm()(INPUTS, 3))]
+
+
+def test_close_closes_every_member_even_when_one_fails():
+    closed = []
+
+    class Closing:
+        model_name = "closing"
+
+        def __init__(self, fail):
+            self.fail = fail
+
+        def __call__(self, prompts, params):
+            return echo()(prompts, params)
+
+        def close(self):
+            closed.append(self.fail)
+            if self.fail:
+                raise RuntimeError("client already gone")
+
+    pool = pooled([fnlabel.llm(TASK, Closing(True)), fnlabel.llm(TASK, Closing(False))])
+    with pytest.raises(RuntimeError, match="already gone"):
+        pool.close()
+    assert closed == [True, False]  # the second member (an in_process child, say) is still released
