@@ -117,3 +117,24 @@ class SeedSampler:
 
 def seeded_sampler_llm() -> fnlabel.LLM:
     return fnlabel.llm(TASK, SeedSampler(), GenerationParams(seed=7))
+
+
+def _refuse_to_load():
+    raise RuntimeError("this parsed value cannot be rebuilt in the parent")
+
+
+class ParentCannotLoad:
+    """A parsed value that pickles in the child but raises when the parent unpickles it."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def _parse_to_unloadable(text):
+    return ParentCannotLoad() if "poison" in text else {"generations": text}
+
+
+def unloadable_result_llm() -> fnlabel.LLM:
+    import attrs
+
+    return fnlabel.llm(attrs.evolve(TASK, parse=_parse_to_unloadable), backends.echo(model_name="unloadable"))

@@ -255,3 +255,16 @@ def test_real_llama_cpp_model_in_a_child_matches_the_parent():
 
 def test_in_process_is_exported():
     assert fnlabel.in_process is in_process and "in_process" in fnlabel.__all__
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_the_parent_cannot_unpickle_fails_only_its_call():
+    # it used to kill the reader thread: that Future and every later one never completed
+    with in_process(helpers.unloadable_result_llm) as gen:
+        bad = gen([{"input": "poison"}])
+        with pytest.raises(BackendError, match="could not be unpickled in the parent.*rebuilt"):
+            bad.result(timeout=20)
+        good = gen([{"input": "fine"}]).result(timeout=20)
+        assert good[0][0]["parsed_output"] == {"generations": good[0][0]["raw_output"]}
+        pid = gen.pid
+    assert wait_gone(pid)
