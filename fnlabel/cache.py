@@ -320,7 +320,8 @@ def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *,
             backend = backend.backend
         return attrs.evolve(member, backend=CachedBackend(backend, st, batch_size))
 
-    return _map_inner(llm, wrap)
+    fix = "apply cached() to the LLM before wrapping it (for in_process, build the cached LLM in the spec)"
+    return _map_inner(llm, wrap, ("cache", fix))
 
 
 def cache_for_run(

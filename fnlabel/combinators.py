@@ -30,17 +30,23 @@ __all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threa
 T = TypeVar("T")
 
 
-def _map_inner(llm: Any, change: Callable[[LLM], LLM]) -> Any:
-    """Apply ``change`` to the plain LLM(s) inside ``llm`` and rebuild the wrappers."""
+_FORMAT_FIX = (
+    "change the prompt format of",
+    "apply it to the LLM before wrapping (for in_process, set it in the spec that builds the LLM)",
+)
+
+
+def _map_inner(llm: Any, change: Callable[[LLM], LLM], what: tuple[str, str] = _FORMAT_FIX) -> Any:
+    """Apply ``change`` to the plain LLM(s) inside ``llm`` and rebuild the wrappers.
+
+    ``what``: (the action, how to do it instead) for the error when some LLM inside cannot be reached.
+    """
     if isinstance(llm, LLM):
         return change(llm)
     inner = getattr(llm, "map_inner", None)
     if inner is None:
-        raise ConfigError(
-            f"cannot change the prompt format of {type(llm).__name__}: apply it to the LLM before wrapping "
-            "(for in_process, set it in the spec that builds the LLM)"
-        )
-    return inner(lambda member: _map_inner(member, change))
+        raise ConfigError(f"cannot {what[0]} {type(llm).__name__}: {what[1]}")
+    return inner(lambda member: _map_inner(member, change, what))
 
 
 def with_prompt_format(llm: T, fmt: str) -> T:

@@ -159,7 +159,7 @@ def test_pooled_can_be_threaded_and_nested():
     assert names(threaded(pool, 2)(INPUTS, 2).result(timeout=30)) == [["a", "b"]] * 2
 
 
-def test_plain_threaded_and_in_process_members_mix():
+def test_plain_threaded_and_in_process_members_mix(tmp_path):
     with in_process(helpers.echo_llm) as child:
         pool = pooled([member("plain"), threaded(member("threads"), 2), child])
         got = pool(INPUTS, 4)
@@ -168,6 +168,11 @@ def test_plain_threaded_and_in_process_members_mix():
         by_hand = [p + t + c for p, t, c in zip(member("plain")(INPUTS, 2), member("threads")(INPUTS, 1),
                                                  helpers.echo_llm()(INPUTS, 1))]
         assert raw(got) == raw(by_hand)
+        # what cannot reach into the child says what it is and how to do it instead
+        with pytest.raises(ConfigError, match="cannot cache InProcess: apply cached"):
+            fnlabel.cached(pool, tmp_path / "c.sqlite")
+        with pytest.raises(ConfigError, match="cannot change the prompt format of InProcess"):
+            with_prompt_format(pool, "chatml")
 
 
 def test_a_killed_in_process_member_loses_only_its_share():
