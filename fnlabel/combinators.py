@@ -223,18 +223,23 @@ class Threaded(FutureLLM):
     def close(self) -> None:
         """Let the chunks already submitted finish, then close the inner LLM; later calls fail. Idempotent.
 
-        The inner LLM is never closed under a running chunk (a local model freed mid-generation crashes).
+        The inner LLM is never closed under a running chunk (a local model freed mid-generation
+        crashes), except one that answers through Futures (``in_process``): its own ``close()``
+        drains its calls, within its ``close_timeout``, so it is closed first.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             executor = self._executor
+        close = getattr(self.llm, "close", None)
+        if close is not None and isinstance(self.llm, FutureLLM):
+            close()
+            close = None
         if executor is not None:
             # from a Future callback on one of its own threads, waiting would join that thread itself
             inside = threading.current_thread() in getattr(executor, "_threads", ())
             executor.shutdown(wait=not inside)
-        close = getattr(self.llm, "close", None)
         if close is not None:
             close()
 

@@ -292,3 +292,17 @@ def test_close_closes_every_member_even_when_one_fails():
     with pytest.raises(RuntimeError, match="already gone"):
         pool.close()
     assert closed == [True, False]  # the second member (an in_process child, say) is still released
+
+
+@pytest.mark.timeout(60)
+def test_threaded_in_process_close_keeps_the_child_close_timeout():
+    # threaded's close waits for its chunks; an in_process inside drains within its own close_timeout
+    child = in_process(helpers.slow_echo_llm, close_timeout=1.0)
+    gen = threaded(child, 2)
+    fut = gen(INPUTS)
+    started = time.monotonic()
+    gen.close()
+    assert time.monotonic() - started < 20  # not the 60 s the child's call takes
+    with pytest.raises(BackendError, match="closed"):
+        fut.result(timeout=10)
+    assert not child._state.process.is_alive()
