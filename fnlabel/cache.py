@@ -224,7 +224,8 @@ class CachedBackend:
         firsts: dict[bytes, int] = {}
         for j, key in enumerate(keys):
             firsts.setdefault(key, j)
-        have: dict[bytes, dict[int, RawGeneration]] = dict(self.store.get(list(firsts), first + k))  # type: ignore[arg-type]
+        stored = self.store.get(list(firsts), first + k)
+        have: dict[bytes, dict[int, RawGeneration]] = dict(stored)  # type: ignore[arg-type]
         hits = sum(1 for v in have.values() for i in v if i >= first)
         groups: dict[GenerationParams, list[tuple[bytes, list[int]]]] = {}
         asks: dict[tuple[int, int | None], GenerationParams] = {}

@@ -320,7 +320,9 @@ class LLM:
             outputs[i] = row_out
         return outputs
 
-    def _call_backend(self, prompts: list[FormattedPrompt], params: GenerationParams, first: int = 0) -> list[list[Any]]:
+    def _call_backend(
+        self, prompts: list[FormattedPrompt], params: GenerationParams, first: int = 0
+    ) -> list[list[Any]]:
         if not first:
             raw = self.backend(prompts, params)
         elif getattr(self.backend, "takes_first_generation", False):  # the cache: it keys and seeds by index

@@ -26,7 +26,9 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import RowFailure, RunResult, as_rows, check_first_generation, check_num_generations, max_concurrency
+from fnlabel.llm import (
+    RowFailure, RunResult, as_rows, check_first_generation, check_num_generations, max_concurrency,
+)
 from fnlabel.types import Input, LLMOutput
 
 __all__ = ["pooled", "Pooled", "split_generations"]
