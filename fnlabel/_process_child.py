@@ -85,10 +85,13 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
             running[0] += 1
         try:
             try:
-                inputs, k = pickle.loads(request)
-                payload = pickle.dumps(("result", rid, llm.run(inputs, k)))  # fail here, not inside send
+                inputs, k, first = pickle.loads(request)
+                kw = {"first_generation": first} if first else {}  # a spec's LLM-like may not take it
+                # pickled here, not inside send, and on its own: see fnlabel.process's protocol
+                payload = pickle.dumps(("result", rid, pickle.dumps(llm.run(inputs, k, **kw))))
             except BaseException as exc:  # noqa: BLE001 - every error goes back to its own Future
-                payload = pickle.dumps(("error", rid, portable_error(exc), traceback.format_exc()))
+                error = pickle.dumps(portable_error(exc))
+                payload = pickle.dumps(("error", rid, error, traceback.format_exc()))
             with send_lock:
                 conn.send_bytes(payload)
         except OSError:  # the parent is gone; nobody waits for this answer

@@ -33,7 +33,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -183,6 +183,8 @@ class CachedBackend:
     store: SQLiteStore
     batch_size: int | None = None
     identity: str = attrs.field(default=attrs.Factory(lambda s: cache_identity(s.backend), takes_self=True))
+    #: ``LLM.run(..., first_generation=f)`` asks for generation indices ``f..f+k-1`` (a pool member's share)
+    takes_first_generation: ClassVar[bool] = True
 
     @property
     def model_name(self) -> str | None:
@@ -202,25 +204,34 @@ class CachedBackend:
             check(params)
 
     def close(self) -> None:
+        """Close the backend and the store's SQLite connections (the store reopens on next use)."""
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
+        close_store = getattr(self.store, "close", None)
+        if close_store is not None:
+            close_store()
 
-    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+    def __call__(
+        self, prompts: Sequence[FormattedPrompt], params: GenerationParams, first_generation: int = 0
+    ) -> list[list[RawGeneration]]:
+        first = first_generation
         k = params.num_generations
+        wanted = range(first, first + k)
         pkey = params_key(params)
         keys = [entry_key(self.identity, p, pkey) for p in prompts]
         # one entry per distinct key: a prompt repeated in a call gets the same generations
-        first: dict[bytes, int] = {}
+        firsts: dict[bytes, int] = {}
         for j, key in enumerate(keys):
-            first.setdefault(key, j)
-        have: dict[bytes, dict[int, RawGeneration]] = dict(self.store.get(list(first), k))  # type: ignore[arg-type]
-        hits = sum(len(v) for v in have.values())
+            firsts.setdefault(key, j)
+        stored = self.store.get(list(firsts), first + k)
+        have: dict[bytes, dict[int, RawGeneration]] = dict(stored)  # type: ignore[arg-type]
+        hits = sum(1 for v in have.values() for i in v if i >= first)
         groups: dict[GenerationParams, list[tuple[bytes, list[int]]]] = {}
         asks: dict[tuple[int, int | None], GenerationParams] = {}
-        for key in first:
+        for key in firsts:
             got = have.setdefault(key, {})
-            missing = [i for i in range(k) if i not in got]
+            missing = [i for i in wanted if i not in got]
             if missing:
                 seed = generation_seed(params.seed, missing[0])
                 ask = asks.get((len(missing), seed))
@@ -233,7 +244,7 @@ class CachedBackend:
             step = self.batch_size or len(members)
             for start in range(0, len(members), step):
                 batch = members[start : start + step]
-                raw = self._generate([prompts[first[key]] for key, _ in batch], ask)
+                raw = self._generate([prompts[firsts[key]] for key, _ in batch], ask)
                 entries = []
                 for (key, missing), gens in zip(batch, raw):
                     for idx, text in zip(missing, gens):
@@ -243,7 +254,7 @@ class CachedBackend:
                 computed += len(batch) * ask.num_generations
                 self.store.put(entries, ident)  # committed now: a crash loses at most the call in flight
         self.store.tally(hits, computed)
-        return [[have[key][i] for i in range(k)] for key in keys]
+        return [[have[key][i] for i in wanted] for key in keys]
 
     def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         raw = self.backend(prompts, params)
@@ -310,7 +321,8 @@ def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *,
             backend = backend.backend
         return attrs.evolve(member, backend=CachedBackend(backend, st, batch_size))
 
-    return _map_inner(llm, wrap)
+    fix = "apply cached() to the LLM before wrapping it (for in_process, build the cached LLM in the spec)"
+    return _map_inner(llm, wrap, ("cache", fix))
 
 
 def cache_for_run(

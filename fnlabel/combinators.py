@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 
 import attrs
 
-from fnlabel.errors import ConfigError
+from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
-from fnlabel.llm import LLM, RowFailure, RunResult, as_rows, check_num_generations, max_concurrency
+from fnlabel.llm import (
+    LLM, RowFailure, RunResult, as_rows, check_first_generation, check_num_generations, max_concurrency,
+)
 from fnlabel.types import FormattedPrompt, Input, LLMOutput, Prompt
 
 __all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threaded", "FutureLLM", "gather", "chunks"]
@@ -28,17 +30,23 @@ __all__ = ["with_prompt_format", "with_prompt_formatting_fn", "threaded", "Threa
 T = TypeVar("T")
 
 
-def _map_inner(llm: Any, change: Callable[[LLM], LLM]) -> Any:
-    """Apply ``change`` to the plain LLM(s) inside ``llm`` and rebuild the wrappers."""
+_FORMAT_FIX = (
+    "change the prompt format of",
+    "apply it to the LLM before wrapping (for in_process, set it in the spec that builds the LLM)",
+)
+
+
+def _map_inner(llm: Any, change: Callable[[LLM], LLM], what: tuple[str, str] = _FORMAT_FIX) -> Any:
+    """Apply ``change`` to the plain LLM(s) inside ``llm`` and rebuild the wrappers.
+
+    ``what``: (the action, how to do it instead) for the error when some LLM inside cannot be reached.
+    """
     if isinstance(llm, LLM):
         return change(llm)
     inner = getattr(llm, "map_inner", None)
     if inner is None:
-        raise ConfigError(
-            f"cannot change the prompt format of {type(llm).__name__}: apply it to the LLM before wrapping "
-            "(for in_process, set it in the spec that builds the LLM)"
-        )
-    return inner(lambda member: _map_inner(member, change))
+        raise ConfigError(f"cannot {what[0]} {type(llm).__name__}: {what[1]}")
+    return inner(lambda member: _map_inner(member, change, what))
 
 
 def with_prompt_format(llm: T, fmt: str) -> T:
@@ -136,7 +144,9 @@ class FutureLLM:
 
     __slots__ = ()
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -150,9 +160,9 @@ class FutureLLM:
         """The same as calling the LLM."""
         return self(inputs, num_generations)
 
-    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:
         """Blocking form of :meth:`submit`."""
-        return self.submit(inputs, num_generations).result()
+        return self.submit(inputs, num_generations, first_generation=first_generation).result()
 
     def __enter__(self) -> Any:
         return self
@@ -169,6 +179,7 @@ class Threaded(FutureLLM):
     num_threads: int
     _executor: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _closed: bool = attrs.field(default=False, init=False, repr=False)
 
     @property
     def task(self) -> Any:
@@ -187,23 +198,48 @@ class Threaded(FutureLLM):
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
+            if self._closed:
+                raise BackendError(
+                    f"threaded({self.num_threads}) of {type(self.llm).__name__} was closed; "
+                    "make a new threaded(...) to run more"
+                )
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="fnlabel-threaded")
             return self._executor
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
         check_num_generations(num_generations)
+        check_first_generation(first_generation)
         rows = list(as_rows(inputs))
         parts = chunks(rows, self.num_threads)
         pool = self._pool()
-        futures = [pool.submit(self.llm.run, chunk, num_generations) for _, chunk in parts]
+        kw = {"first_generation": first_generation} if first_generation else {}  # an LLM-like may not take it
+        futures = [pool.submit(self.llm.run, chunk, num_generations, **kw) for _, chunk in parts]
         offsets = [offset for offset, _ in parts]
         return gather(futures, lambda results: merge_chunks(list(zip(offsets, results))))
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        """Let the chunks already submitted finish, then close the inner LLM; later calls fail. Idempotent.
+
+        The inner LLM is never closed under a running chunk (a local model freed mid-generation
+        crashes), except one that answers through Futures (``in_process``): its own ``close()``
+        drains its calls, within its ``close_timeout``, so it is closed first.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            executor = self._executor
         close = getattr(self.llm, "close", None)
+        if close is not None and isinstance(self.llm, FutureLLM):
+            close()
+            close = None
+        if executor is not None:
+            # from a Future callback on one of its own threads, waiting would join that thread itself
+            inside = threading.current_thread() in getattr(executor, "_threads", ())
+            executor.shutdown(wait=not inside)
         if close is not None:
             close()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from fnlabel import seeds
 from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.formats import FORMATS, check_format
 from fnlabel.tasks.base import Task
@@ -92,6 +93,12 @@ def max_concurrency(obj: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
+def check_first_generation(first: object) -> int:
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        raise ConfigError(f"first_generation must be an integer >= 0, got {first!r}")
+    return first
+
+
 def check_num_generations(k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"num_generations must be an integer >= 1, got {k!r}")
@@ -166,9 +173,13 @@ class LLM:
 
     generate = __call__
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
         """Run in a background thread; a Future of :class:`RunResult`."""
-        return shared_pool().submit(self.run, list(as_rows(inputs)), num_generations)
+        return shared_pool().submit(
+            self.run, list(as_rows(inputs)), num_generations, first_generation=first_generation
+        )
 
     def close(self) -> None:
         """Release the backend's resources (an HTTP backend's client and loop), if it holds any."""
@@ -186,9 +197,15 @@ class LLM:
         """The function that formats each prompt (resolved once per call, not once per row)."""
         return self.prompt_formatting_fn or FORMATS[self.effective_format]
 
-    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
-        """Like calling the LLM, but also return the failures of the call."""
+    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:
+        """Like calling the LLM, but also return the failures of the call.
+
+        ``first_generation`` (used by :func:`fnlabel.pooled`): the outputs are generations
+        ``first_generation..first_generation+num_generations-1`` of each row, seeded and
+        cached as such, so pool members that share a model do not repeat each other's.
+        """
         k = check_num_generations(num_generations)
+        first = check_first_generation(first_generation)
         params = self.params if k == self.params.num_generations else self.params.replace(num_generations=k)
         inputs = as_rows(inputs)
         # Each stage tries a fast path over all rows first (tight loops, no bookkeeping:
@@ -200,7 +217,7 @@ class LLM:
             prompts, rows, failures = self._prompts_each(inputs)
         else:
             rows, failures = range(len(inputs)), []
-        raw = self._call_backend(prompts, params) if prompts else []
+        raw = self._call_backend(prompts, params, first) if prompts else []
         outputs = None if failures else self._outputs_fast(prompts, raw, k)
         if outputs is None:
             outputs = self._outputs_each(len(inputs), rows, prompts, raw, k, failures)
@@ -303,8 +320,16 @@ class LLM:
             outputs[i] = row_out
         return outputs
 
-    def _call_backend(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[Any]]:
-        raw = self.backend(prompts, params)
+    def _call_backend(
+        self, prompts: list[FormattedPrompt], params: GenerationParams, first: int = 0
+    ) -> list[list[Any]]:
+        if not first:
+            raw = self.backend(prompts, params)
+        elif getattr(self.backend, "takes_first_generation", False):  # the cache: it keys and seeds by index
+            raw = self.backend(prompts, params, first_generation=first)
+        else:  # generation i of the call is generation first+i of the row: seed it as such
+            seed = None if params.seed is None else seeds.generation_seed(params.seed, first)
+            raw = self.backend(prompts, params if seed is None else params.replace(seed=seed))
         if not isinstance(raw, list) or len(raw) != len(prompts):
             got = len(raw) if isinstance(raw, list) else type(raw).__name__
             raise BackendError(

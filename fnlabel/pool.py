@@ -26,7 +26,9 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import RowFailure, RunResult, check_num_generations, max_concurrency
+from fnlabel.llm import (
+    RowFailure, RunResult, as_rows, check_first_generation, check_num_generations, max_concurrency,
+)
 from fnlabel.types import Input, LLMOutput
 
 __all__ = ["pooled", "Pooled", "split_generations"]
@@ -73,6 +75,18 @@ def _settle_all(futures: Sequence[Future[Any]], combine: Callable[[list[Any]], A
     return done
 
 
+def _submit(member: Any, rows: list[Input], share: int, first: int) -> Future[Any]:
+    """``member.submit`` for pooled generations ``first..first+share-1``."""
+    if not first:
+        return member.submit(rows, share)
+    try:
+        return member.submit(rows, share, first_generation=first)
+    except TypeError as exc:  # an LLM-like of the user's without first_generation=
+        if "first_generation" not in str(exc):
+            raise
+        return member.submit(rows, share)
+
+
 def _failed_future(exc: BaseException) -> Future[Any]:
     fut: Future[Any] = Future()
     fut.set_exception(exc)
@@ -107,10 +121,17 @@ class Pooled:
         """The pool with ``change`` applied to every member (used by with_prompt_format)."""
         return pooled([change(m) for m in self.members])
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
-        """Start every member with a share; a Future of the merged :class:`~fnlabel.llm.RunResult`."""
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
+        """Start every member with a share; a Future of the merged :class:`~fnlabel.llm.RunResult`.
+
+        Member ``j`` is asked for the generation indices of its share (``first_generation=``),
+        so members that share a model and seed (or a cache) make different generations.
+        """
         k = check_num_generations(num_generations)
-        rows = list(inputs)
+        start = check_first_generation(first_generation)
+        rows = list(as_rows(inputs))
         shares = split_generations(k, len(self.members))
         calls: list[tuple[int, int, int]] = []  # (member, first pooled generation, share)
         futures: list[Future[Any]] = []
@@ -118,7 +139,7 @@ class Pooled:
         for j, (member, share) in enumerate(zip(self.members, shares)):
             if share:
                 try:
-                    futures.append(member.submit(rows, share))
+                    futures.append(_submit(member, rows, share, start + offset))
                 except Exception as exc:  # a member that cannot even start loses only its share
                     futures.append(_failed_future(exc))
                 calls.append((j, offset, share))
@@ -168,9 +189,9 @@ class Pooled:
         except Exception:  # e.g. an in_process child that died before it loaded
             return f"member {j}"
 
-    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:
         """The merged outputs and failures (blocks)."""
-        return self.submit(inputs, num_generations).result()
+        return self.submit(inputs, num_generations, first_generation=first_generation).result()
 
     def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> list[list[LLMOutput]]:
         """``num_generations`` outputs per input, spread over the members (blocks)."""
@@ -179,11 +200,18 @@ class Pooled:
     generate = __call__
 
     def close(self) -> None:
-        """Close every member that can be closed."""
+        """Close every member that can be closed (all of them, even when one raises; then that error is raised)."""
+        error: BaseException | None = None
         for member in self.members:
             close = getattr(member, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except BaseException as exc:  # the other members' children and clients must still be released
+                    log.error("pooled: closing member %s failed: %s: %s", member, type(exc).__name__, exc)
+                    error = error or exc
+        if error is not None:
+            raise error
 
     def __enter__(self) -> Pooled:
         return self

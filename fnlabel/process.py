@@ -10,8 +10,9 @@ Protocol (all messages are picklable tuples):
 
 * parent -> child: ``("run", rid, pickled (inputs, k))`` and ``("stop", drain)``;
 * child -> parent: ``("ready", info)`` once the LLM is built, ``("failed", text)``
-  when building it raised, then ``("result", rid, RunResult)`` or
-  ``("error", rid, exception, traceback_text)`` per request.
+  when building it raised, then ``("result", rid, pickled RunResult)`` or
+  ``("error", rid, pickled exception, traceback_text)`` per request (pickled on
+  their own, so an answer the parent cannot unpickle fails only its Future).
 
 A daemon thread in the parent reads the answers and watches the child's
 process sentinel, so a child that dies (signal, segfault, out of memory,
@@ -44,7 +45,7 @@ import attrs
 from fnlabel._process_child import child_main
 from fnlabel.combinators import FutureLLM
 from fnlabel.errors import BackendError, ConfigError, InputError
-from fnlabel.llm import LLM, RunResult, check_num_generations, llm
+from fnlabel.llm import LLM, RunResult, as_rows, check_first_generation, check_num_generations, llm
 from fnlabel.tasks.base import Task
 from fnlabel.types import GenerationParams, Input
 
@@ -153,6 +154,13 @@ def _reader(state: _State) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             break
+        except Exception as exc:  # e.g. the ready info's task cannot be rebuilt here: fail, never hang
+            state.fail_all(BackendError(
+                f"{state.label}: a message from the child could not be read in the parent "
+                f"({type(exc).__name__}: {exc}); the child is stopped"
+            ))
+            state.outbox.put(("stop", False))
+            continue
         kind = msg[0]
         if kind == "ready":
             state.info = msg[1]
@@ -164,10 +172,19 @@ def _reader(state: _State) -> None:
                 fut = state.pending.pop(msg[1], None)
             if fut is None or fut.done():
                 continue
+            try:  # the answer travels as its own pickle, so one that cannot be rebuilt here fails only its call
+                value = pickle.loads(msg[2])
+            except Exception as exc:
+                fut.set_exception(BackendError(
+                    f"{state.label}: the child's {kind} for this call could not be unpickled in the parent "
+                    f"({type(exc).__name__}: {exc}); parsed outputs must be plain data (or of classes "
+                    "the parent can import and rebuild)"
+                ))
+                continue
             if kind == "result":
-                fut.set_result(msg[2])
+                fut.set_result(value)
             else:
-                exc = msg[2]
+                exc = value
                 if hasattr(exc, "add_note"):
                     exc.add_note(f"raised in the {state.label} child:\n{msg[3]}")
                 fut.set_exception(exc)
@@ -301,11 +318,15 @@ class InProcess(FutureLLM):
         self.wait_ready()
         return self._state.info["max_concurrency"]  # type: ignore[index]
 
-    def submit(self, inputs: Sequence[Input], num_generations: int = 1) -> Future[RunResult]:
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
         """Send a request to the child; a Future of :class:`~fnlabel.llm.RunResult`."""
         k = check_num_generations(num_generations)
+        first = check_first_generation(first_generation)
+        rows = list(as_rows(inputs))
         try:
-            request = pickle.dumps((list(inputs), k))
+            request = pickle.dumps((rows, k, first))
         except Exception as exc:
             raise InputError(
                 f"{self._state.label}: the inputs must be picklable to reach the child "

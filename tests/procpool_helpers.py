@@ -101,3 +101,40 @@ llama_backend.model_name = "smollm2-llama-cpp"
 def llama_llm() -> fnlabel.LLM:
     """The embedded SmolLM2 model, greedy, ChatML prompts."""
     return fnlabel.llm(TASK, llama_backend, LLAMA_PARAMS, prompt_format="chatml")
+
+
+class SeedSampler:
+    """A sampling backend as the real ones seed it: generation i uses generation_seed(seed, i), else a random seed."""
+
+    model_name = "seed-sampler"
+    cache_identity = "seed-sampler-v1"
+
+    def __call__(self, prompts, params):
+        from fnlabel.seeds import generation_seeds
+
+        return [[f"sample {s}" for s in generation_seeds(params.seed, params.num_generations)] for _ in prompts]
+
+
+def seeded_sampler_llm() -> fnlabel.LLM:
+    return fnlabel.llm(TASK, SeedSampler(), GenerationParams(seed=7))
+
+
+def _refuse_to_load():
+    raise RuntimeError("this parsed value cannot be rebuilt in the parent")
+
+
+class ParentCannotLoad:
+    """A parsed value that pickles in the child but raises when the parent unpickles it."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def _parse_to_unloadable(text):
+    return ParentCannotLoad() if "poison" in text else {"generations": text}
+
+
+def unloadable_result_llm() -> fnlabel.LLM:
+    import attrs
+
+    return fnlabel.llm(attrs.evolve(TASK, parse=_parse_to_unloadable), backends.echo(model_name="unloadable"))

@@ -172,3 +172,38 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
     # the chatml string is what the chat template renders: both give the same greedy text
     assert from_string == gen([CHAT], GREEDY)
     gen.close()
+
+
+def test_close_while_a_call_runs_waits_for_it_instead_of_crashing():
+    # LLM.close() (or leaving `with`) while a submitted call still generates freed the model
+    # under it: the process died with SIGSEGV. Run in a subprocess so a crash fails the test only.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = textwrap.dedent(
+        """
+        import time
+        from fnlabel import GenerationParams, llm, tasks
+        from fnlabel.backends.llama_cpp import LlamaCppConfig
+        backend = LlamaCppConfig(n_ctx=512, n_threads=1).build()
+        gen = llm(tasks.text_generation(), backend, GenerationParams(max_new_tokens=48, temperature=0.0))
+        gen([{"input": "warm up"}])
+        fut = gen.submit([{"input": f"Tell a story number {i}."} for i in range(3)], 2)
+        time.sleep(0.3)
+        assert not fut.done()
+        gen.close()
+        assert fut.done()  # close() waited for the running call
+        res = fut.result()
+        assert len(res.outputs) == 3 and not res.failures
+        assert gen([{"input": "again"}])[0][0]["raw_output"]  # a later call loads the model again
+        gen.close()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.returncode, proc.stderr[-2000:])

@@ -526,3 +526,30 @@ def test_a_prompt_with_a_lone_surrogate_is_cached(tmp_path: Path) -> None:
     assert first[0][0]["raw_output"].endswith("cut \ud83d emoji")  # returned, though SQLite cannot hold it
     assert store.count() == 2  # the other row's generations are cached
     assert gen([{"input": "cut \ud83d emoji"}, {"input": "whole"}], 2) == first
+
+
+def _open_files(path: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_close_closes_the_cache_files_of_every_thread(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with cached(threaded(llm(tasks.text_generation(), echo()), 3), path) as gen:
+        assert len(gen(ROWS * 2, 2).result(timeout=30)) == 10
+        assert _open_files(path)
+    assert _open_files(path) == []  # close() left no SQLite connection (nor its -wal/-shm) open
+    plain = cached(llm(tasks.text_generation(), echo()), path)
+    first = plain(ROWS, 2)
+    plain.close()
+    assert _open_files(path) == []
+    assert plain(ROWS, 2) == first  # a closed store reopens on next use
+    plain.close()

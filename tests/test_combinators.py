@@ -280,3 +280,33 @@ def test_threaded_and_submit_refuse_a_single_row():
         threaded(llm(TASK, backends.echo()), 2)({"input": "x"})
     with pytest.raises(InputError, match="list of dicts"):
         llm(TASK, backends.echo()).submit({"input": "x"})
+
+
+@pytest.mark.timeout(20)
+def test_close_waits_for_running_chunks_before_closing_the_inner_llm():
+    # closing the backend under a running generation frees a local model mid-call (llama.cpp: SIGSEGV)
+    events = []
+
+    class Slow:
+        model_name = "slow"
+
+        def __call__(self, prompts, params):
+            events.append("start")
+            time.sleep(0.3)
+            events.append("end")
+            return [["out"] * params.num_generations for _ in prompts]
+
+        def close(self):
+            events.append("close")
+
+    gen = threaded(llm(TASK, Slow()), 2)
+    fut = gen(ROWS[:4])
+    while events.count("start") < 2:
+        time.sleep(0.01)
+    gen.close()
+    assert events == ["start", "start", "end", "end", "close"]
+    assert len(fut.result(timeout=5)) == 4  # what was submitted before close() is answered
+    gen.close()  # idempotent
+    assert events.count("close") == 1
+    with pytest.raises(BackendError, match="closed"):
+        gen(ROWS[:1])

@@ -374,3 +374,21 @@ def test_close_and_with_release_the_backend():
         assert backend.closed == 0
     assert backend.closed == 1
     llm(tasks.text_generation(), backends.echo()).close()  # a backend without close() is fine
+
+
+def test_first_generation_seeds_the_call_as_those_generations():
+    from fnlabel import GenerationParams
+    from fnlabel.errors import ConfigError
+    from fnlabel.seeds import generation_seed
+    from tests.procpool_helpers import SeedSampler
+
+    gen = llm(tasks.text_generation(), SeedSampler(), GenerationParams(seed=11))
+    rows = [{"input": "a"}, {"input": "b"}]
+    head = gen.run(rows, 3).outputs
+    tail = gen.run(rows, 2, first_generation=3).outputs
+    assert [len(r) for r in tail] == [2, 2]
+    assert tail[0][0]["raw_output"] == f"sample {generation_seed(11, 3)}"  # generation 3 of the row
+    assert not {o["raw_output"] for o in head[0]} & {o["raw_output"] for o in tail[0]}
+    assert gen.run(rows, 2, first_generation=0).outputs == [r[:2] for r in head]
+    with pytest.raises(ConfigError, match="first_generation"):
+        gen.run(rows, 2, first_generation=-1)

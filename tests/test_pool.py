@@ -159,7 +159,7 @@ def test_pooled_can_be_threaded_and_nested():
     assert names(threaded(pool, 2)(INPUTS, 2).result(timeout=30)) == [["a", "b"]] * 2
 
 
-def test_plain_threaded_and_in_process_members_mix():
+def test_plain_threaded_and_in_process_members_mix(tmp_path):
     with in_process(helpers.echo_llm) as child:
         pool = pooled([member("plain"), threaded(member("threads"), 2), child])
         got = pool(INPUTS, 4)
@@ -168,6 +168,11 @@ def test_plain_threaded_and_in_process_members_mix():
         by_hand = [p + t + c for p, t, c in zip(member("plain")(INPUTS, 2), member("threads")(INPUTS, 1),
                                                  helpers.echo_llm()(INPUTS, 1))]
         assert raw(got) == raw(by_hand)
+        # what cannot reach into the child says what it is and how to do it instead
+        with pytest.raises(ConfigError, match="cannot cache InProcess: apply cached"):
+            fnlabel.cached(pool, tmp_path / "c.sqlite")
+        with pytest.raises(ConfigError, match="cannot change the prompt format of InProcess"):
+            with_prompt_format(pool, "chatml")
 
 
 def test_a_killed_in_process_member_loses_only_its_share():
@@ -211,3 +216,93 @@ def test_real_llama_cpp_members_in_and_out_of_process():
 def test_pooled_is_exported():
     assert fnlabel.pooled is pooled and "pooled" in fnlabel.__all__
     assert isinstance(RowFailure(0, 0, "backend", "x"), RowFailure) and Prompt("", "x")
+
+
+def test_a_single_row_is_refused_not_split_into_its_keys():
+    pool = pooled([member("a"), member("b")])
+    with pytest.raises(fnlabel.InputError, match="list of dicts"):
+        pool({"input": "x"}, 2)
+    with pytest.raises(fnlabel.InputError, match="list of dicts"):
+        pool.submit("a question", 2)
+    assert len(pool(iter(INPUTS), 2)) == 2  # any other iterable of rows is fine
+
+
+# ---- members that share a model: each makes its own generation indices ----
+
+
+def _texts(rows):
+    return [[o["raw_output"] for o in row] for row in rows]
+
+
+def test_seeded_members_sharing_a_model_do_not_repeat_each_other():
+    # two replicas of one model with the recipe's seed: each used to sample with the same seeds
+    params = fnlabel.GenerationParams(seed=7)
+    pool = pooled([fnlabel.llm(TASK, helpers.SeedSampler(), params) for _ in range(2)])
+    got = _texts(pool(INPUTS, 5))
+    assert all(len(set(row)) == 5 for row in got), got
+    assert _texts(pool(INPUTS, 5)) == got  # and a rerun reproduces them
+    single = _texts(fnlabel.llm(TASK, helpers.SeedSampler(), params)(INPUTS, 5))
+    assert [row[:3] for row in got] == [row[:3] for row in single]  # member 0 makes generations 0..2
+    assert [row[3] for row in got] == [row[3] for row in single]  # member 1's first is generation 3
+
+
+def test_cached_members_sharing_a_model_do_not_share_entries(tmp_path):
+    calls = []
+
+    class Counting(helpers.SeedSampler):
+        def __call__(self, prompts, params):
+            calls.append(len(prompts) * params.num_generations)
+            return super().__call__(prompts, params)
+
+    pool = fnlabel.cached(pooled([fnlabel.llm(TASK, Counting()) for _ in range(2)]), tmp_path / "c.sqlite")
+    got = _texts(pool(INPUTS, 4))
+    assert all(len(set(row)) == 4 for row in got), got  # unseeded samples: member 1 read member 0's entries
+    assert sum(calls) == 8
+    assert _texts(pool(INPUTS, 4)) == got and sum(calls) == 8  # a rerun is served from the cache
+    single = fnlabel.cached(fnlabel.llm(TASK, Counting()), tmp_path / "c.sqlite")
+    assert _texts(single(INPUTS, 4)) == got and sum(calls) == 8  # the pool's generations are generations 0..3
+
+
+@pytest.mark.timeout(120)
+def test_in_process_replicas_with_a_seed_make_distinct_generations():
+    with pooled([in_process(helpers.seeded_sampler_llm) for _ in range(2)]) as pool:
+        got = _texts(pool(INPUTS, 4))
+    assert all(len(set(row)) == 4 for row in got), got
+    assert [row[:3] for row in got] == [row[:3] for row in _texts(helpers.seeded_sampler_llm()(INPUTS, 3))]
+
+
+def test_close_closes_every_member_even_when_one_fails():
+    closed = []
+
+    class Closing:
+        model_name = "closing"
+
+        def __init__(self, fail):
+            self.fail = fail
+
+        def __call__(self, prompts, params):
+            return echo()(prompts, params)
+
+        def close(self):
+            closed.append(self.fail)
+            if self.fail:
+                raise RuntimeError("client already gone")
+
+    pool = pooled([fnlabel.llm(TASK, Closing(True)), fnlabel.llm(TASK, Closing(False))])
+    with pytest.raises(RuntimeError, match="already gone"):
+        pool.close()
+    assert closed == [True, False]  # the second member (an in_process child, say) is still released
+
+
+@pytest.mark.timeout(60)
+def test_threaded_in_process_close_keeps_the_child_close_timeout():
+    # threaded's close waits for its chunks; an in_process inside drains within its own close_timeout
+    child = in_process(helpers.slow_echo_llm, close_timeout=1.0)
+    gen = threaded(child, 2)
+    fut = gen(INPUTS)
+    started = time.monotonic()
+    gen.close()
+    assert time.monotonic() - started < 20  # not the 60 s the child's call takes
+    with pytest.raises(BackendError, match="closed"):
+        fut.result(timeout=10)
+    assert not child._state.process.is_alive()

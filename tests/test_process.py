@@ -171,6 +171,11 @@ def test_bad_specs_and_inputs_are_refused_in_the_parent(echo_child):
         echo_child([{"input": threading.Lock()}])
     with pytest.raises(ConfigError, match="num_generations"):
         echo_child([{"input": "x"}], 0)
+    # one row instead of a list of rows: its keys (or a string's characters) must not become rows
+    with pytest.raises(InputError, match="list of dicts"):
+        echo_child.submit({"input": "x"})
+    with pytest.raises(InputError, match="list of dicts"):
+        echo_child("a question")
 
 
 def test_close_reaps_the_child_and_later_calls_fail():
@@ -250,3 +255,16 @@ def test_real_llama_cpp_model_in_a_child_matches_the_parent():
 
 def test_in_process_is_exported():
     assert fnlabel.in_process is in_process and "in_process" in fnlabel.__all__
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_the_parent_cannot_unpickle_fails_only_its_call():
+    # it used to kill the reader thread: that Future and every later one never completed
+    with in_process(helpers.unloadable_result_llm) as gen:
+        bad = gen([{"input": "poison"}])
+        with pytest.raises(BackendError, match="could not be unpickled in the parent.*rebuilt"):
+            bad.result(timeout=20)
+        good = gen([{"input": "fine"}]).result(timeout=20)
+        assert good[0][0]["parsed_output"] == {"generations": good[0][0]["raw_output"]}
+        pid = gen.pid
+    assert wait_gone(pid)

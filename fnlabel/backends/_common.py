@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -91,8 +92,27 @@ class ModelCache:
                     self._items[key] = item
         return item
 
-    def pop(self, key: Hashable) -> Any | None:
-        """Forget the model of ``key`` (the next call loads it again); return it, or None."""
+    def pop(self, key: Hashable, close: Callable[[Any], Any] | None = None) -> Any | None:
+        """Forget the model of ``key`` (the next call loads it again); return it, or None.
+
+        ``close(model)`` runs under the model's lock: a call still running in it finishes
+        first (freeing a native model under a running call crashes the process).
+        """
         with self._loading:
             item = self._items.pop(key, None)
-        return None if item is None else item[0]
+        if item is None:
+            return None
+        if close is not None:
+            with item[1]:
+                close(item[0])
+        return item[0]
+
+    @contextlib.contextmanager
+    def using(self, key: Hashable, load: Callable[[], Any]) -> Iterator[Any]:
+        """The model of ``key``, loaded if needed, held under its lock; never one closed by :meth:`pop`."""
+        while True:
+            item = self.get(key, load)
+            with item[1]:
+                if self._items.get(key) is item:  # not popped (and closed) while this call waited
+                    yield item[0]
+                    return

@@ -119,17 +119,14 @@ class LlamaCpp:
 
     def close(self) -> None:
         """Free the model; a later call loads it again."""
-        model = _MODELS.pop(self.config)
-        if model is not None:
-            model.close()
+        _MODELS.pop(self.config, close=lambda model: model.close())  # after a call still running in it
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         chats = [is_chat(p, j) for j, p in enumerate(prompts)]
-        model, lock = _MODELS.get(self.config, lambda: _load(self.config))
         kw = sampling_kwargs(self.config, params)
         n = params.num_generations
         out: list[list[RawGeneration]] = []
-        with lock:
+        with _MODELS.using(self.config, lambda: _load(self.config)) as model:
             for j, (prompt, chat) in enumerate(zip(prompts, chats)):
                 # greedy decoding ignores the seed: generate once, copy
                 seeds = generation_seeds(params.seed, 1 if params.temperature == 0 else n)
