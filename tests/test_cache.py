@@ -540,7 +540,6 @@ def _open_files(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_close_closes_the_cache_files_of_every_thread(tmp_path):
     path = tmp_path / "c.sqlite"
     with cached(threaded(llm(tasks.text_generation(), echo()), 3), path) as gen:

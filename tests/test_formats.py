@@ -87,12 +87,8 @@ OFFICIAL = {"zephyr": ZEPHYR_TEMPLATE, "notus": ZEPHYR_TEMPLATE, "llama2": LLAMA
 
 def render(template: str, messages: list[dict], **tokens: str) -> str:
     """Render a chat template with transformers' own renderer (its jinja settings and globals)."""
-    try:
-        from transformers.utils.chat_template_utils import render_jinja_template
-    except ImportError:  # same settings as transformers: trim_blocks, lstrip_blocks
-        jinja2 = pytest.importorskip("jinja2")
-        env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(template).render(messages=messages, add_generation_prompt=True, **tokens)
+    from transformers.utils.chat_template_utils import render_jinja_template  # tests/install.sh installs it
+
     rendered, _ = render_jinja_template([messages], chat_template=template, add_generation_prompt=True, **tokens)
     return rendered[0]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -68,7 +67,6 @@ def test_hf_without_the_extra_says_how_to_install() -> None:
     assert out.strip() == "InputError hf:org/name:test: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="needs the datasets extra")
 def test_hf_dataset_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
