@@ -161,20 +161,11 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
     # starts with it (the llama2 format's "<s>", a rendered chat template): here the embedded model's
     # folder with a tokenizer.json that adds BOS as Llama's does (its BOS is "<|im_start|>", which every
     # chatml prompt starts with)
-    from tokenizers import Tokenizer
-    from tokenizers.processors import TemplateProcessing
-
     from fnlabel.models import embedded_hf_folder
+    from tests.model_helpers import bos_adding_hf_folder
 
-    src = embedded_hf_folder()
-    for f in src.iterdir():
-        if f.name != "tokenizer.json":
-            (tmp_path / f.name).symlink_to(f)
-    fast = Tokenizer.from_file(str(src / "tokenizer.json"))
-    bos = ("<|im_start|>", fast.token_to_id("<|im_start|>"))
-    fast.post_processor = TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos])
-    fast.save(str(tmp_path / "tokenizer.json"))
-    gen = transformers(model=str(tmp_path), device="cpu", dtype="float32")
+    folder = bos_adding_hf_folder(embedded_hf_folder(), tmp_path)
+    gen = transformers(model=str(folder), device="cpu", dtype="float32")
     tok = gen.loaded().tokenizer
     assert tok("Hi")["input_ids"][0] == tok.bos_token_id, "this tokenizer adds BOS"
     text = fnlabel.format_prompt(fnlabel.Prompt("Be brief.", "Name a fruit."), "chatml")

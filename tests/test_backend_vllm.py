@@ -257,17 +257,9 @@ def bos_backend(tmp_path_factory):
     """
     from pathlib import Path
 
-    from tokenizers import Tokenizer
-    from tokenizers.processors import TemplateProcessing
+    from tests.model_helpers import bos_adding_hf_folder
 
-    src, folder = Path(CONFIG.model_path()), tmp_path_factory.mktemp("bos-hf")
-    for f in src.iterdir():
-        if f.name != "tokenizer.json":
-            (folder / f.name).symlink_to(f)
-    fast = Tokenizer.from_file(str(src / "tokenizer.json"))
-    bos = ("<|im_start|>", fast.token_to_id("<|im_start|>"))
-    fast.post_processor = TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos])
-    fast.save(str(folder / "tokenizer.json"))
+    folder = bos_adding_hf_folder(Path(CONFIG.model_path()), tmp_path_factory.mktemp("bos-hf"))
     generate = vllm(
         model=str(folder), dtype="float32", max_model_len=512, enforce_eager=True, seed=0,
         engine_kwargs={"kv_cache_memory_bytes": 2**28},
