@@ -99,23 +99,28 @@ def test_a_concurrent_llm_overlaps_batches_and_output_stays_in_order(tmp_path: P
     assert all(r["outputs"][0]["raw_output"].endswith(r["input"]) for r in out)
 
 
-def test_fnlabel_run_keeps_max_concurrency_requests_in_flight_across_batches(tmp_path: Path) -> None:
-    rows = questions(40)
-    write_jsonl(tmp_path / "in.jsonl", rows)
-    with FaultServer(latency=0.2) as srv:
-        recipe = fnlabel.load_recipe(write_recipe(tmp_path / "r.toml", f"""
+def _openai_recipe(tmp_path: Path, url: str, concurrency: int, run: str) -> Path:
+    """An OpenAI recipe against ``url`` reading ``tmp_path/in.jsonl``, writing ``tmp_path/out.jsonl``."""
+    return write_recipe(tmp_path / "r.toml", f"""
 [task]
 kind = "text-generation"
 [backend]
 kind = "openai"
 model = "fault-model"
-base_url = "{srv.url}"
-max_concurrency = 12
+base_url = "{url}"
+max_concurrency = {concurrency}
 [run]
 input = "{tmp_path / 'in.jsonl'}"
 output = "{tmp_path / 'out.jsonl'}"
-batch_size = 4
-"""))
+{run}
+""")
+
+
+def test_fnlabel_run_keeps_max_concurrency_requests_in_flight_across_batches(tmp_path: Path) -> None:
+    rows = questions(40)
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    with FaultServer(latency=0.2) as srv:
+        recipe = fnlabel.load_recipe(_openai_recipe(tmp_path, srv.url, 12, "batch_size = 4"))
         summary = run_recipe(recipe, resolve_options(recipe))
     assert summary.rows_done == 40 and summary.failed_rows == 0
     # 4 batches of 4 rows at once (16 requests) against a limit of 12: the server sees 12 at a time,
@@ -140,20 +145,7 @@ def _slow_except_first_batch(body: dict, _path: str) -> Fault:
 def test_a_run_stopped_with_batches_in_flight_exits_at_once(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", questions(20))
     with FaultServer(script=_slow_except_first_batch) as srv:
-        recipe = write_recipe(tmp_path / "r.toml", f"""
-[task]
-kind = "text-generation"
-[backend]
-kind = "openai"
-model = "fault-model"
-base_url = "{srv.url}"
-max_concurrency = 8
-[run]
-input = "{tmp_path / 'in.jsonl'}"
-output = "{tmp_path / 'out.jsonl'}"
-batch_size = 2
-max_failures = 0
-""")
+        recipe = _openai_recipe(tmp_path, srv.url, 8, "batch_size = 2\nmax_failures = 0")
         started = time.monotonic()
         res = fnlabel_cli("run", str(recipe), timeout=15)  # the slow answers would take 20 s
     assert res.returncode == 3, res.stderr
