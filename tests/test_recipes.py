@@ -6,6 +6,7 @@ import pickle
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -338,16 +339,23 @@ def test_backend_field_types_accept_what_they_should(monkeypatch: pytest.MonkeyP
     assert loads_recipe(dump_recipe(recipe)) == recipe
 
 
-def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _poisoned_two_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> tuple[Any, Any]:
+    """The LABEL recipe, batch 1, with ``raise_on = ["poison"]`` after the line ``stage`` (which
+    stage's backend raises), over rows "one two", "poison", "three"; the recipe and its run options."""
     from tests.recipe_helpers import rate_lengths
 
     monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
-    recipe = loads_recipe(LABEL.replace('[backend]\nkind = "echo"\n', '[backend]\nkind = "echo"\nraise_on = ["poison"]\n')
+    assert stage in LABEL
+    recipe = loads_recipe(LABEL.replace(stage, stage + 'raise_on = ["poison"]\n')
                           .replace("num_generations = 3", "num_generations = 3\nbatch_size = 1"))
     write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "poison"}, {"input": "three"}])
-    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    return recipe, resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+
+
+def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe, opts = _poisoned_two_stage(tmp_path, monkeypatch, '[backend]\nkind = "echo"\n')
     summary = run_recipe(recipe, opts)
     assert summary.failed_rows == 1 and summary.rows_done == 3
     good, failed, _ = read_jsonl(tmp_path / "out.jsonl")
@@ -359,13 +367,7 @@ def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
 
 
 def test_a_labeller_that_raises_keeps_the_batch_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.recipe_helpers import rate_lengths
-
-    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
-    recipe = loads_recipe(LABEL.replace('model_name = "judge"', 'model_name = "judge"\nraise_on = ["poison"]')
-                          .replace("num_generations = 3", "num_generations = 3\nbatch_size = 1"))
-    write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "poison"}, {"input": "three"}])
-    opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
+    recipe, opts = _poisoned_two_stage(tmp_path, monkeypatch, 'model_name = "judge"\n')
     summary = run_recipe(recipe, opts)
     assert summary.failed_rows == 1 and summary.rows_done == 3
     good, failed, _ = read_jsonl(tmp_path / "out.jsonl")
