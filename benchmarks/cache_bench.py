@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fnlabel import GenerationParams, cached, llm, tasks  # noqa: E402
 from fnlabel.backends import echo  # noqa: E402
-from fnlabel.models import embedded_gguf  # noqa: E402
+from fnlabel.backends.models import embedded_gguf  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cache.json"
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import fnlabel  # noqa: E402
 from fnlabel import GenerationParams, in_process, pooled, tasks  # noqa: E402
-from fnlabel.process import LLMSpec  # noqa: E402
+from fnlabel import LLMSpec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pool_bench.json"
 RATIO_NAMES = {"pooled2": "2 members", "pooled2_same_total_concurrency": "2 members, same total concurrency"}

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from fnlabel.ray_engine import on_ray, start_local  # noqa: E402
+from fnlabel.run.ray import on_ray, start_local  # noqa: E402
 from fnlabel.recipes import loads_recipe  # noqa: E402
-from fnlabel.runner import resolve_options, run_recipe  # noqa: E402
+from fnlabel.run import resolve_options, run_recipe  # noqa: E402
 
 RECIPE = """
 [task]

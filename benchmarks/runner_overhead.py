@@ -2,7 +2,7 @@
 
 Side by side in one process, on the no-work echo backend (so the overhead is all there is):
   direct: the composed LLM's .run over the same batches, outputs kept in memory;
-  runner: fnlabel.runner.run_recipe, writing the crash-safe JSONL output.
+  runner: fnlabel.run.run_recipe, writing the crash-safe JSONL output.
 Prints microseconds per row and the ratio runner/direct, for two batch sizes, and a
 resume of a finished output (no model built).
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fnlabel.recipes import loads_recipe
-from fnlabel.runner import resolve_options, run_recipe
+from fnlabel.run import resolve_options, run_recipe
 from benchmarks.openai_bench import start_server  # noqa: E402
 
 ROWS = 4000

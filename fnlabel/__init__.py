@@ -9,43 +9,31 @@ Examples:
 
 from fnlabel import backends, tasks
 from fnlabel.combinators import threaded, with_prompt_format, with_prompt_formatting_fn
-from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, ParseError, RecipeError
+from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, OutputError, ParseError, RecipeError
 from fnlabel.formats import FORMATS, format_prompt
-from fnlabel.llm import LLM, RowFailure, RunResult, llm, max_concurrency
-from fnlabel.tasks import Task
-from fnlabel.types import GenerationFailure, GenerationParams, LLMOutput, Prompt
+from fnlabel.llm import LLM, llm, max_concurrency
+from fnlabel.registry import lazy_exports
+from fnlabel.types import GenerationFailure, GenerationParams, LLMLike, LLMOutput, Prompt, RowFailure, RunResult, Task
 
 __version__ = "0.1.0"
 
 # Names whose modules are imported on first use, so `import fnlabel` stays fast
-# and loads no multiprocessing, sqlite or TOML machinery it does not need.
-_LAZY = {
-    "in_process": "fnlabel.process",
-    "pooled": "fnlabel.pool",
-    "Recipe": "fnlabel.recipes",
-    "build": "fnlabel.recipes",
-    "dump_recipe": "fnlabel.recipes",
-    "load_recipe": "fnlabel.recipes",
-    "on_ray": "fnlabel.ray_engine",
-    "cached": "fnlabel.cache",
-    "SQLiteStore": "fnlabel.cache_store",
-}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fnlabel' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+# and loads no multiprocessing, sqlite, TOML or Ray machinery it does not need.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "in_process": "fnlabel.combinators.process",
+        "pooled": "fnlabel.combinators.pool",
+        "LLMSpec": "fnlabel.combinators.spec",
+        "cached": "fnlabel.combinators.cache",
+        "SQLiteStore": "fnlabel.combinators.store",
+        "Recipe": "fnlabel.recipes",
+        "build": "fnlabel.recipes",
+        "dump_recipe": "fnlabel.recipes",
+        "load_recipe": "fnlabel.recipes",
+        "on_ray": "fnlabel.run.ray",
+    },
+)
 
 __all__ = [
     "BackendError",
@@ -56,7 +44,10 @@ __all__ = [
     "GenerationParams",
     "InputError",
     "LLM",
+    "LLMLike",
     "LLMOutput",
+    "LLMSpec",
+    "OutputError",
     "ParseError",
     "Prompt",
     "Recipe",
@@ -74,8 +65,8 @@ __all__ = [
     "llm",
     "load_recipe",
     "max_concurrency",
-    "pooled",
     "on_ray",
+    "pooled",
     "tasks",
     "threaded",
     "with_prompt_format",

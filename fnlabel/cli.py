@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
 
-__all__ = ["main", "Progress"]
+__all__ = ["main", "ProgressBar"]
 
 EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-class Progress:
+class ProgressBar:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
 
     def __init__(self, stream: TextIO, total: int, enabled: bool | None = None) -> None:
@@ -110,7 +110,7 @@ def _clock(seconds: float) -> str:
 
 def _cache_store(args: argparse.Namespace, opts: Any, log: Any = None) -> Any:
     """The per-sample cache of this run: on by default, off with ``--no-cache``."""
-    from fnlabel.cache import cache_for_run
+    from fnlabel.combinators.cache import cache_for_run
 
     return cache_for_run(opts.output, enabled=not args.no_cache, path=args.cache, warn=log)
 
@@ -119,7 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
     from fnlabel.recipes import load_recipe
-    from fnlabel.runner import resolve_options, run_recipe
+    from fnlabel.run import resolve_options, run_recipe
 
     recipe = load_recipe(args.recipe)
     if args.ray is not None:  # the runner dispatches on [run] engine
@@ -136,7 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         retry_failed=args.retry_failed,
     )
-    progress = Progress(sys.stderr, 0)
+    progress = ProgressBar(sys.stderr, 0)
 
     def log(msg: str) -> None:
         if progress.enabled:
@@ -218,42 +218,46 @@ def _short(value: Any) -> str:
 def _keys(cls: Any) -> str:
     import attrs
 
-    from fnlabel.recipe_toml import is_secret
+    from fnlabel.redact import is_secret_field
 
     return ", ".join(
         f.name if isinstance(f.default, attrs.Factory) else  # type: ignore[arg-type]
         f"{f.name} (required)" if f.default is attrs.NOTHING else f"{f.name}={_short(f.default)}"
         for f in attrs.fields(cls)
-        if not is_secret(f)
+        if not is_secret_field(f)
     )
 
 
-def _cmd_list(_args: argparse.Namespace) -> int:
-    import importlib.util
+def _origin(registry: Any, kind: str) -> str:
+    origin = registry.origin(kind)
+    return "" if origin == "built-in" else f" ({origin})"
 
-    from fnlabel.backends import BACKENDS, config_class
+
+def _cmd_list(_args: argparse.Namespace) -> int:
+    from fnlabel.backends import BACKENDS
     from fnlabel.formats import FORMATS
-    from fnlabel.io import INPUT_FORMATS
+    from fnlabel.run.inputs import INPUT_FORMATS
     from fnlabel.tasks import TASKS
 
     print("tasks:")
-    for kind, factory in TASKS.items():
+    for kind in TASKS:
+        try:
+            factory = TASKS[kind]
+        except FnlabelError as exc:  # a broken plugin must not break `list`
+            print(f"  {kind:24} (cannot be loaded: {exc})")
+            continue
         doc = (factory.__doc__ or "").strip().splitlines()
-        print(f"  {kind:24} {doc[0] if doc else ''}")
+        print(f"  {kind:24} {doc[0] if doc else ''}{_origin(TASKS, kind)}")
         params = inspect.signature(factory).parameters.values()
         keys = ", ".join(p.name if p.default is p.empty else f"{p.name}={_short(p.default)}" for p in params)
         print(f"  {'':24} keys: {keys}")
     print("backends:")
-    for kind, target in BACKENDS.items():
-        module = target.partition(":")[0]
-        if importlib.util.find_spec(module) is None:
-            print(f"  {kind:24} (not available in this installation)")
-            continue
+    for kind in BACKENDS:
         try:
-            keys = _keys(config_class(kind))
-        except Exception as exc:  # a broken optional module must not break `list`
-            keys = f"(cannot be loaded: {type(exc).__name__}: {exc})"
-        print(f"  {kind:24} keys: {keys}")
+            keys = f"keys: {_keys(BACKENDS[kind])}"
+        except FnlabelError as exc:  # an optional backend that is not installed, a broken plugin
+            keys = f"(not available in this installation: {exc})"
+        print(f"  {kind:24} {keys}{_origin(BACKENDS, kind)}")
     print("prompt formats:")
     print("  " + ", ".join(FORMATS))
     print("input formats:")

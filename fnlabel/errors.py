@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "RecipeError",
     "InputError",
+    "OutputError",
     "BackendError",
     "ParseError",
 ]
@@ -30,6 +31,14 @@ class RecipeError(ConfigError):
 
 class InputError(FnlabelError, ValueError):
     """An input file or row is unusable: the message names the file, the row and the key."""
+
+
+class OutputError(FnlabelError, OSError):
+    """An output could not be written (a full disk, a folder in the way, no permission).
+
+    The message names the file; what was written before it is kept, so the fix is to
+    free the space (or pass another ``--output``) and rerun the same command.
+    """
 
 
 class BackendError(FnlabelError, RuntimeError):

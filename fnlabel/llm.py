@@ -4,21 +4,25 @@
 ``k`` :class:`~fnlabel.types.LLMOutput` dicts, in input order. ``llm.run``
 returns the same outputs plus the failures of the call (bad rows, failed
 generations, parse errors), and ``llm.submit`` returns a Future of that.
+
+:class:`LLMBase` gives every LLM-like value (this module's :class:`LLM`, the
+combinators, the two-stage chain) the members of :class:`fnlabel.types.LLMLike`
+it does not define itself.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import attrs
 
-from fnlabel import seeds
+from fnlabel.backends.base import as_backend, describe_backend
 from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.formats import FORMATS, check_format
-from fnlabel.tasks.base import Task
 from fnlabel.types import (
     Backend,
     FormattedPrompt,
@@ -27,42 +31,15 @@ from fnlabel.types import (
     Input,
     LLMOutput,
     Prompt,
+    RowFailure,
+    RunResult,
+    Task,
 )
+from fnlabel.validators import check_int
 
-__all__ = [
-    "LLM", "llm", "RowFailure", "RunResult", "as_rows", "backend_name", "check_num_generations", "max_concurrency",
-]
+__all__ = ["LLM", "LLMBase", "Unreachable", "llm", "as_rows", "map_llms", "max_concurrency", "shared_pool"]
 
 log = logging.getLogger("fnlabel")
-
-
-@attrs.frozen
-class RowFailure:
-    """Why row ``row`` (or only its generation ``generation``) has no output.
-
-    ``stage`` is ``"input"`` (missing keys, build_prompt failed), ``"backend"``
-    (the generation failed, e.g. retries exhausted) or ``"parse"``.
-    """
-
-    row: int
-    generation: int | None
-    stage: str
-    error: str
-
-
-@attrs.frozen
-class RunResult:
-    """The outputs of one call plus what failed in it."""
-
-    outputs: list[list[LLMOutput]]
-    failures: tuple[RowFailure, ...] = ()
-
-
-def backend_name(backend: object) -> str:
-    """A readable name for a backend in error messages."""
-    name = getattr(backend, "model_name", None)
-    kind = getattr(backend, "__qualname__", None) or type(backend).__name__
-    return f"{kind} ({name})" if name and name != kind else kind
 
 
 def as_rows(inputs: Sequence[Input]) -> Sequence[Input]:
@@ -77,8 +54,8 @@ def as_rows(inputs: Sequence[Input]) -> Sequence[Input]:
 def max_concurrency(obj: object) -> int:
     """How many calls of ``obj`` (an LLM-like value or a backend) are worth running at once.
 
-    It is ``obj.max_concurrency`` where defined (the HTTP backends' requests in flight, and
-    the combinators that pass it on), else 1: a local model serves one call at a time.
+    It is ``obj.max_concurrency`` (the HTTP backends' requests in flight, and the
+    combinators that pass it on), else 1: a local model serves one call at a time.
     ``fnlabel run`` keeps that many rows' requests going across batches.
 
     Examples:
@@ -93,68 +70,109 @@ def max_concurrency(obj: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
-def check_first_generation(first: object) -> int:
-    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
-        raise ConfigError(f"first_generation must be an integer >= 0, got {first!r}")
-    return first
-
-
-def check_num_generations(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"num_generations must be an integer >= 1, got {k!r}")
-    return k
-
-
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def shared_pool() -> ThreadPoolExecutor:
-    """The thread pool that runs ``submit`` of plain LLMs (created on first use)."""
+    """The one thread pool that runs ``submit`` of the LLM-likes that compute in their caller (created on first use)."""
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fnlabel")
-    return _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fnlabel")
+        return _pool
 
 
-def _default_model_name(backend: object) -> str:
-    return getattr(backend, "model_name", None) or getattr(backend, "__name__", None) or type(backend).__name__
+class Unreachable(ConfigError):
+    """``map_inner`` of an LLM-like whose LLM cannot be changed from here (an ``in_process`` child's)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+def map_llms(llm: Any, change: Callable[[LLM], LLM], action: str, fix: str) -> Any:
+    """``llm.map_inner(change)``; an LLM inside that cannot be reached is a ConfigError saying ``cannot {action} ...: {fix}``."""
+    try:
+        return llm.map_inner(change)
+    except Unreachable as exc:
+        raise ConfigError(f"cannot {action} {exc.kind}: {fix}") from None
+
+
+class LLMBase:
+    """Defaults of :class:`fnlabel.types.LLMLike` for a class that defines ``task``, ``model_name``
+    and ``run`` or ``submit`` (each default is written in terms of the other)."""
+
+    __slots__ = ()
+
+    @property
+    def max_concurrency(self) -> int:
+        return 1
+
+    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:
+        """The outputs and the failures of the call (blocks)."""
+        return self.submit(inputs, num_generations, first_generation=first_generation).result()
+
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]:
+        """:meth:`run` in a background thread (:func:`shared_pool`); a Future of its :class:`RunResult`."""
+        rows = list(as_rows(inputs))
+        return shared_pool().submit(self.run, rows, num_generations, first_generation=first_generation)
+
+    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Any:
+        """``num_generations`` outputs for each input (one list per input)."""
+        return self.run(inputs, num_generations).outputs
+
+    def generate(self, inputs: Sequence[Input], num_generations: int = 1) -> Any:
+        """The same as calling the LLM."""
+        return self(inputs, num_generations)
+
+    def map_inner(self, change: Callable[[Any], Any]) -> Any:
+        """The same LLM-like with ``change`` applied to every plain LLM inside."""
+        raise Unreachable(type(self).__name__, "no plain LLM inside can be reached")
+
+    def close(self) -> None:
+        """Release what the LLM holds (nothing by default)."""
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @attrs.frozen
-class LLM:
+class LLM(LLMBase):
     """A task, a backend and params composed into a callable. Make one with :func:`llm`."""
 
     task: Task
-    backend: Backend
+    backend: Backend = attrs.field(converter=as_backend)
     params: GenerationParams = GenerationParams()
-    model_name: str = attrs.field(default=attrs.Factory(lambda s: _default_model_name(s.backend), takes_self=True))
+    model_name: str = attrs.field(default=attrs.Factory(lambda s: s.backend.model_name, takes_self=True))
     prompt_format: str | None = None
     prompt_formatting_fn: Callable[[Prompt], FormattedPrompt] | None = None
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.task, Task):
             raise ConfigError(f"task must be a fnlabel Task, got {type(self.task).__name__}")
-        if not callable(self.backend):
-            raise ConfigError(f"backend must be callable as generate(prompts, params), got {self.backend!r}")
         if not isinstance(self.params, GenerationParams):
             raise ConfigError(f"params must be GenerationParams, got {type(self.params).__name__}")
         # also the backend's natural format: a bad one must fail now, not at the first row
         check_format(self.effective_format)
         if self.prompt_formatting_fn is not None and not callable(self.prompt_formatting_fn):
             raise ConfigError("prompt_formatting_fn must be callable as fn(prompt: Prompt)")
-        check = getattr(self.backend, "check_params", None)
-        if check is not None:
-            check(self.params)
+        self.backend.check_params(self.params)
 
     @property
     def max_concurrency(self) -> int:
         """The backend's (see :func:`max_concurrency`)."""
-        return max_concurrency(self.backend)
+        return self.backend.max_concurrency
 
     @property
     def effective_format(self) -> str:
         """The prompt format in use: the LLM's own, else the backend's natural one."""
-        return self.prompt_format or getattr(self.backend, "prompt_format", None) or "default"
+        return self.prompt_format or self.backend.prompt_format or "default"
 
     def format(self, prompt: Prompt) -> FormattedPrompt:
         """Apply the formatting fn (which wins when set) or the prompt format."""
@@ -171,27 +189,13 @@ class LLM:
         """
         return self.run(inputs, num_generations).outputs
 
-    generate = __call__
-
-    def submit(
-        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
-    ) -> Future[RunResult]:
-        """Run in a background thread; a Future of :class:`RunResult`."""
-        return shared_pool().submit(
-            self.run, list(as_rows(inputs)), num_generations, first_generation=first_generation
-        )
+    def map_inner(self, change: Callable[[LLM], LLM]) -> LLM:
+        """``change(self)``: a plain LLM is the innermost LLM of any combinator."""
+        return change(self)
 
     def close(self) -> None:
-        """Release the backend's resources (an HTTP backend's client and loop), if it holds any."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> LLM:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Release the backend's resources (an HTTP backend's client and loop, a local model)."""
+        self.backend.close()
 
     def formatter(self) -> Callable[[Prompt], FormattedPrompt]:
         """The function that formats each prompt (resolved once per call, not once per row)."""
@@ -204,8 +208,8 @@ class LLM:
         ``first_generation..first_generation+num_generations-1`` of each row, seeded and
         cached as such, so pool members that share a model do not repeat each other's.
         """
-        k = check_num_generations(num_generations)
-        first = check_first_generation(first_generation)
+        k = check_int(num_generations, "num_generations", low=1)
+        first = check_int(first_generation, "first_generation", low=0)
         params = self.params if k == self.params.num_generations else self.params.replace(num_generations=k)
         inputs = as_rows(inputs)
         # Each stage tries a fast path over all rows first (tight loops, no bookkeeping:
@@ -298,7 +302,7 @@ class LLM:
             if not isinstance(gens, list) or len(gens) != k:
                 got = len(gens) if isinstance(gens, list) else type(gens).__name__
                 raise BackendError(
-                    f"backend {backend_name(self.backend)} returned {got} generations for prompt {j}, expected {k}"
+                    f"backend {describe_backend(self.backend)} returned {got} generations for prompt {j}, expected {k}"
                 )
             row_out = []
             for g, text in enumerate(gens):
@@ -323,19 +327,15 @@ class LLM:
     def _call_backend(
         self, prompts: list[FormattedPrompt], params: GenerationParams, first: int = 0
     ) -> list[list[Any]]:
-        if not first:
-            raw = self.backend(prompts, params)
-        elif getattr(self.backend, "takes_first_generation", False):  # the cache: it keys and seeds by index
-            raw = self.backend(prompts, params, first_generation=first)
-        else:  # generation i of the call is generation first+i of the row: seed it as such
-            seed = None if params.seed is None else seeds.generation_seed(params.seed, first)
-            raw = self.backend(prompts, params if seed is None else params.replace(seed=seed))
+        # generation i of the call is generation first+i of each row: the backend seeds (and the cache keys) it as such
+        raw = self.backend.generate_from(prompts, params, first) if first else self.backend(prompts, params)
         if not isinstance(raw, list) or len(raw) != len(prompts):
             got = len(raw) if isinstance(raw, list) else type(raw).__name__
             raise BackendError(
-                f"backend {backend_name(self.backend)} returned {got} results for {len(prompts)} prompts"
+                f"backend {describe_backend(self.backend)} returned {got} results for {len(prompts)} prompts"
             )
         return raw
+
 
 
 def llm(

@@ -1,26 +1,32 @@
-"""The contract of fnlabel, documented once.
+"""The contract of fnlabel, documented once: the records that flow and the two protocols.
 
 Data flows one way::
 
     input dict --task.build_prompt--> Prompt --format--> str | list[ChatMessage]
         --backend(prompts, params)--> raw strings --task.parse--> dict --> LLMOutput
 
-A *backend* is any callable ``generate(prompts, params) -> list[list[str]]``
-returning, for each prompt, ``params.num_generations`` raw strings in order.
-A generation that failed may be returned as a :class:`GenerationFailure`
-instead of a string: only that generation's output is lost, and the failure is
-reported for its row.
+* A :class:`Backend` returns, for each prompt, ``params.num_generations`` raw strings
+  in order. A generation that failed may be returned as a :class:`GenerationFailure`
+  instead of a string: only that generation's output is lost, and the failure is
+  reported for its row. Any plain function ``generate(prompts, params)`` is a
+  backend: :func:`fnlabel.llm` gives it the rest of the protocol's defaults.
+* A :class:`Task` is a record of pure functions: ``build_prompt`` and ``parse``.
+* An :class:`LLMLike` is what :func:`fnlabel.llm` returns and every combinator takes
+  and returns: call it, ``run`` it (outputs plus :class:`RowFailure` records), or
+  ``submit`` it (a Future of the :class:`RunResult`).
 """
 
 from __future__ import annotations
 
-import math
+import inspect
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol, TypedDict, Union, runtime_checkable
 
 import attrs
 
 from fnlabel.errors import ConfigError
+from fnlabel.validators import as_float, integer, number
 
 __all__ = [
     "LLMOutput",
@@ -30,7 +36,13 @@ __all__ = [
     "GenerationParams",
     "GenerationFailure",
     "RawGeneration",
+    "Task",
+    "RowFailure",
+    "RunResult",
     "Backend",
+    "LLMLike",
+    "is_llm_like",
+    "Input",
 ]
 
 
@@ -83,51 +95,6 @@ class GenerationFailure:
 RawGeneration = Union[str, GenerationFailure]
 
 
-def _range(name: str, low: float | None, high: float | None, *, low_open: bool = False, allow_none: bool = True):
-    """A validator for ``low <= value <= high`` (``low < value`` when ``low_open``)."""
-
-    def check(_inst: Any, _attr: attrs.Attribute, value: Any) -> None:
-        if value is None and allow_none:
-            return
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value <= high
-        if not ok:
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf" if high is None else f"{high:g}"
-            bracket = "(" if low_open else "["
-            raise ConfigError(
-                f"GenerationParams.{name}={value!r} is out of range: allowed {bracket}{lo}, {hi}]"
-            )
-
-    return check
-
-
-def _int_field(name: str, default: int | None, low: int) -> Any:
-    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
-        if value is None and default is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"GenerationParams.{name} must be an integer >= {low}, got {value!r}")
-        _range(name, low, None)(inst, attr, value)
-
-    return attrs.field(default=default, validator=check)
-
-
-def _float_field(name: str, default: float, low: float | None, high: float | None, **kw: Any) -> Any:
-    # these floats are required: None is out of range too
-    return attrs.field(default=default, converter=_to_float, validator=_range(name, low, high, allow_none=False, **kw))
-
-
-def _to_float(value: Any) -> Any:
-    # ints are fine for float fields (temperature=1); anything else is left for the validator
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def _to_stop(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -156,38 +123,178 @@ class GenerationParams:
         >>> GenerationParams(top_p=1.5)
         Traceback (most recent call last):
         ...
-        fnlabel.errors.ConfigError: GenerationParams.top_p=1.5 is out of range: allowed (0, 1]
+        fnlabel.errors.ConfigError: GenerationParams.top_p must be a number in (0, 1], got 1.5
     """
 
-    max_new_tokens: int = _int_field("max_new_tokens", 128, 1)
-    temperature: float = _float_field("temperature", 0.7, 0.0, None)
-    top_k: int | None = _int_field("top_k", None, 1)
-    top_p: float = _float_field("top_p", 1.0, 0.0, 1.0, low_open=True)
-    frequency_penalty: float = _float_field("frequency_penalty", 0.0, -2.0, 2.0)
-    presence_penalty: float = _float_field("presence_penalty", 0.0, -2.0, 2.0)
-    seed: int | None = _int_field("seed", None, 0)
+    max_new_tokens: int = attrs.field(default=128, validator=integer(1))
+    temperature: float = attrs.field(default=0.7, converter=as_float, validator=number(0.0))
+    top_k: int | None = attrs.field(default=None, validator=integer(1, optional=True))
+    top_p: float = attrs.field(default=1.0, converter=as_float, validator=number(0.0, 1.0, low_open=True))
+    frequency_penalty: float = attrs.field(default=0.0, converter=as_float, validator=number(-2.0, 2.0))
+    presence_penalty: float = attrs.field(default=0.0, converter=as_float, validator=number(-2.0, 2.0))
+    seed: int | None = attrs.field(default=None, validator=integer(0, optional=True))
     stop: tuple[str, ...] = attrs.field(default=(), converter=_to_stop)
-    num_generations: int = _int_field("num_generations", 1, 1)
+    num_generations: int = attrs.field(default=1, validator=integer(1))
 
     def replace(self, **changes: Any) -> GenerationParams:
         """A copy with ``changes`` applied (and validated)."""
         return attrs.evolve(self, **changes)
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """``generate(prompts, params) -> list[list[str | GenerationFailure]]``.
+def _tuple_of_str(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
-    Optional attributes a backend may carry: ``model_name`` (str), ``prompt_format``
-    (its natural format, e.g. ``"openai"`` for chat models), ``check_params(params)``
-    (raise :class:`~fnlabel.errors.ConfigError` for params it cannot honour) and
-    ``close()``.
+
+@attrs.frozen
+class Task:
+    """A record of pure functions: no I/O, no model.
+
+    ``build_prompt(input) -> Prompt`` reads ``input_keys`` from an input dict;
+    ``parse(raw) -> dict`` returns a dict with ``output_keys``, or raises
+    :class:`~fnlabel.errors.ParseError`. Both should be picklable (top-level
+    functions or frozen attrs callables) so a task can cross a process boundary.
+
+    Examples:
+        >>> echo_task = Task(
+        ...     name="shout",
+        ...     build_prompt=lambda row: Prompt("", row["text"]),
+        ...     parse=lambda raw: {"loud": raw.upper()},
+        ...     input_keys=("text",),
+        ...     output_keys=("loud",),
+        ... )
+        >>> echo_task.parse("hi")
+        {'loud': 'HI'}
     """
 
-    def __call__(
-        self, prompts: Sequence[FormattedPrompt], params: GenerationParams
-    ) -> list[list[RawGeneration]]: ...
+    name: str
+    build_prompt: Callable[[Mapping[str, Any]], Prompt]
+    parse: Callable[[str], dict[str, Any]]
+    input_keys: tuple[str, ...] = attrs.field(converter=_tuple_of_str)
+    output_keys: tuple[str, ...] = attrs.field(converter=_tuple_of_str)
+
+    def missing_keys(self, row: Mapping[str, Any]) -> list[str]:
+        """The task's input keys that ``row`` lacks (empty when the row is usable)."""
+        if not isinstance(row, Mapping):
+            return list(self.input_keys)
+        return [k for k in self.input_keys if k not in row]
 
 
-PromptFormattingFn = Callable[[Prompt], FormattedPrompt]
+@attrs.frozen
+class RowFailure:
+    """Why row ``row`` (or only its generation ``generation``) has no output.
+
+    ``stage`` is ``"input"`` (missing keys, build_prompt failed), ``"backend"``
+    (the generation failed, e.g. retries exhausted) or ``"parse"``; a two-stage
+    chain prefixes it with ``generate.`` or ``label.``.
+    """
+
+    row: int
+    generation: int | None
+    stage: str
+    error: str
+
+
+@attrs.frozen
+class RunResult:
+    """The outputs of one call plus what failed in it."""
+
+    outputs: list[list[LLMOutput]]
+    failures: tuple[RowFailure, ...] = ()
+
+
+#: one input row
 Input = Mapping[str, Any]
+PromptFormattingFn = Callable[[Prompt], FormattedPrompt]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the composed LLM calls: ``backend(prompts, params) -> list[list[str | GenerationFailure]]``.
+
+    :class:`fnlabel.backends.base.BackendBase` gives every member a default, and
+    :func:`fnlabel.backends.base.as_backend` wraps a plain function in it.
+
+    Attributes:
+        model_name: reported in each output.
+        prompt_format: the backend's natural prompt format (``"openai"`` for chat models), or None.
+        max_concurrency: calls worth running at once (HTTP backends: requests in flight).
+        cache_identity: a stable string naming what the backend computes (the cache keys on it).
+    """
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def prompt_format(self) -> str | None: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    @property
+    def cache_identity(self) -> str: ...
+
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]: ...
+
+    def generate_from(
+        self, prompts: Sequence[FormattedPrompt], params: GenerationParams, first_generation: int
+    ) -> list[list[RawGeneration]]:
+        """Generations ``first_generation..first_generation+k-1`` of each prompt, seeded as such."""
+        ...
+
+    def check_params(self, params: GenerationParams) -> None:
+        """Raise :class:`~fnlabel.errors.ConfigError` for params the backend cannot honour."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's model, client or event loop (a later call may reopen them)."""
+        ...
+
+
+@runtime_checkable
+class LLMLike(Protocol):
+    """The contract of every composed LLM, combinator and two-stage chain.
+
+    Calling returns the outputs (a list, or a Future of it for ``threaded`` and
+    ``in_process``); ``run`` blocks and returns a :class:`RunResult`; ``submit``
+    returns a Future of it. ``first_generation=f`` asks for generations
+    ``f..f+k-1`` of each row (how ``pooled`` splits them). ``map_inner(change)``
+    applies ``change`` to every plain LLM inside and rebuilds the wrappers (how
+    ``with_prompt_format`` and ``cached`` reach in).
+    """
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> Any: ...
+
+    def generate(self, inputs: Sequence[Input], num_generations: int = 1) -> Any: ...
+
+    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult: ...
+
+    def submit(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> Future[RunResult]: ...
+
+    def map_inner(self, change: Callable[[Any], Any]) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+_LLM_MEMBERS = ("task", "model_name", "max_concurrency", "run", "submit", "map_inner", "close", "__enter__", "__exit__")
+
+
+def is_llm_like(obj: object) -> bool:
+    """Whether ``obj`` has every member of :class:`LLMLike` (looked up without running any property:
+    an ``in_process`` LLM's ``task`` would wait for its child to load)."""
+    sentinel = object()
+    return callable(obj) and all(inspect.getattr_static(obj, m, sentinel) is not sentinel for m in _LLM_MEMBERS)

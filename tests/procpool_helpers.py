@@ -10,7 +10,7 @@ from functools import lru_cache
 import fnlabel
 from fnlabel import GenerationParams, backends, tasks
 from fnlabel.backends.echo import prompt_text
-from fnlabel.models import embedded_gguf
+from fnlabel.backends.models import embedded_gguf
 
 TASK = tasks.text_generation(system_prompt="")
 LLAMA_PARAMS = GenerationParams(max_new_tokens=8, temperature=0.0, seed=7)

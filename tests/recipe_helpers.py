@@ -44,6 +44,23 @@ def popen(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     )
 
 
+def make_dist(root: Path, name: str, entry_points: dict[str, dict[str, str]], version: str = "0.1") -> Path:
+    """A throwaway installed distribution in folder ``root``: ``NAME-VERSION.dist-info`` with its entry points.
+
+    ``importlib.metadata`` finds it once ``root`` is on ``sys.path`` (or ``PYTHONPATH`` of a subprocess),
+    as it finds a pip-installed plugin.
+    """
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
+    lines = []
+    for group, points in entry_points.items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{kind} = {target}" for kind, target in points.items())
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     text = Path(path).read_text(encoding="utf-8")
     assert text == "" or text.endswith("\n"), "a JSONL file must end with a whole line"
@@ -88,7 +105,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-# --- test-only kinds (registered with monkeypatch in tests) -------------------------------------
+# --- test-only kinds (registered as plugins through the `plugin` fixture) -------------------------
 
 
 @attrs.frozen

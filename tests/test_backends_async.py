@@ -1,4 +1,4 @@
-"""The shared machinery of the remote backends (fnlabel/backends/_async.py) as pure pieces."""
+"""The shared machinery of the remote backends (fnlabel/backends/http.py, loop.py) as pure pieces."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ import time
 import pytest
 
 from fnlabel import BackendError, ConfigError
-from fnlabel.backends._async import (
-    LoopThread,
-    MalformedResponse,
-    RetryPolicy,
-    classify,
-    derive_seed,
-    frozen_dict,
-    retry_after,
-    with_retries,
-)
+from fnlabel.backends.http import MalformedResponse, RetryPolicy, classify, retry_after, with_retries
+from fnlabel.backends.loop import LoopThread
+from fnlabel.frozen import frozen_table
+from fnlabel.seeds import generation_seed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,19 +94,22 @@ def test_classification():
 def test_derived_seeds_are_stable_and_distinct():
     from fnlabel.seeds import SEED_LIMIT
 
-    seeds = [derive_seed(123, i) for i in range(1000)]
+    seeds = [generation_seed(123, i) for i in range(1000)]
     assert seeds[0] == 123 and len(set(seeds)) == 1000 and all(0 <= s < SEED_LIMIT for s in seeds)
-    assert seeds == [derive_seed(123, i) for i in range(1000)]
+    assert seeds == [generation_seed(123, i) for i in range(1000)]
 
 
-def test_frozen_dict_is_a_hashable_read_only_value():
-    a, b = frozen_dict({"x": [1, {"y": 2}]}), frozen_dict({"x": [1, {"y": 2}]})
+def test_frozen_table_is_a_hashable_read_only_value():
+    a, b = frozen_table({"x": [1, {"y": 2}]}), frozen_table({"x": [1, {"y": 2}]})
     assert a == b and hash(a) == hash(b) and pickle.loads(pickle.dumps(a)) == a
+    assert a == {"x": (1, {"y": 2})} and hash(frozen_table({"p": 1, "q": 2})) == hash(frozen_table({"q": 2, "p": 1}))
     with pytest.raises(TypeError):
         a["z"] = 1
-    for bad in ([1], {1: "int key"}, {"s": {1, 2}}):
-        with pytest.raises((ConfigError, TypeError)):
-            frozen_dict(bad)
+    with pytest.raises(TypeError):
+        a["x"][1]["y"] = 3  # frozen all the way down
+    for bad in ([1], {1: "int key"}, {"s": [bytearray(b"raw")]}):
+        with pytest.raises(ConfigError):
+            frozen_table(bad)
 
 
 def test_loop_thread_runs_inside_a_running_loop_and_restarts_after_close():

@@ -21,7 +21,7 @@ import pytest
 import fnlabel
 from fnlabel import GenerationFailure, GenerationParams, cached, llm, tasks, threaded
 from fnlabel.backends import EchoConfig, echo
-from fnlabel.cache import (
+from fnlabel.combinators.cache import (
     NEXT_TO_OUTPUT,
     CachedBackend,
     SQLiteStore,
@@ -29,9 +29,10 @@ from fnlabel.cache import (
     cache_identity,
     default_cache_path,
     entry_key,
-    generation_seed,
 )
+from fnlabel import seeds as shared_seeds
 from fnlabel.errors import BackendError, ConfigError
+from fnlabel.llm import LLMBase
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = [{"input": f"question number {i}"} for i in range(5)]
@@ -119,20 +120,10 @@ def test_seeded_new_generations_get_derived_seeds(tmp_path):
     assert backend.calls == [(5, 4, 7)]  # a cold cached call sends the user's seed unchanged
     backend.calls.clear()
     eight = raws(gen(ROWS, 8))
-    assert backend.calls == [(5, 4, generation_seed(7, 4))]
+    assert backend.calls == [(5, 4, shared_seeds.generation_seed(7, 4))]
     assert [row[:4] for row in eight] == cold
     # echo's output depends on the seed: the new generations differ from the first ones
     assert all(set(row[4:]).isdisjoint(row[:4]) for row in eight)
-
-
-def test_generation_seed_is_stable_and_in_range():
-    seeds = {generation_seed(3, off) for off in range(1, 200)}
-    from fnlabel import seeds as shared
-
-    assert len(seeds) == 199 and all(0 <= s < shared.SEED_LIMIT for s in seeds)
-    # a top-up from generation `off` starts with the seed a fresh call gives generation `off`
-    assert all(generation_seed(3, off) == shared.generation_seed(3, off) for off in range(200))
-    assert generation_seed(3, 0) == 3 and generation_seed(None, 9) is None
 
 
 def test_a_param_change_misses_and_switching_back_hits(tmp_path):
@@ -267,7 +258,7 @@ def test_cache_through_threaded(tmp_path):
     backend = Counting(echo())
     plain = llm(tasks.text_generation(), backend)
     gen = cached(threaded(plain, 3), tmp_path / "c.sqlite")
-    assert isinstance(gen, fnlabel.combinators.Threaded)
+    assert isinstance(gen, fnlabel.combinators.threads.Threaded)
     first = gen(ROWS, 2).result()
     assert backend.generations() == 10
     backend.calls.clear()
@@ -277,17 +268,18 @@ def test_cache_through_threaded(tmp_path):
 
 
 @attrs.define
-class RoundRobin:
-    """A pooled-like LLM: rows are split over several member LLMs, each with its own backend."""
+class RoundRobin(LLMBase):
+    """A pooled-like LLM of the user's (LLMBase gives it the rest of the LLM contract): rows are
+    split over several member LLMs, each with its own backend."""
 
     members: list
     task: Any = attrs.field(default=attrs.Factory(lambda s: s.members[0].task, takes_self=True))
     model_name: str = "pool"
 
     def map_inner(self, change):
-        return RoundRobin([change(m) for m in self.members])
+        return RoundRobin([m.map_inner(change) for m in self.members])
 
-    def run(self, inputs, num_generations=1):
+    def run(self, inputs, num_generations=1, *, first_generation=0):
         parts = [self.members[i % len(self.members)].run([row], num_generations) for i, row in enumerate(inputs)]
         return fnlabel.RunResult([o for p in parts for o in p.outputs])
 

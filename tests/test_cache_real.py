@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fnlabel import GenerationParams, cached, llm, tasks
-from fnlabel.models import embedded_gguf
+from fnlabel.backends.models import embedded_gguf
 
 pytestmark = pytest.mark.slow
 

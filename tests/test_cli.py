@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fnlabel.cli import Progress
-from tests.recipe_helpers import ROOT, echo_recipe, fnlabel, popen, questions, read_jsonl, write_jsonl
+from fnlabel.cli import ProgressBar
+from tests.recipe_helpers import ROOT, echo_recipe, fnlabel, make_dist, popen, questions, read_jsonl, write_jsonl
 
 
 def _check_rows(rows: list[dict], inputs: list[dict], k: int) -> None:
@@ -313,7 +313,7 @@ def test_default_output_is_named_after_the_recipe(tmp_path: Path) -> None:
 
 
 def test_progress_line() -> None:
-    line = Progress.line(12, 24, 30, 10.0)
+    line = ProgressBar.line(12, 24, 30, 10.0)
     assert line.startswith("[" + "#" * 12 + "-" * 12 + "] 12/24 rows  3.0 gen/s  ETA 0:00:10")
 
 
@@ -321,10 +321,10 @@ def test_progress_bar_draws_only_on_a_terminal(tmp_path: Path) -> None:
     import io
 
     piped = io.StringIO()
-    Progress(piped, 10)(5, 10, 5)
+    ProgressBar(piped, 10)(5, 10, 5)
     assert piped.getvalue() == ""
     shown = io.StringIO()
-    bar = Progress(shown, 10, enabled=True)
+    bar = ProgressBar(shown, 10, enabled=True)
     bar(10, 10, 20)
     bar.finish()
     assert shown.getvalue().startswith("\r[") and "10/10 rows" in shown.getvalue()
@@ -447,15 +447,13 @@ def test_a_parse_failure_hint_says_the_cache_returns_the_same_output(tmp_path: P
         '[task]\nkind = "picky"\n[backend]\nkind = "echo"\n'
         f'[run]\ninput = "{(tmp_path / "in.jsonl").as_posix()}"\noutput = "{(tmp_path / "out.jsonl").as_posix()}"\n'
     )
-    script = tmp_path / "cli.py"  # the CLI with the test-only task kind "picky" registered
-    script.write_text(
-        "import sys\nfrom fnlabel.tasks import TASKS\nfrom tests.recipe_helpers import picky\n"
-        "TASKS['picky'] = picky\nfrom fnlabel.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}
+    # the test-only task kind "picky", installed as a plugin would be
+    dist = make_dist(tmp_path / "site", "fnlabel-picky", {"fnlabel.tasks": {"picky": "tests.recipe_helpers:picky"}})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(dist)]),
+           "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(script), "run", str(recipe), *args], cwd=ROOT, env=env,
+        return subprocess.run([sys.executable, "-m", "fnlabel", "run", str(recipe), *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60)
 
     for args in ([], ["--retry-failed"]):

@@ -22,7 +22,9 @@ from fnlabel import (
     with_prompt_format,
     with_prompt_formatting_fn,
 )
-from fnlabel.combinators import Threaded, chunks, gather
+from fnlabel.combinators.futures import chunks, gather
+from fnlabel.combinators.threads import Threaded
+from fnlabel.llm import LLMBase
 
 TASK = tasks.text_generation(system_prompt="Be brief.")
 ROWS = [{"input": f"question {i}"} for i in range(10)]
@@ -92,10 +94,10 @@ def test_format_combinators_reach_through_threaded():
 
 
 def test_format_combinators_refuse_an_opaque_wrapper():
-    class Opaque:
+    class Opaque(LLMBase):  # an LLM-like of the user's that does not say how to reach inside it
         task, model_name = TASK, "x"
 
-        def run(self, inputs, k=1):
+        def run(self, inputs, k=1, *, first_generation=0):
             raise AssertionError
 
     with pytest.raises(ConfigError, match="Opaque"):
@@ -187,10 +189,10 @@ def test_threaded_checks_num_generations_at_call_time():
 def test_close_closes_the_inner_llm():
     closed = []
 
-    class Closing:
+    class Closing(LLMBase):
         task, model_name = TASK, "c"
 
-        def run(self, inputs, k=1):
+        def run(self, inputs, k=1, *, first_generation=0):
             return llm(TASK, backends.echo()).run(inputs, k)
 
         def close(self):

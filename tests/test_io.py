@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fnlabel.errors import InputError
-from fnlabel.io import JsonlLog, read_input, to_json_line, write_parquet
+from fnlabel.run.inputs import read_input
+from fnlabel.run.journal import JsonlLog, to_json_line, write_parquet
 
 ROWS = [{"input": "a", "n": 1}, {"input": "b, with comma", "n": 2}, {"input": "c\nmultiline", "n": 3}]
 
@@ -59,7 +60,7 @@ def test_hf_without_the_extra_says_how_to_install() -> None:
     # a fresh interpreter in which `import datasets` fails, as it does without the extra
     code = (
         "import sys; sys.modules['datasets'] = None\n"
-        "from fnlabel.io import read_input\n"
+        "from fnlabel.run.inputs import read_input\n"
         "try:\n    read_input('hf:org/name:test')\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

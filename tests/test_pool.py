@@ -15,7 +15,7 @@ import fnlabel
 from fnlabel import BackendError, ConfigError, RowFailure, in_process, pooled, threaded, tasks
 from fnlabel.backends import echo
 from fnlabel.combinators import with_prompt_format, with_prompt_formatting_fn
-from fnlabel.pool import Pooled, split_generations
+from fnlabel.combinators.pool import Pooled, split_generations
 from fnlabel.types import Prompt
 from tests import procpool_helpers as helpers
 

@@ -17,7 +17,7 @@ import pytest
 import fnlabel
 from fnlabel import BackendError, ConfigError, InputError, in_process, tasks
 from fnlabel.backends import EchoConfig
-from fnlabel.process import LLMSpec
+from fnlabel import LLMSpec
 from tests import procpool_helpers as helpers
 
 ROOT = Path(__file__).resolve().parents[1]

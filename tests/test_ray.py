@@ -15,7 +15,7 @@ import fnlabel
 from fnlabel.backends import BACKENDS
 from fnlabel.cli import main
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.runner import resolve_options, run_recipe
+from fnlabel.run import resolve_options, run_recipe
 from tests.recipe_helpers import ROOT, echo_recipe, fnlabel as fnlabel_cli, questions, read_jsonl, write_jsonl
 
 # Ray Data copies its context with a few deprecated attributes; not ours to fix
@@ -31,7 +31,7 @@ def ray_address():
     """
     import ray
 
-    from fnlabel.ray_engine import start_local
+    from fnlabel.run.ray import start_local
 
     old = os.environ.get("PYTHONPATH")
     # workers (also those of a second driver, the CLI subprocess) import fnlabel and tests.* from here
@@ -165,8 +165,8 @@ batch_size = 2
 
 
 @pytest.mark.slow
-def test_a_model_that_cannot_load_on_the_replicas_stops_the_run_with_its_error(ray_address, tmp_path, monkeypatch):
-    monkeypatch.setitem(BACKENDS, "broken", "tests.ray_helpers:BrokenConfig")
+def test_a_model_that_cannot_load_on_the_replicas_stops_the_run_with_its_error(ray_address, tmp_path, monkeypatch, plugin):
+    plugin("fnlabel.backends", "broken", "tests.ray_helpers:BrokenConfig")
     write_jsonl(tmp_path / "in.jsonl", questions(3))
     recipe = fnlabel.recipes.loads_recipe(f"""
 [task]

@@ -14,8 +14,9 @@ import pytest
 import fnlabel
 from fnlabel.backends import BACKENDS, EchoConfig
 from fnlabel.errors import BackendError, RecipeError
-from fnlabel.recipes import LLMSpec, Recipe, dump_recipe, load_recipe, loads_recipe
-from fnlabel.runner import resolve_options, run_recipe
+from fnlabel import LLMSpec
+from fnlabel.recipes import Recipe, dump_recipe, load_recipe, loads_recipe
+from fnlabel.run import resolve_options, run_recipe
 from fnlabel.tasks import TASKS
 from fnlabel.types import GenerationParams
 from tests.recipe_helpers import ROOT, read_jsonl, write_jsonl
@@ -99,8 +100,8 @@ def test_prompt_format_and_formatting_fn() -> None:
     assert fn([{"input": "hi"}])[0][0]["prompt_used"] == "<s>[INST] hi [/INST]"
 
 
-def test_dump_never_writes_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BACKENDS, "secretive", "tests.recipe_helpers:SecretConfig")
+def test_dump_never_writes_secrets(plugin: Any) -> None:
+    plugin("fnlabel.backends", "secretive", "tests.recipe_helpers:SecretConfig")
     recipe = loads_recipe('[task]\nkind = "text-generation"\n[backend]\nkind = "secretive"\napi_key = "sk-123"\n')
     assert recipe.backend.api_key == "sk-123"
     text = dump_recipe(recipe)
@@ -113,7 +114,7 @@ ERRORS = [
     (BASE + "latency = 'ten'\n", ["x.toml: backend.latency: expected float, got 'ten'"]),
     (BASE + "[params]\nmax_new_tokens = 'ten'\n", ["x.toml: params.max_new_tokens: expected int, got 'ten'"]),
     (BASE + "[params]\nmax_new_tokens = 1.5\n", ["params.max_new_tokens: expected int, got 1.5"]),
-    (BASE + "[params]\ntop_p = 3\n", ["x.toml: params:", "top_p=3.0 is out of range"]),
+    (BASE + "[params]\ntop_p = 3\n", ["x.toml: params:", "top_p must be a number in (0, 1], got 3.0"]),
     (BASE + "modle_name = 'x'\n", ["x.toml: backend: unknown key 'modle_name' for backend kind 'echo'",
                                    "did you mean 'model_name'", "allowed keys: model_name, latency"]),
     ('[task]\nkind = "text-generation"\n[backend]\nkind = "nope"\n',
@@ -170,8 +171,8 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
         load_recipe(tmp_path / "nope.toml")
 
 
-def test_unavailable_backend_kind_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BACKENDS, "ghost", "fnlabel.backends.ghost:GhostConfig")
+def test_unavailable_backend_kind_says_so(plugin: Any) -> None:
+    plugin("fnlabel.backends", "ghost", "fnlabel.backends.ghost:GhostConfig")
     with pytest.raises(RecipeError, match="backend.kind: backend kind 'ghost' is not available"):
         loads_recipe('[task]\nkind = "text-generation"\n[backend]\nkind = "ghost"\n')
 
@@ -233,10 +234,8 @@ model_name = "judge"
 """
 
 
-def test_two_stage_recipe_labels_the_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.recipe_helpers import rate_lengths
-
-    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+def test_two_stage_recipe_labels_the_generations(tmp_path: Path, plugin: Any) -> None:
+    plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     recipe = loads_recipe(LABEL)
     assert recipe.label_inputs() == (("generations", "generations"),)  # inferred from the tasks' keys
     assert loads_recipe(dump_recipe(recipe)) == recipe
@@ -264,7 +263,7 @@ def test_dump_round_trips_any_text_and_numbers() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from fnlabel.recipe_toml import toml_value
+    from fnlabel.recipes.dump import toml_value
 
     @settings(max_examples=100, deadline=None)
     @given(
@@ -287,10 +286,8 @@ def test_dump_round_trips_any_text_and_numbers() -> None:
     check()
 
 
-def test_parse_failures_are_recorded_per_generation_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.recipe_helpers import picky
-
-    monkeypatch.setitem(TASKS, "picky", picky)
+def test_parse_failures_are_recorded_per_generation_and_retried(tmp_path: Path, plugin: Any) -> None:
+    plugin("fnlabel.tasks", "picky", "tests.recipe_helpers:picky")
     write_jsonl(tmp_path / "in.jsonl", [{"input": "even"}, {"input": "odd"}, {"input": "even too"}])
     recipe = loads_recipe('[task]\nkind = "picky"\n[backend]\nkind = "echo"\n[run]\nnum_generations = 2\nbatch_size = 2\n')
     opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
@@ -322,15 +319,15 @@ TYPED = '[task]\nkind = "text-generation"\n[backend]\nkind = "typed"\n'
         ("sizes = 3", "backend.sizes: expected a list of int, got 3"),
     ],
 )
-def test_backend_field_types_are_strict(monkeypatch: pytest.MonkeyPatch, lines: str, message: str) -> None:
-    monkeypatch.setitem(BACKENDS, "typed", "tests.recipe_helpers:TypedConfig")
+def test_backend_field_types_are_strict(lines: str, message: str, plugin: Any) -> None:
+    plugin("fnlabel.backends", "typed", "tests.recipe_helpers:TypedConfig")
     with pytest.raises(RecipeError) as info:
         loads_recipe(TYPED + lines + "\n", "x.toml")
     assert str(info.value) == f"x.toml: {message}"
 
 
-def test_backend_field_types_accept_what_they_should(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BACKENDS, "typed", "tests.recipe_helpers:TypedConfig")
+def test_backend_field_types_accept_what_they_should(plugin: Any) -> None:
+    plugin("fnlabel.backends", "typed", "tests.recipe_helpers:TypedConfig")
     recipe = loads_recipe(TYPED + 'dtype = "float32"\ndevice = 0\ntimeout = 5\nextra_body = { a = [1, { b = "c" }] }\n'
                                   "sizes = [1, 2]\n")
     b = recipe.backend
@@ -339,12 +336,10 @@ def test_backend_field_types_accept_what_they_should(monkeypatch: pytest.MonkeyP
     assert loads_recipe(dump_recipe(recipe)) == recipe
 
 
-def _poisoned_two_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> tuple[Any, Any]:
+def _poisoned_two_stage(tmp_path: Path, plugin: Any, stage: str) -> tuple[Any, Any]:
     """The LABEL recipe, batch 1, with ``raise_on = ["poison"]`` after the line ``stage`` (which
     stage's backend raises), over rows "one two", "poison", "three"; the recipe and its run options."""
-    from tests.recipe_helpers import rate_lengths
-
-    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     assert stage in LABEL
     recipe = loads_recipe(LABEL.replace(stage, stage + 'raise_on = ["poison"]\n')
                           .replace("num_generations = 3", "num_generations = 3\nbatch_size = 1"))
@@ -352,10 +347,8 @@ def _poisoned_two_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: 
     return recipe, resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
 
 
-def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    recipe, opts = _poisoned_two_stage(tmp_path, monkeypatch, '[backend]\nkind = "echo"\n')
+def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(tmp_path: Path, plugin: Any) -> None:
+    recipe, opts = _poisoned_two_stage(tmp_path, plugin, '[backend]\nkind = "echo"\n')
     summary = run_recipe(recipe, opts)
     assert summary.failed_rows == 1 and summary.rows_done == 3
     good, failed, _ = read_jsonl(tmp_path / "out.jsonl")
@@ -366,8 +359,8 @@ def test_a_two_stage_batch_that_raises_writes_rows_of_the_same_shape(
     assert rerun.rows_run == 0 and rerun.rows_done == 3
 
 
-def test_a_labeller_that_raises_keeps_the_batch_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    recipe, opts = _poisoned_two_stage(tmp_path, monkeypatch, 'model_name = "judge"\n')
+def test_a_labeller_that_raises_keeps_the_batch_generations(tmp_path: Path, plugin: Any) -> None:
+    recipe, opts = _poisoned_two_stage(tmp_path, plugin, 'model_name = "judge"\n')
     summary = run_recipe(recipe, opts)
     assert summary.failed_rows == 1 and summary.rows_done == 3
     good, failed, _ = read_jsonl(tmp_path / "out.jsonl")
@@ -389,13 +382,9 @@ def test_a_labeller_that_raises_keeps_the_batch_generations(tmp_path: Path, monk
         recipe.build().run([{"input": "poison"}], 3)
 
 
-def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(tmp_path: Path, plugin: Any) -> None:
     from fnlabel.errors import InputError
-    from tests.recipe_helpers import rate_lengths
-
-    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "three"}])
     paths = {"input": str(tmp_path / "in.jsonl"), "output": str(tmp_path / "out.jsonl")}
     recipe = loads_recipe(LABEL)
@@ -410,11 +399,9 @@ def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(
     assert run_recipe(recipe, resolve_options(recipe, **paths)).rows_done == 2
 
 
-def test_an_input_column_the_labeller_is_fed_names_the_right_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_input_column_the_labeller_is_fed_names_the_right_fix(tmp_path: Path, plugin: Any) -> None:
     from fnlabel.errors import InputError
-    from tests.recipe_helpers import rate_lengths
-
-    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     recipe = loads_recipe(LABEL)
     for column in ("generations", "generator_outputs"):
         write_jsonl(tmp_path / "in.jsonl", [{"input": "a"}, {"input": "b", column: ["x"]}])
@@ -431,12 +418,10 @@ def test_an_input_column_the_labeller_is_fed_names_the_right_fix(tmp_path: Path,
 
 @pytest.mark.parametrize("key", ["generations", "generator_outputs"])
 def test_a_two_stage_output_key_that_would_overwrite_the_generations_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+    tmp_path: Path, plugin: Any, key: str
 ) -> None:
     from fnlabel.errors import ConfigError
-    from tests.recipe_helpers import rate_lengths
-
-    monkeypatch.setitem(TASKS, "rate-lengths", rate_lengths)
+    plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     recipe = loads_recipe(LABEL.replace("[run]\n", f"[run]\noutput_key = {key!r}\n"))
     write_jsonl(tmp_path / "in.jsonl", [{"input": "a"}])
     opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))

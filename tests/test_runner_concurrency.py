@@ -15,13 +15,14 @@ import fnlabel
 from fnlabel import GenerationParams, llm, pooled, tasks
 from fnlabel.backends import echo
 from fnlabel.backends.openai import OpenAIConfig
-from fnlabel.cache import cached
-from fnlabel.chain import Chain
+from fnlabel.combinators.cache import cached
+from fnlabel.combinators.chain import Chain
 from fnlabel.combinators import threaded
 from fnlabel.errors import BackendError
-from fnlabel.llm import max_concurrency
-from fnlabel.process import LLMSpec, in_process
-from fnlabel.runner import resolve_options, run_recipe
+from fnlabel import max_concurrency
+from fnlabel.llm import LLMBase
+from fnlabel import LLMSpec, in_process
+from fnlabel.run import resolve_options, run_recipe
 from tests.recipe_helpers import echo_recipe, questions, read_jsonl, write_jsonl, write_recipe
 from tests.recipe_helpers import fnlabel as fnlabel_cli
 from tests.servers.base import Fault
@@ -51,16 +52,19 @@ def test_max_concurrency_passes_through_every_combinator(tmp_path: Path) -> None
         assert max_concurrency(child) == 2
 
 
-class Tracked:
+class Tracked(LLMBase):
     """Wraps the built LLM: counts overlapping calls and finishes them in a random order."""
 
     def __init__(self, inner: Any, concurrency: int | None) -> None:
         self.inner, self.lock, self.running, self.most = inner, threading.Lock(), 0, 0
-        if concurrency is not None:
-            self.max_concurrency = concurrency
+        self.concurrency = concurrency or 1
         self.task, self.model_name = inner.task, inner.model_name
 
-    def run(self, inputs: list[dict], k: int = 1) -> Any:
+    @property
+    def max_concurrency(self) -> int:
+        return self.concurrency
+
+    def run(self, inputs: list[dict], k: int = 1, *, first_generation: int = 0) -> Any:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
@@ -219,7 +223,7 @@ class Closing(Tracked):
         super().__init__(inner, None)
         self.closed_mid_call: bool | None = None
 
-    def run(self, inputs: list[dict], k: int = 1) -> Any:
+    def run(self, inputs: list[dict], k: int = 1, *, first_generation: int = 0) -> Any:
         with self.lock:
             self.running += 1
         try:
@@ -264,7 +268,7 @@ def test_ctrl_c_while_a_local_model_computes_waits_for_it_before_closing(tmp_pat
     seen: list[Closing] = []
 
     class Interrupting(Closing):
-        def run(self, inputs: list[dict], k: int = 1) -> Any:
+        def run(self, inputs: list[dict], k: int = 1, *, first_generation: int = 0) -> Any:
             if not any("slow" in r["input"] for r in inputs):
                 return self.inner.run(inputs, k)
             with self.lock:

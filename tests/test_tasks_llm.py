@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import fnlabel
-import fnlabel.models
+import fnlabel.backends.models
 from fnlabel import GenerationParams, backends, llm
 from fnlabel.tasks import TASKS, critique, deita, feedback, instruct, judges
 
@@ -130,7 +130,7 @@ def test_bad_rows_are_reported_and_the_others_run():
 def smollm2():
     import llama_cpp
 
-    model = llama_cpp.Llama(model_path=str(fnlabel.models.embedded_gguf()), n_ctx=2048, n_threads=2, verbose=False)
+    model = llama_cpp.Llama(model_path=str(fnlabel.backends.models.embedded_gguf()), n_ctx=2048, n_threads=2, verbose=False)
     yield model
     model.close()
 

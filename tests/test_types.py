@@ -13,7 +13,7 @@ from fnlabel import ConfigError, GenerationFailure, GenerationParams, LLMOutput,
 # field -> (values that must be rejected, allowed range text in the message, values that must be accepted)
 BOUNDS = {
     "max_new_tokens": ([0, -1, 1.5, "8", True, None], (">= 1", "[1, inf]"), [1, 4096]),
-    "temperature": ([-0.01, -1, math.inf, math.nan, "0.5", None, True], ("[0, inf]",), [0, 0.0, 1, 2.5]),
+    "temperature": ([-0.01, -1, math.inf, math.nan, "0.5", None, True], (">= 0",), [0, 0.0, 1, 2.5]),
     "top_k": ([0, -1, 2.5, "4", False], (">= 1", "[1, inf]"), [None, 1, 50]),
     "top_p": ([0, 0.0, -0.1, 1.5, 1.0001, None, math.nan], ("(0, 1]",), [1e-6, 0.5, 1, 1.0]),
     "frequency_penalty": ([-2.01, 2.01, 3, None, math.inf], ("[-2, 2]",), [-2, 0, 2.0]),
@@ -56,7 +56,7 @@ def test_int_values_of_float_fields_become_floats():
 def test_error_is_a_value_error_and_an_fnlabel_error():
     with pytest.raises(ValueError):
         GenerationParams(top_p=1.5)
-    with pytest.raises(fnlabel.FnlabelError, match=r"top_p=1.5 is out of range: allowed \(0, 1\]"):
+    with pytest.raises(fnlabel.FnlabelError, match=r"top_p must be a number in \(0, 1\], got 1.5"):
         GenerationParams(top_p=1.5)
 
 

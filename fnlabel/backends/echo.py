@@ -17,25 +17,17 @@ from typing import ClassVar
 
 import attrs
 
-from fnlabel.errors import BackendError, ConfigError
+from fnlabel.backends.base import BackendBase
+from fnlabel.errors import BackendError
 from fnlabel.formats import check_format
 from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+from fnlabel.validators import number, text
 
 __all__ = ["EchoConfig", "Echo", "echo", "prompt_text"]
 
 
 def _strings(value: object) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
-
-
-def _seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ConfigError(f"EchoConfig.{name} must be a number of seconds >= 0, got {value!r}")
-
-
-def _text(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"EchoConfig.{name} must be a non-empty string, got {value!r}")
 
 
 def prompt_text(prompt: FormattedPrompt) -> str:
@@ -62,15 +54,15 @@ class EchoConfig:
             so tests can count backend work, even across processes.
     """
 
-    model_name: str = attrs.field(default="echo", validator=lambda _i, a, v: _text(a.name, v))
-    latency: float = attrs.field(default=0.0, validator=lambda _i, a, v: _seconds(a.name, v))
-    latency_per_prompt: float = attrs.field(default=0.0, validator=lambda _i, a, v: _seconds(a.name, v))
+    model_name: str = attrs.field(default="echo", validator=text())
+    latency: float = attrs.field(default=0.0, validator=number(0.0))
+    latency_per_prompt: float = attrs.field(default=0.0, validator=number(0.0))
     fail_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     raise_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     prompt_format: str = attrs.field(default="default", validator=lambda _i, _a, v: check_format(v))
     call_log: str | None = attrs.field(
         default=None, converter=lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v,
-        validator=lambda _i, a, v: v is None or _text(a.name, v),
+        validator=text(optional=True),
     )
 
     kind: ClassVar[str] = "echo"
@@ -83,7 +75,7 @@ class EchoConfig:
 
 
 @attrs.frozen
-class Echo:
+class Echo(BackendBase):
     """The backend callable itself: ``Echo(config)(prompts, params)``."""
 
     config: EchoConfig = EchoConfig()

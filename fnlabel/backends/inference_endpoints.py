@@ -1,7 +1,7 @@
 """Hugging Face Inference Endpoints, TGI servers and serverless models (``huggingface_hub``).
 
 String prompts go to TGI ``text_generation``, chat prompts to ``chat_completion``.
-Each generation is its own request with its own seed (``derive_seed(seed, i)``),
+Each generation is its own request with its own seed (``generation_seed(seed, i)``),
 so ``num_generations`` fans out concurrently. Requests run on
 ``AsyncInferenceClient`` with the concurrency, retry and event-loop machinery of
 :mod:`fnlabel.backends._async` (shared with the OpenAI backend).
@@ -17,35 +17,16 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends._async import (
-    LoopBackend,
-    MalformedResponse,
-    RetryPolicy,
-    RowError,
-    derive_seed,
-    failed,
-    gather_all,
-    non_negative,
-    positive,
-    require,
-    with_retries,
-)
-from fnlabel.backends._common import cut_at_stop
+from fnlabel.backends.http import MalformedResponse, RetryPolicy, RowError, failed, gather_all, require, with_retries
+from fnlabel.backends.local import cut_at_stop
+from fnlabel.backends.loop import LoopBackend
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
+from fnlabel.seeds import generation_seed
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.validators import integer, number, text
 
 __all__ = ["InferenceEndpointsConfig", "InferenceEndpointsBackend", "inference_endpoints"]
-
-
-def _optional_str(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"{attr.name} must be a non-empty string or unset, got {value!r}")
-
-
-def _optional_positive(inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if value is not None:
-        positive(inst, attr, value)
 
 
 @attrs.frozen
@@ -70,25 +51,23 @@ class InferenceEndpointsConfig:
         prompt_format: the natural prompt format (``"openai"``: chat messages -> chat_completion).
     """
 
-    model_id: str | None = attrs.field(default=None, validator=_optional_str)
-    endpoint_name: str | None = attrs.field(default=None, validator=_optional_str)
-    namespace: str | None = attrs.field(default=None, validator=_optional_str)
-    base_url: str | None = attrs.field(default=None, validator=_optional_str)
-    token_env: str = attrs.field(default="HF_TOKEN", validator=attrs.validators.min_len(1))
-    provider: str | None = attrs.field(default=None, validator=_optional_str)
-    max_concurrency: int = attrs.field(default=64, validator=non_negative)
-    timeout: float = attrs.field(default=120.0, validator=positive)
-    max_retries: int = attrs.field(default=5, validator=non_negative)
-    backoff: float = attrs.field(default=0.5, validator=positive)
-    max_backoff: float = attrs.field(default=60.0, validator=positive)
-    repetition_penalty: float | None = attrs.field(default=None, validator=_optional_positive)
+    model_id: str | None = attrs.field(default=None, validator=text(optional=True))
+    endpoint_name: str | None = attrs.field(default=None, validator=text(optional=True))
+    namespace: str | None = attrs.field(default=None, validator=text(optional=True))
+    base_url: str | None = attrs.field(default=None, validator=text(optional=True))
+    token_env: str = attrs.field(default="HF_TOKEN", validator=text())
+    provider: str | None = attrs.field(default=None, validator=text(optional=True))
+    max_concurrency: int = attrs.field(default=64, validator=integer(1))
+    timeout: float = attrs.field(default=120.0, validator=number(0.0, low_open=True))
+    max_retries: int = attrs.field(default=5, validator=integer(0))
+    backoff: float = attrs.field(default=0.5, validator=number(0.0, low_open=True))
+    max_backoff: float = attrs.field(default=60.0, validator=number(0.0, low_open=True))
+    repetition_penalty: float | None = attrs.field(default=None, validator=number(0.0, low_open=True, optional=True))
     prompt_format: str = attrs.field(default="openai", validator=lambda _i, _a, v: check_format(v))
 
     kind: ClassVar[str] = "inference-endpoints"
 
     def __attrs_post_init__(self) -> None:
-        if self.max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.endpoint_name and self.base_url:
             raise ConfigError("inference-endpoints: set endpoint_name or base_url, not both")
         if not (self.endpoint_name or self.base_url or self.model_id):
@@ -165,7 +144,7 @@ class InferenceEndpointsBackend(LoopBackend):
         rows = []
         for prompt in prompts:
             base = params.seed if params.seed is not None else random.randrange(2**31)
-            rows.extend(self._one(client, semaphore, prompt, params, derive_seed(base, i)) for i in range(params.num_generations))
+            rows.extend(self._one(client, semaphore, prompt, params, generation_seed(base, i)) for i in range(params.num_generations))
         flat = await gather_all(rows)
         k = params.num_generations
         return [flat[j * k : (j + 1) * k] for j in range(len(prompts))]

@@ -17,20 +17,21 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends._common import ModelCache, float_in, int_at_least, is_chat
+from fnlabel.backends.base import BackendBase
+from fnlabel.backends.local import ModelCache, is_chat
+from fnlabel.backends.models import resolve_gguf
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.models import resolve_gguf
 from fnlabel.seeds import generation_seeds
 from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+from fnlabel.validators import check_text, integer, number
 
 __all__ = ["LlamaCppConfig", "LlamaCpp", "llama_cpp"]
 
 _MODELS = ModelCache()
 
 
-def _model_str(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"LlamaCppConfig.model must be a GGUF path or 'smollm2', got {value!r}")
+def _model_str(_inst: Any, _attr: Any, value: Any) -> None:
+    check_text(value, "LlamaCppConfig.model (a GGUF path or 'smollm2')")
 
 
 @attrs.frozen
@@ -51,15 +52,15 @@ class LlamaCppConfig:
     """
 
     model: str = attrs.field(default="smollm2", validator=_model_str)
-    n_ctx: int = attrs.field(default=2048, validator=int_at_least(16))
-    n_threads: int | None = attrs.field(default=None, validator=int_at_least(1, optional=True))
-    n_batch: int = attrs.field(default=512, validator=int_at_least(1))
-    n_gpu_layers: int = attrs.field(default=0, validator=int_at_least(-1))
+    n_ctx: int = attrs.field(default=2048, validator=integer(16))
+    n_threads: int | None = attrs.field(default=None, validator=integer(1, optional=True))
+    n_batch: int = attrs.field(default=512, validator=integer(1))
+    n_gpu_layers: int = attrs.field(default=0, validator=integer(-1))
     chat_format: str | None = None
-    min_p: float = attrs.field(default=0.0, validator=float_in(0.0, 1.0))
-    typical_p: float = attrs.field(default=1.0, validator=float_in(0.0, 1.0))
-    repeat_penalty: float = attrs.field(default=1.0, validator=float_in(0.0, 10.0))
-    penalty_last_n: int = attrs.field(default=64, validator=int_at_least(0))
+    min_p: float = attrs.field(default=0.0, validator=number(0.0, 1.0))
+    typical_p: float = attrs.field(default=1.0, validator=number(0.0, 1.0))
+    repeat_penalty: float = attrs.field(default=1.0, validator=number(0.0, 10.0))
+    penalty_last_n: int = attrs.field(default=64, validator=integer(0))
     verbose: bool = False
 
     kind: ClassVar[str] = "llama-cpp"
@@ -93,12 +94,15 @@ def _load(config: LlamaCppConfig) -> Any:
 
 
 @attrs.frozen
-class LlamaCpp:
+class LlamaCpp(BackendBase):
     """The backend callable: ``LlamaCpp(config)(prompts, params)``. Pickles as its config."""
 
     config: LlamaCppConfig = LlamaCppConfig()
 
-    prompt_format: ClassVar[str] = "openai"
+    @property
+    def prompt_format(self) -> str:
+        """Chat messages: llama.cpp renders them with the GGUF's own chat template."""
+        return "openai"
 
     @property
     def model_name(self) -> str:

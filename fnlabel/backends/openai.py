@@ -21,26 +21,15 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends._async import (
-    LoopBackend,
-    FrozenDict,
-    MalformedResponse,
-    RetryPolicy,
-    RowError,
-    derive_seed,
-    failed,
-    frozen_dict,
-    gather_all,
-    non_negative,
-    positive,
-    read_secret,
-    require,
-    with_retries,
-)
-from fnlabel.backends._common import cut_at_stop
+from fnlabel.backends.http import MalformedResponse, RetryPolicy, RowError, failed, gather_all, read_secret, require, with_retries
+from fnlabel.backends.local import cut_at_stop
+from fnlabel.backends.loop import LoopBackend
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
+from fnlabel.frozen import FrozenMap, frozen_table, thaw
+from fnlabel.seeds import generation_seed
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.validators import boolean, integer, number, one_of, text
 
 __all__ = ["OpenAIConfig", "OpenAIBackend", "openai", "PLACEHOLDER_KEY"]
 
@@ -49,24 +38,6 @@ _POST_OPTIONS: Any = {"security": {"bearer_auth": True}}
 
 #: sent when ``base_url`` is set and the key variable is unset (local servers need no key)
 PLACEHOLDER_KEY = "sk-no-key-required"
-
-
-def _optional_str(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"{attr.name} must be a non-empty string or unset, got {value!r}")
-
-
-def _name(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{attr.name} must be a non-empty string, got {value!r}")
-
-
-def _one_of(*options: str) -> Any:
-    def check(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-        if value not in options:
-            raise ConfigError(f"{attr.name} must be one of {', '.join(map(repr, options))}, got {value!r}")
-
-    return check
 
 
 @attrs.frozen
@@ -94,26 +65,24 @@ class OpenAIConfig:
         prompt_format: the natural prompt format (``"openai"``: chat messages).
     """
 
-    model: str = attrs.field(validator=_name)
-    base_url: str | None = attrs.field(default=None, validator=_optional_str)
-    api_key_env: str = attrs.field(default="OPENAI_API_KEY", validator=_name)
-    organization: str | None = attrs.field(default=None, validator=_optional_str)
-    max_concurrency: int = attrs.field(default=64, validator=non_negative)
-    timeout: float = attrs.field(default=120.0, validator=positive)
-    max_retries: int = attrs.field(default=5, validator=non_negative)
-    backoff: float = attrs.field(default=0.5, validator=positive)
-    max_backoff: float = attrs.field(default=60.0, validator=positive)
-    extra_body: FrozenDict = attrs.field(default=None, converter=frozen_dict)
-    supports_top_k: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    native_n: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-    max_tokens_param: str = attrs.field(default="max_tokens", validator=_one_of("max_tokens", "max_completion_tokens"))
+    model: str = attrs.field(validator=text())
+    base_url: str | None = attrs.field(default=None, validator=text(optional=True))
+    api_key_env: str = attrs.field(default="OPENAI_API_KEY", validator=text())
+    organization: str | None = attrs.field(default=None, validator=text(optional=True))
+    max_concurrency: int = attrs.field(default=64, validator=integer(1))
+    timeout: float = attrs.field(default=120.0, validator=number(0.0, low_open=True))
+    max_retries: int = attrs.field(default=5, validator=integer(0))
+    backoff: float = attrs.field(default=0.5, validator=number(0.0, low_open=True))
+    max_backoff: float = attrs.field(default=60.0, validator=number(0.0, low_open=True))
+    extra_body: FrozenMap = attrs.field(default=None, converter=frozen_table)
+    supports_top_k: bool = attrs.field(default=False, validator=boolean())
+    native_n: bool = attrs.field(default=True, validator=boolean())
+    max_tokens_param: str = attrs.field(default="max_tokens", validator=one_of("max_tokens", "max_completion_tokens"))
     prompt_format: str = attrs.field(default="openai", validator=lambda _i, _a, v: check_format(v))
 
     kind: ClassVar[str] = "openai"
-
-    def __attrs_post_init__(self) -> None:
-        if self.max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+    #: left out of the cache identity: the name of the length parameter does not change an output
+    cache_ignore: ClassVar[tuple[str, ...]] = ("max_tokens_param",)
 
     def build(self) -> OpenAIBackend:
         """The backend callable; reads the key from ``api_key_env`` now (ConfigError if missing)."""
@@ -150,6 +119,7 @@ class OpenAIBackend(LoopBackend):
 
         super().__init__(config, "fnlabel-openai", open_client)
         self._placeholder_key = api_key is None
+        self._extra_body = thaw(config.extra_body)  # plain JSON data, thawed once rather than per request
         self._n_ignored = not config.native_n
         where = f" at {config.base_url}" if config.base_url else ""
         self._what = f"openai ({config.model}{where})"
@@ -232,7 +202,7 @@ class OpenAIBackend(LoopBackend):
         """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.
 
         ``extra_body`` is merged first, so it cannot override the general params.
-        The seed of generation ``index`` is ``derive_seed(params.seed, index)``.
+        The seed of generation ``index`` is ``generation_seed(params.seed, index)``.
 
         Examples:
             >>> from fnlabel import GenerationParams
@@ -243,7 +213,7 @@ class OpenAIBackend(LoopBackend):
         """
         cfg = self.config
         body: dict[str, Any] = {
-            **cfg.extra_body,
+            **self._extra_body,
             "model": cfg.model,
             "n": n,
             cfg.max_tokens_param: params.max_new_tokens,
@@ -253,7 +223,7 @@ class OpenAIBackend(LoopBackend):
             "presence_penalty": params.presence_penalty,
         }
         if params.seed is not None:
-            body["seed"] = derive_seed(params.seed, index)
+            body["seed"] = generation_seed(params.seed, index)
         if params.stop:
             body["stop"] = list(params.stop)
         if params.top_k is not None:

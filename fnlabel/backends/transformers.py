@@ -25,11 +25,13 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends._common import ModelCache, cut_at_stop, int_at_least, is_chat, one_of
+from fnlabel.backends.base import BackendBase
+from fnlabel.backends.local import ModelCache, cut_at_stop, is_chat
+from fnlabel.backends.models import EMBEDDED_ALIASES, embedded_gguf
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.models import EMBEDDED_ALIASES, embedded_gguf
 from fnlabel.seeds import generation_seed, random_seed
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.validators import check_text, integer, one_of
 
 __all__ = ["TransformersConfig", "Transformers", "transformers"]
 
@@ -37,12 +39,11 @@ _MODELS = ModelCache()
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def _model_str(_inst: Any, _attr: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"TransformersConfig.model must be an HF folder, a hub id or 'smollm2', got {value!r}")
+def _model_str(_inst: Any, _attr: Any, value: Any) -> None:
+    check_text(value, "TransformersConfig.model (an HF folder, a hub id or 'smollm2')")
 
 
-def _device(_inst: Any, _attr: attrs.Attribute, value: Any) -> None:
+def _device(_inst: Any, _attr: Any, value: Any) -> None:
     if not isinstance(value, str) or not (value in ("auto", "cpu", "mps") or value.split(":")[0] == "cuda"):
         raise ConfigError(f"TransformersConfig.device={value!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
@@ -66,7 +67,7 @@ class TransformersConfig:
     gguf_file: str | None = None
     dtype: str = attrs.field(default="auto", validator=one_of(*DTYPES))
     device: str = attrs.field(default="auto", validator=_device)
-    batch_size: int = attrs.field(default=16, validator=int_at_least(1))
+    batch_size: int = attrs.field(default=16, validator=integer(1))
     trust_remote_code: bool = False
     use_chat_template: bool = True
 
@@ -124,7 +125,7 @@ def _load(config: TransformersConfig) -> _Loaded:
 
 
 @attrs.frozen
-class Transformers:
+class Transformers(BackendBase):
     """The backend callable: ``Transformers(config)(prompts, params)``. Pickles as its config."""
 
     config: TransformersConfig = TransformersConfig()

@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
 
+from fnlabel.backends.base import BackendBase
 from fnlabel.errors import BackendError, ConfigError
+from fnlabel.frozen import FrozenMap, frozen_table, thaw
 from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+from fnlabel.validators import boolean, integer, number, one_of
 
-__all__ = ["VLLMConfig", "VLLM", "FrozenTable", "vllm", "sampling_kwargs", "loaded_engines"]
+__all__ = ["VLLMConfig", "VLLM", "vllm", "sampling_kwargs", "loaded_engines"]
 
 DTYPES = ("auto", "float32", "float", "float16", "half", "bfloat16")
 #: fields of VLLMConfig that must not be repeated in engine_kwargs
@@ -40,99 +43,10 @@ MAX_TEMPERATURE = 2.0
 DEFAULT_CPU_KVCACHE_GIB = "2"
 
 
-@attrs.frozen
-class FrozenTable(Mapping[str, Any]):
-    """An immutable, hashable mapping (a TOML table): nested tables and lists are frozen too.
-
-    Examples:
-        >>> t = FrozenTable.of({"a": 1, "b": {"c": [1, 2]}})
-        >>> hash(t) == hash(FrozenTable.of({"b": {"c": [1, 2]}, "a": 1})), t.thaw()
-        (True, {'a': 1, 'b': {'c': [1, 2]}})
-    """
-
-    items_: tuple[tuple[str, Any], ...] = ()
-
-    def __repr__(self) -> str:
-        return f"FrozenTable({dict(self.items_)!r})"
-
-    @classmethod
-    def of(cls, value: Mapping[str, Any] | None) -> FrozenTable:
-        if value is None:
-            return cls()
-        if isinstance(value, FrozenTable):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"engine_kwargs must be a table of engine arguments, got {value!r}")
-        for key in value:
-            if not isinstance(key, str):
-                raise ConfigError(f"engine_kwargs keys must be strings, got {key!r}")
-        table = cls(tuple(sorted((k, _freeze(v, k)) for k, v in value.items())))
-        try:
-            hash(table)
-        except TypeError as exc:
-            raise ConfigError(f"engine_kwargs values must be plain data (tables, lists, scalars): {exc}") from exc
-        return table
-
-    def __getitem__(self, key: str) -> Any:
-        for k, v in self.items_:
-            if k == key:
-                return v
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self.items_)
-
-    def __len__(self) -> int:
-        return len(self.items_)
-
-    def thaw(self) -> dict[str, Any]:
-        """A plain ``dict`` (nested tables -> dicts, tuples -> lists, frozensets -> sets)."""
-        return {k: _thaw(v) for k, v in self.items_}
-
-
-def _freeze(value: Any, key: str) -> Any:
-    if isinstance(value, Mapping):
-        return FrozenTable.of(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v, key) for v in value)
-    if isinstance(value, (set, frozenset)):
-        return frozenset(value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, FrozenTable):
-        return value.thaw()
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    if isinstance(value, frozenset):
-        return set(value)
-    return value
-
-
-def _check_engine_kwargs(_inst: Any, _attr: Any, value: FrozenTable) -> None:
+def _check_engine_kwargs(_inst: Any, _attr: Any, value: FrozenMap) -> None:
     clash = [k for k in value if k in _FIELDS]
     if clash:
         raise ConfigError(f"engine_kwargs sets {clash}: set them as VLLMConfig fields instead")
-
-
-def _positive_int(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if value is None and attr.default is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if attr.name == "seed" else 1):
-        raise ConfigError(f"VLLMConfig.{attr.name} must be a positive integer, got {value!r}")
-
-
-def _dtype(_inst: Any, _attr: Any, value: Any) -> None:
-    if value not in DTYPES:
-        raise ConfigError(f"VLLMConfig.dtype must be one of {', '.join(DTYPES)}, got {value!r}")
-
-
-def _fraction(_inst: Any, _attr: Any, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError(f"VLLMConfig.gpu_memory_utilization must be in (0, 1], got {value!r}")
 
 
 @attrs.frozen
@@ -157,15 +71,15 @@ class VLLMConfig:
     """
 
     model: str = attrs.field(default="smollm2", validator=attrs.validators.instance_of(str))
-    dtype: str = attrs.field(default="auto", validator=_dtype)
-    max_model_len: int | None = attrs.field(default=None, validator=_positive_int)
-    tensor_parallel_size: int = attrs.field(default=1, validator=_positive_int)
-    gpu_memory_utilization: float | None = attrs.field(default=None, validator=_fraction)
-    enforce_eager: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    seed: int | None = attrs.field(default=None, validator=_positive_int)
-    engine_kwargs: Mapping[str, Any] = attrs.field(
-        factory=FrozenTable, converter=FrozenTable.of, validator=_check_engine_kwargs
+    dtype: str = attrs.field(default="auto", validator=one_of(*DTYPES))
+    max_model_len: int | None = attrs.field(default=None, validator=integer(1, optional=True))
+    tensor_parallel_size: int = attrs.field(default=1, validator=integer(1))
+    gpu_memory_utilization: float | None = attrs.field(
+        default=None, validator=number(0.0, 1.0, low_open=True, optional=True)
     )
+    enforce_eager: bool = attrs.field(default=False, validator=boolean())
+    seed: int | None = attrs.field(default=None, validator=integer(0, optional=True))
+    engine_kwargs: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_table, validator=_check_engine_kwargs)
 
     kind: ClassVar[str] = "vllm"
 
@@ -178,7 +92,7 @@ class VLLMConfig:
     def model_path(self) -> str:
         """The model vLLM loads: the alias resolved to its HF folder, else ``model`` itself."""
         if self.model == "smollm2":
-            from fnlabel.models import embedded_hf_folder
+            from fnlabel.backends.models import embedded_hf_folder
 
             return str(embedded_hf_folder())
         return self.model
@@ -198,7 +112,7 @@ class VLLMConfig:
         for name in ("max_model_len", "gpu_memory_utilization", "seed"):
             if getattr(self, name) is not None:
                 kw[name] = getattr(self, name)
-        kw.update(self.engine_kwargs.thaw())  # type: ignore[attr-defined]
+        kw.update(thaw(self.engine_kwargs))
         return kw
 
 
@@ -294,7 +208,7 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
 
 
 @attrs.frozen
-class VLLM:
+class VLLM(BackendBase):
     """The backend callable: ``VLLM(config)(prompts, params)``; picklable (the engine is looked up by config)."""
 
     config: VLLMConfig = VLLMConfig()

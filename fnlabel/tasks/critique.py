@@ -18,9 +18,9 @@ import attrs
 
 from fnlabel.errors import ConfigError, ParseError
 from fnlabel.tasks import inputs
-from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import excerpt, find_score, format_score, normalize, parse_score, strip_label
-from fnlabel.types import Prompt
+from fnlabel.types import Prompt, Task
+from fnlabel.validators import check_texts
 
 __all__ = [
     "ultracm",
@@ -185,7 +185,7 @@ def _descriptions(value: Any) -> tuple[str, ...]:
                 f"score_descriptions keys must be scores (1, 2, ...) or it must be a list, lowest first; "
                 f"got keys {list(value)!r:.80}"
             ) from exc
-    return inputs.check_texts(value, "score_descriptions", min_len=2)
+    return check_texts(value, "score_descriptions", min_len=2)
 
 
 @attrs.frozen

@@ -16,9 +16,8 @@ from typing import Any
 import attrs
 
 from fnlabel.tasks import inputs
-from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import format_score, indexed_scores
-from fnlabel.types import Prompt
+from fnlabel.types import Prompt, Task
 
 __all__ = [
     "complexity_scorer",

@@ -22,9 +22,9 @@ import attrs
 
 from fnlabel.errors import InputError
 from fnlabel.tasks import inputs
-from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import normalize, strip_label, strip_quotes
-from fnlabel.types import Prompt
+from fnlabel.types import Prompt, Task
+from fnlabel.validators import check_one_of
 
 __all__ = [
     "evol_instruct",
@@ -175,7 +175,8 @@ class EvolPrompt:
 
     @evolution_method.validator
     def _check(self, _attr: attrs.Attribute, value: Any) -> None:
-        inputs.check_choice(value, self.methods, "evolution_method")
+        if value is not None:  # None: a method chosen per row
+            check_one_of(value, "evolution_method", tuple(self.methods))
 
     def method_for(self, row: Mapping[str, Any]) -> str:
         """The evolution method used for ``row``: its ``evolution_method`` key when set (as in

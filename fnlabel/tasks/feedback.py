@@ -14,9 +14,9 @@ import attrs
 
 from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
-from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import excerpt, format_score, label_value, normalize, parse_score, starts_with_score
-from fnlabel.types import Prompt
+from fnlabel.types import Prompt, Task
+from fnlabel.validators import check_one_of, check_texts
 
 __all__ = ["ultrafeedback", "UltraFeedbackPrompt", "UltraFeedbackParser", "format_ratings", "ASPECTS"]
 
@@ -113,12 +113,12 @@ def canonical_aspect(value: Any) -> str:
     """``overall_quality`` / ``Overall Quality`` / ``text-quality`` -> ``overall-quality``."""
     name = re.sub(r"[\s_]+", "-", str(value).strip().lower())
     name = _ALIASES.get(name, name)
-    inputs.check_choice(name, tuple(ASPECTS), "ultrafeedback aspect")
+    check_one_of(name, "ultrafeedback aspect", tuple(ASPECTS))
     return name
 
 
 def _ratings(value: Any) -> tuple[str, ...] | None:
-    return None if value is None else inputs.check_texts(value, "ratings", min_len=2)
+    return None if value is None else check_texts(value, "ratings", min_len=2)
 
 
 @attrs.frozen

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fnlabel.errors import ConfigError, InputError
+from fnlabel.errors import InputError
 from fnlabel.tasks.principles import stable_choice
 
-__all__ = ["text", "texts", "single_text", "choose", "check_choice", "check_texts"]
+__all__ = ["text", "texts", "single_text", "choose"]
 
 
 def text(row: Mapping[str, Any], key: str) -> str:
@@ -46,21 +46,6 @@ def single_text(row: Mapping[str, Any], key: str) -> str:
             "this task judges one answer per row: put each answer on its own row"
         )
     return value
-
-
-def check_choice(value: Any, options: Sequence[str], what: str) -> Any:
-    """``value`` when it is ``None`` or one of ``options``, else a ConfigError listing them."""
-    if value is not None and value not in options:
-        raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(options)}")
-    return value
-
-
-def check_texts(value: Any, what: str, min_len: int = 1) -> tuple[str, ...]:
-    """``value`` as a tuple of at least ``min_len`` non-empty strings, else a ConfigError."""
-    items = (value,) if isinstance(value, str) else tuple(value)
-    if len(items) < min_len or not all(isinstance(s, str) and s.strip() for s in items):
-        raise ConfigError(f"{what} must be a list of at least {min_len} non-empty strings, got {value!r}")
-    return items
 
 
 def choose(options: Sequence[str], fixed: str | None, seed: int, row: Mapping[str, Any]) -> str:

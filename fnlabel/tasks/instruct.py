@@ -15,9 +15,9 @@ import attrs
 
 from fnlabel.errors import ConfigError, ParseError
 from fnlabel.tasks import inputs
-from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import excerpt, list_items
-from fnlabel.types import Prompt
+from fnlabel.types import Prompt, Task
+from fnlabel.validators import check_texts, integer
 
 __all__ = ["self_instruct", "SelfInstructPrompt", "parse_instructions", "format_instructions"]
 
@@ -54,12 +54,7 @@ Write nothing else: no title, no introduction, no answers."""
 def _criteria(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):  # one criterion per line, like distilabel 0.x's string
         value = [line for line in value.splitlines() if line.strip()]
-    return inputs.check_texts(value, "criteria_for_query_generation")
-
-
-def _positive(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{attr.name} must be an integer >= 1, got {value!r}")
+    return check_texts(value, "criteria_for_query_generation")
 
 
 @attrs.frozen
@@ -68,7 +63,7 @@ class SelfInstructPrompt:
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     application_description: str = "AI assistant"
-    num_instructions: int = attrs.field(default=5, validator=_positive)
+    num_instructions: int = attrs.field(default=5, validator=integer(1))
     criteria_for_query_generation: tuple[str, ...] = attrs.field(default=DEFAULT_CRITERIA, converter=_criteria)
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:

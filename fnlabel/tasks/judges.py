@@ -16,9 +16,9 @@ import attrs
 
 from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
-from fnlabel.tasks.base import Task
 from fnlabel.tasks.parsing import excerpt, format_score, normalize, parse_score, parse_score_list
-from fnlabel.types import Prompt
+from fnlabel.types import Prompt, Task
+from fnlabel.validators import check_texts
 
 __all__ = [
     "judgelm",
@@ -152,7 +152,7 @@ def judgelm(system_prompt: str = JUDGELM_SYSTEM_PROMPT, task_description: str = 
 
 
 def _areas(value: Any) -> tuple[str, ...]:
-    return inputs.check_texts(value, "areas")
+    return check_texts(value, "areas")
 
 
 def _areas_text(areas: Sequence[str]) -> str:

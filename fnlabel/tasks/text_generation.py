@@ -8,9 +8,8 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import ConfigError, InputError
-from fnlabel.tasks.base import Task
 from fnlabel.tasks.principles import PRINCIPLES, stable_choice
-from fnlabel.types import Prompt
+from fnlabel.types import Prompt, Task
 
 __all__ = ["text_generation", "DEFAULT_SYSTEM_PROMPT"]
 

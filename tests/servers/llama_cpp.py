@@ -27,7 +27,7 @@ class LlamaCppServer:
     """``with LlamaCppServer() as srv: srv.url`` (``http://127.0.0.1:PORT/v1``)."""
 
     def __init__(self, model: str | None = None, n_ctx: int = 2048, startup_timeout: float = 120.0) -> None:
-        from fnlabel.models import embedded_gguf
+        from fnlabel.backends.models import embedded_gguf
 
         self.model = model or str(embedded_gguf())
         self.n_ctx, self.startup_timeout = n_ctx, startup_timeout

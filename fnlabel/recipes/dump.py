@@ -1,10 +1,8 @@
 """A small TOML writer for recipes (their shape is flat: scalars, arrays, a few tables).
 
-Secret fields are never written: a field is secret when its attrs metadata has
-``secret=True``, when it has ``repr=False``, or when its name is one of
-``api_key``, ``token``, ``password``, ``secret`` (use an ``*_env`` field naming
-an environment variable instead). Keys with those names inside a table value
-(``extra_body``, ``engine_kwargs``) are left out too.
+Secret fields are never written (the rule is :mod:`fnlabel.redact`'s; use an ``*_env``
+field naming an environment variable instead), nor secret keys inside a table value
+(``extra_body``, ``engine_kwargs``).
 """
 
 from __future__ import annotations
@@ -17,16 +15,12 @@ from typing import Any
 
 import attrs
 
-__all__ = ["dump", "toml_value", "is_secret"]
+from fnlabel.redact import is_secret_field, is_secret_name
 
-_SECRET_NAMES = {"api_key", "token", "password", "secret", "hf_token", "access_token"}
+__all__ = ["dump", "toml_value"]
+
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def is_secret(field: attrs.Attribute) -> bool:
-    """Whether a config field holds a secret that must never be written."""
-    return bool(field.metadata.get("secret")) or field.repr is False or field.name in _SECRET_NAMES
 
 
 def _key(name: str) -> str:
@@ -68,7 +62,7 @@ def toml_value(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, Mapping):
         items = [  # a secret is left out at any depth (e.g. a token in vLLM's engine_kwargs)
-            f"{_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None and k not in _SECRET_NAMES
+            f"{_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None and not is_secret_name(str(k))
         ]
         return "{ " + ", ".join(items) + " }" if items else "{}"
     if isinstance(value, (list, tuple)):
@@ -80,7 +74,7 @@ def _fields(record: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """A config record's fields (None and secrets left out)."""
     out: dict[str, Any] = {}
     for f in attrs.fields(type(record)):
-        if f.name in skip or is_secret(f):
+        if f.name in skip or is_secret_field(f):
             continue
         value = getattr(record, f.name)
         if value is None:
@@ -133,7 +127,7 @@ def _stage(lines: list[str], stage: Any, prefix: str, extra: Mapping[str, Any] =
 
 
 def dump(recipe: Any) -> str:
-    """The recipe as TOML text (see :func:`fnlabel.recipes.dump_recipe`)."""
+    """The recipe as TOML text (see :func:`fnlabel.recipes.load.dump_recipe`)."""
     lines: list[str] = ["# written by fnlabel.dump_recipe"]
     _stage(lines, recipe, "")
     _table(lines, "run", _fields(recipe.run))

@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import max_concurrency
-from fnlabel.tasks.base import Task
+from fnlabel.types import Task, is_llm_like
 
 __all__ = ["child_main"]
 
@@ -24,18 +23,18 @@ def _remote_only(*_args: Any) -> Any:
     )
 
 
-def portable_task(task: Any) -> Any:
+def portable_task(task: Task) -> Task:
     """The task itself when it pickles, else a stand-in with the same name and keys."""
     try:
         pickle.dumps(task)
         return task
     except Exception:
         return Task(
-            name=getattr(task, "name", "task"),
+            name=task.name,
             build_prompt=_remote_only,
             parse=_remote_only,
-            input_keys=tuple(getattr(task, "input_keys", ())),
-            output_keys=tuple(getattr(task, "output_keys", ())),
+            input_keys=task.input_keys,
+            output_keys=task.output_keys,
         )
 
 
@@ -52,10 +51,10 @@ def build(spec: Any) -> Any:
     """The LLM that ``spec`` describes (``spec.build()`` or ``spec()``), checked to be LLM-like."""
     make = getattr(spec, "build", None)
     built = make() if callable(make) else spec()
-    if not (callable(getattr(built, "run", None)) and hasattr(built, "task")):
+    if not is_llm_like(built):
         raise ConfigError(
-            f"the spec built a {type(built).__name__}, not an LLM (with .run and .task); a backend config "
-            "builds only a backend: wrap it as fnlabel.process.LLMSpec(task, config)"
+            f"the spec built a {type(built).__name__}, not an LLM; a backend config "
+            "builds only a backend: wrap it as fnlabel.LLMSpec(task, config)"
         )
     return built
 
@@ -72,7 +71,7 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
     try:
         llm = build(spec)
         info = {"model_name": str(llm.model_name), "task": portable_task(llm.task),
-                "max_concurrency": min(workers, max_concurrency(llm))}
+                "max_concurrency": min(workers, llm.max_concurrency)}
     except BaseException as exc:  # noqa: BLE001 - any failure to build is reported, then we exit
         conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
         conn.close()
@@ -86,9 +85,8 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
         try:
             try:
                 inputs, k, first = pickle.loads(request)
-                kw = {"first_generation": first} if first else {}  # a spec's LLM-like may not take it
-                # pickled here, not inside send, and on its own: see fnlabel.process's protocol
-                payload = pickle.dumps(("result", rid, pickle.dumps(llm.run(inputs, k, **kw))))
+                # pickled here, not inside send, and on its own: see fnlabel.combinators.process's protocol
+                payload = pickle.dumps(("result", rid, pickle.dumps(llm.run(inputs, k, first_generation=first))))
             except BaseException as exc:  # noqa: BLE001 - every error goes back to its own Future
                 error = pickle.dumps(portable_error(exc))
                 payload = pickle.dumps(("error", rid, error, traceback.format_exc()))
@@ -116,7 +114,5 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
         busy = running[0]
     if busy:  # stopping now while the model is mid-request: its answer is no longer wanted
         os._exit(0)
-    close = getattr(llm, "close", None)
-    if close is not None:
-        close()
+    llm.close()
     conn.close()

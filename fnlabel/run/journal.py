@@ -1,8 +1,4 @@
-"""Reading inputs and writing outputs that survive a crash.
-
-Inputs are chosen by extension: ``.jsonl``/``.ndjson``, ``.json`` (a list of
-objects), ``.csv``, ``.parquet`` (extra ``fnlabel[parquet]``) or ``hf:name[:split]``
-(a Hugging Face dataset, extra ``fnlabel[datasets]``).
+"""Where a run's data leaves: output and failure files that survive a crash.
 
 Output is JSONL, one line per input row, **in input order**: line ``i`` of the
 output is input row ``i``. That order is the progress record: a rerun counts the
@@ -11,179 +7,22 @@ complete lines to know which rows are done, drops a half-written last line
 fsynced per batch) and goes on from there. Failures go to
 ``<output>.failures.jsonl``, one line per failed row or generation, written
 *before* the batch's output lines; on resume, records of rows past the output's
-end are dropped, so neither file ever holds a duplicate.
+end are dropped, so neither file ever holds a duplicate. A failure to write is an
+:class:`~fnlabel.errors.OutputError` naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
+from fnlabel.errors import InputError, OutputError
 
-from fnlabel.errors import InputError
-
-__all__ = [
-    "InputData",
-    "read_input",
-    "JsonlLog",
-    "to_json_line",
-    "normalized",
-    "write_parquet",
-    "output_lock",
-    "INPUT_FORMATS",
-]
-
-INPUT_FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", "hf:name[:split]")
-
-
-@attrs.frozen
-class InputData:
-    """Input rows plus where each came from (``"line 4"``, ``"row 12"``) for messages."""
-
-    source: str
-    rows: list[dict[str, Any]]
-    where: list[str]
-
-    def locate(self, i: int) -> str:
-        return f"{self.source} {self.where[i]}"
-
-
-def _missing(path: Path) -> InputError:
-    return InputError(
-        f"{path}: no such input file (relative paths are read from the current directory, {Path.cwd()}; "
-        "pass --input or set [run] input)"
-    )
-
-
-def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    rows, where = [], []
-    with path.open(encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel, some editors) is not text
-        for n, line in enumerate(fh, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path} line {n}: invalid JSON ({exc.msg}); each line must be one JSON object") from exc
-            if not isinstance(row, dict):
-                raise InputError(f"{path} line {n}: expected a JSON object ({{...}}), got {type(row).__name__}")
-            rows.append(row)
-            where.append(f"line {n}")
-    return rows, where
-
-
-def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from exc
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON list of objects ([{{...}}, ...]), got {type(data).__name__}")
-    data = data[:limit] if limit is not None else data
-    for i, row in enumerate(data):
-        if not isinstance(row, dict):
-            raise InputError(f"{path} item {i}: expected a JSON object ({{...}}), got {type(row).__name__}")
-    return data, [f"item {i}" for i in range(len(data))]
-
-
-def _read_csv(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    rows, where = [], []
-    default_limit = csv.field_size_limit(2**31 - 1)  # a field may be a whole document (default: 128 KiB)
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)  # not DictReader: it skips blank lines without saying where a row starts
-            header: list[str] | None = None
-            while limit is None or len(rows) < limit:
-                start = reader.line_num + 1
-                try:
-                    record = next(reader, None)
-                except csv.Error as exc:
-                    raise InputError(f"{path} line {start}: not valid CSV ({exc})") from exc
-                if record is None:
-                    break
-                if not record:  # a blank line
-                    continue
-                if header is None:
-                    header = record
-                    continue
-                if len(record) > len(header):
-                    raise InputError(f"{path} line {start}: more fields than the header has columns")
-                rows.append(dict(zip(header, record + [None] * (len(header) - len(record)))))
-                where.append(f"line {start}")
-    finally:
-        csv.field_size_limit(default_limit)
-    return rows, where
-
-
-def _read_parquet(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise InputError(f"{path}: reading Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read Parquet ({exc})") from exc
-    if limit is not None:
-        table = table.slice(0, limit)
-    rows = table.to_pylist()
-    return rows, [f"row {i}" for i in range(len(rows))]
-
-
-def _read_hf(spec: str, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    name, _, split = spec.removeprefix("hf:").partition(":")
-    if not name:
-        raise InputError(f"{spec}: expected hf:NAME[:SPLIT], e.g. hf:openai/gsm8k:train")
-    try:
-        import datasets
-    except ImportError as exc:
-        raise InputError(f"{spec}: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'") from exc
-    split = split or "train"
-    datasets.disable_progress_bars()  # fnlabel draws its own progress
-    try:
-        ds = datasets.load_dataset(name, split=split)
-    except Exception as exc:
-        raise InputError(f"{spec}: cannot load dataset {name!r} split {split!r} ({exc})") from exc
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
-    rows = [dict(r) for r in ds]
-    return rows, [f"row {i}" for i in range(len(rows))]
-
-
-def read_input(source: str | os.PathLike[str], limit: int | None = None) -> InputData:
-    """Read input rows from a file (by extension) or ``hf:name[:split]``.
-
-    Examples:
-        >>> data = read_input("recipes/data/questions.jsonl", limit=2)
-        >>> len(data.rows), data.where[0]
-        (2, 'line 1')
-    """
-    spec = str(source)
-    if spec.startswith("hf:"):
-        rows, where = _read_hf(spec, limit)
-        return InputData(spec, rows, where)
-    path = Path(spec)
-    readers = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
-               ".parquet": _read_parquet}
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
-        raise InputError(f"{path}: unknown input format {path.suffix or '(no extension)'!r}; "
-                         f"supported: {', '.join(INPUT_FORMATS)}")
-    if not path.is_file():
-        raise _missing(path)
-    try:
-        rows, where = reader(path, limit)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc})") from exc
-    return InputData(spec, rows, where)
+__all__ = ["JsonlLog", "to_json_line", "normalized", "write_parquet", "output_lock"]
 
 
 def to_json_line(obj: Any) -> str:
@@ -211,8 +50,8 @@ def _fsync(fh: Any) -> None:
     os.fsync(fh.fileno())
 
 
-def _unwritable(path: Path, exc: OSError) -> InputError:
-    return InputError(
+def _unwritable(path: Path, exc: OSError) -> OutputError:
+    return OutputError(
         f"{path}: cannot write the output there ({exc.strerror or exc}); pass another --output (or set [run] output)"
     )
 
@@ -242,7 +81,7 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise InputError(
+            raise OutputError(
                 f"{path}: another fnlabel run is writing this output (it holds {lock}); "
                 "wait for it to end, or pass another --output"
             ) from None
@@ -325,7 +164,7 @@ class JsonlLog:
             finally:
                 os.close(fd)
         except OSError as exc:  # a full disk: the lines before are whole, a rerun resumes after them
-            raise InputError(
+            raise OutputError(
                 f"{self.path}: cannot write the output there ({exc.strerror or exc}); the lines already "
                 "written are kept: fix that and rerun the same command to resume"
             ) from exc
@@ -354,7 +193,7 @@ def write_parquet(jsonl: Path, dest: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise InputError(f"{dest}: writing Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
+        raise OutputError(f"{dest}: writing Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
     rows = [json.loads(line) for line in JsonlLog(jsonl).lines()]
     unfit = (pa.ArrowException, TypeError, ValueError, OverflowError)
     try:
@@ -374,7 +213,7 @@ def write_parquet(jsonl: Path, dest: Path) -> None:
         pq.write_table(table, tmp)
         os.replace(tmp, dest)
     except OSError as exc:
-        raise InputError(
+        raise OutputError(
             f"{dest}: cannot write the output there ({exc.strerror or exc}); the rows are kept in {jsonl}: "
             "pass another --output, or fix that and rerun the same command"
         ) from exc

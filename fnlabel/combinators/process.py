@@ -42,46 +42,17 @@ from typing import Any
 
 import attrs
 
-from fnlabel._process_child import child_main
-from fnlabel.combinators import FutureLLM
+from fnlabel.combinators.child import child_main
+from fnlabel.combinators.futures import FutureLLM
+from fnlabel.combinators.spec import LLMSpec
 from fnlabel.errors import BackendError, ConfigError, InputError
-from fnlabel.llm import LLM, RunResult, as_rows, check_first_generation, check_num_generations, llm
-from fnlabel.tasks.base import Task
-from fnlabel.types import GenerationParams, Input
+from fnlabel.llm import Unreachable, as_rows
+from fnlabel.types import Input, RunResult, Task
+from fnlabel.validators import check_int, check_one_of
 
-__all__ = ["in_process", "InProcess", "LLMSpec"]
+__all__ = ["in_process", "InProcess"]
 
 log = logging.getLogger("fnlabel")
-
-
-@attrs.frozen
-class LLMSpec:
-    """A picklable description of an LLM: a task, a backend config and params.
-
-    ``build()`` composes them with :func:`fnlabel.llm` (in the child, under
-    :func:`in_process`). The task's functions must pickle (top-level functions
-    or frozen attrs callables, as the built-in tasks are).
-
-    Examples:
-        >>> from fnlabel import tasks
-        >>> from fnlabel.backends import EchoConfig
-        >>> LLMSpec(tasks.text_generation(), EchoConfig(model_name="e")).build().model_name
-        'e'
-    """
-
-    task: Task
-    backend: Any = attrs.field(validator=lambda _i, _a, v: _has_build(v))
-    params: GenerationParams = GenerationParams()
-    model_name: str | None = None
-    prompt_format: str | None = None
-
-    def build(self) -> LLM:
-        return llm(self.task, self.backend.build(), self.params, self.model_name, self.prompt_format)
-
-
-def _has_build(value: Any) -> None:
-    if not callable(getattr(value, "build", None)):
-        raise ConfigError(f"LLMSpec.backend must be a backend config with build(), got {type(value).__name__}")
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -185,8 +156,7 @@ def _reader(state: _State) -> None:
                 fut.set_result(value)
             else:
                 exc = value
-                if hasattr(exc, "add_note"):
-                    exc.add_note(f"raised in the {state.label} child:\n{msg[3]}")
+                exc.add_note(f"raised in the {state.label} child:\n{msg[3]}")
                 fut.set_exception(exc)
     proc = state.process
     proc.join()
@@ -314,16 +284,23 @@ class InProcess(FutureLLM):
 
     @property
     def max_concurrency(self) -> int:
-        """The child's LLM's, at most ``workers`` (waits for the child to load)."""
-        self.wait_ready()
-        return self._state.info["max_concurrency"]  # type: ignore[index]
+        """The child's LLM's, at most ``workers`` (waits for the child to load; 1 if it failed: its calls say why)."""
+        try:
+            self.wait_ready()
+        except BackendError:
+            return 1
+        return self._state.info["max_concurrency"]  # type: ignore[index,no-any-return]
+
+    def map_inner(self, change: Any) -> Any:
+        """An in_process LLM lives in its child: it cannot be changed from the parent."""
+        raise Unreachable(type(self).__name__, "its LLM lives in the child process; change it in the spec that builds it")
 
     def submit(
         self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
     ) -> Future[RunResult]:
         """Send a request to the child; a Future of :class:`~fnlabel.llm.RunResult`."""
-        k = check_num_generations(num_generations)
-        first = check_first_generation(first_generation)
+        k = check_int(num_generations, "num_generations", low=1)
+        first = check_int(first_generation, "first_generation", low=0)
         rows = list(as_rows(inputs))
         try:
             request = pickle.dumps((rows, k, first))
@@ -356,7 +333,8 @@ class InProcess(FutureLLM):
 
 def _short(spec: Any) -> str:
     if isinstance(spec, LLMSpec):
-        return f"LLMSpec({type(spec.backend).__name__}, task={spec.task.name!r})"
+        task = spec.task.name if isinstance(spec.task, Task) else spec.task.kind
+        return f"LLMSpec({type(spec.backend).__name__}, task={task!r})"
     text = getattr(spec, "__qualname__", None) or repr(spec)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -409,12 +387,8 @@ def in_process(
             f"in_process needs a spec with build() (an LLMSpec or recipe record) or a zero-argument "
             f"factory function, got {type(spec).__name__}"
         )
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    if start_method not in multiprocessing.get_all_start_methods():
-        raise ConfigError(
-            f"unknown start_method {start_method!r}; available: {', '.join(multiprocessing.get_all_start_methods())}"
-        )
+    check_int(workers, "workers", low=1)
+    check_one_of(start_method, "start_method", tuple(multiprocessing.get_all_start_methods()))
     return InProcess(
         spec, start_method=start_method, workers=workers, ready_timeout=ready_timeout, close_timeout=close_timeout
     )

@@ -25,25 +25,23 @@ an uncached call sends). Unseeded runs are sent unchanged.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
-from fnlabel.cache_store import SQLiteStore, identity_hash
-from fnlabel.combinators import _map_inner
 from fnlabel import seeds
+from fnlabel.backends.base import BackendBase, FunctionBackend, as_backend, canonical_json, describe_backend
+from fnlabel.backends.models import cache_dir
+from fnlabel.combinators.store import SQLiteStore, identity_hash
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import LLM, backend_name, max_concurrency
-from fnlabel.models import cache_dir
-from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.llm import LLM, map_llms
+from fnlabel.types import Backend, FormattedPrompt, GenerationParams, RawGeneration, is_llm_like
+from fnlabel.validators import check_int
 
 __all__ = [
     "cached",
@@ -52,7 +50,6 @@ __all__ = [
     "cache_identity",
     "cache_for_run",
     "default_cache_path",
-    "generation_seed",
     "entry_key",
     "NEXT_TO_OUTPUT",
 ]
@@ -64,157 +61,87 @@ T = TypeVar("T")
 #: ``cache_for_run(path=NEXT_TO_OUTPUT)`` keeps the cache in ``<output>.cache.sqlite``
 NEXT_TO_OUTPUT = "next-to-output"
 
-# config fields never part of an identity: secrets, and names of variables that hold them
-_SECRET = re.compile(r"api_?key|token|secret|password|credential", re.IGNORECASE)
-
-
 def default_cache_path() -> Path:
-    """``fnlabel.models.cache_dir() / "cache.sqlite"`` (honours FNLABEL_CACHE_DIR and XDG_CACHE_HOME)."""
+    """``fnlabel.backends.models.cache_dir() / "cache.sqlite"`` (honours FNLABEL_CACHE_DIR and XDG_CACHE_HOME)."""
     return cache_dir() / "cache.sqlite"
 
 
 def cache_identity(backend: Any) -> str:
     """A stable string naming what a backend computes (its kind and model), for cache keys.
 
-    In order of preference:
-
-    1. ``backend.cache_identity``: a string (or a method returning one). Plain-function
-       backends should set it, e.g. ``generate.cache_identity = "my-model-v2"``:
-       change it whenever the function's outputs would change.
-    2. ``backend.config``: an attrs config record (what every ``*Config.build()`` in
-       :mod:`fnlabel.backends` returns): its ``kind`` and its fields, minus secrets,
-       ``*_env`` fields and the fields named in its ``cache_ignore`` ClassVar (those
-       that do not change outputs: latency, timeouts, retries, logging...).
-    3. The backend's qualified name and its ``model_name``.
+    It is the backend's ``cache_identity`` (:class:`fnlabel.types.Backend`). For the
+    built-in backends that is their config's kind and fields, minus secrets, ``*_env``
+    fields and the fields named in its ``cache_ignore`` ClassVar (those that do not
+    change outputs: latency, timeouts, retries, logging...). A plain-function backend
+    should set a ``cache_identity`` string attribute, e.g. ``generate.cache_identity =
+    "my-model-v2"`` (change it whenever the function's outputs would change); else its
+    ``config`` record or its qualified name and ``model_name`` are used.
 
     Examples:
         >>> from fnlabel.backends import echo
         >>> cache_identity(echo(model_name="m1", latency=0.5))
         'echo:{"model_name":"m1","prompt_format":"default"}'
     """
-    explicit = getattr(backend, "cache_identity", None)
-    if explicit is not None:
-        value = explicit() if callable(explicit) else explicit
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"backend {backend_name(backend)}: cache_identity must be a non-empty string")
-        return value
-    config = getattr(backend, "config", None)
-    if config is not None and attrs.has(type(config)):
-        return _config_identity(config)
-    name = getattr(backend, "model_name", None)
-    qual = _qualname(backend)
-    if "<lambda>" in qual or "<locals>" in qual:
-        log.warning(
-            "backend %s has no stable cache identity: set a `cache_identity` string attribute on it "
-            "(two such backends with the same name would share cache entries)",
-            qual,
-        )
-    return f"{qual}:{name}" if name else qual
-
-
-def _qualname(obj: Any) -> str:
-    if isinstance(obj, functools.partial):
-        return f"{_qualname(obj.func)}(*{obj.args!r}, **{obj.keywords!r})"
-    target = obj if hasattr(obj, "__qualname__") else type(obj)
-    return f"{getattr(target, '__module__', '?')}.{target.__qualname__}"
-
-
-def _config_identity(config: Any) -> str:
-    cls = type(config)
-    kind = getattr(cls, "kind", None) or f"{cls.__module__}.{cls.__qualname__}"
-    ignore = set(getattr(cls, "cache_ignore", ()))
-    fields = {
-        a.name: getattr(config, a.name)
-        for a in attrs.fields(cls)
-        if a.name not in ignore and not a.name.endswith("_env") and not _SECRET.search(a.name)
-    }
-    return f"{kind}:{_canonical(fields)}"
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
-
-
-def _jsonable(value: Any) -> Any:
-    if attrs.has(type(value)):
-        return attrs.asdict(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return repr(value)
+    value = (backend if isinstance(backend, BackendBase) else FunctionBackend(backend)).cache_identity
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"backend {describe_backend(backend)}: cache_identity must be a non-empty string")
+    return value
 
 
 def params_key(params: GenerationParams) -> str:
     """The params part of a cache key: every field but ``num_generations``."""
     fields = attrs.asdict(params)
     del fields["num_generations"]
-    return _canonical(fields)
+    return canonical_json(fields)
 
 
 def entry_key(identity: str, prompt: FormattedPrompt, params: str) -> bytes:
     """The key of one (backend, prompt, params) entry; generation indices live under it."""
-    text = _canonical(["fnlabel-cache-1", identity, prompt, params])
+    text = canonical_json(["fnlabel-cache-1", identity, prompt, params])
     # surrogatepass: a lone surrogate (half an emoji in scraped text) is hashable; other text is unchanged
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def generation_seed(seed: int | None, offset: int) -> int | None:
-    """The seed sent to a backend asked for generation indices starting at ``offset``.
-
-    New generations of a seeded run get distinct seeds: ``seed`` itself for
-    ``offset == 0``, else :func:`fnlabel.seeds.generation_seed` ``(seed, offset)``, the
-    seed a backend gives generation ``offset`` of a fresh call. ``None`` (unseeded) stays ``None``.
-
-    Examples:
-        >>> generation_seed(42, 0), generation_seed(None, 4)
-        (42, None)
-        >>> generation_seed(42, 4) == generation_seed(42, 4) != generation_seed(42, 5)
-        True
-    """
-    return None if seed is None else seeds.generation_seed(seed, offset)
-
-
 @attrs.frozen
-class CachedBackend:
+class CachedBackend(BackendBase):
     """A backend whose generations are read from / written to ``store``. Made by :func:`cached`."""
 
-    backend: Any
+    backend: Backend = attrs.field(converter=as_backend)
     store: SQLiteStore
     batch_size: int | None = None
     identity: str = attrs.field(default=attrs.Factory(lambda s: cache_identity(s.backend), takes_self=True))
-    #: ``LLM.run(..., first_generation=f)`` asks for generation indices ``f..f+k-1`` (a pool member's share)
-    takes_first_generation: ClassVar[bool] = True
 
     @property
-    def model_name(self) -> str | None:
-        return getattr(self.backend, "model_name", None)
+    def model_name(self) -> str:
+        return self.backend.model_name
 
     @property
     def prompt_format(self) -> str | None:
-        return getattr(self.backend, "prompt_format", None)
+        return self.backend.prompt_format
 
     @property
     def max_concurrency(self) -> int:
-        return max_concurrency(self.backend)
+        return self.backend.max_concurrency
+
+    @property
+    def cache_identity(self) -> str:
+        return self.identity
 
     def check_params(self, params: GenerationParams) -> None:
-        check = getattr(self.backend, "check_params", None)
-        if check is not None:
-            check(params)
+        self.backend.check_params(params)
 
     def close(self) -> None:
         """Close the backend and the store's SQLite connections (the store reopens on next use)."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
-        close_store = getattr(self.store, "close", None)
-        if close_store is not None:
-            close_store()
+        self.backend.close()
+        self.store.close()
 
-    def __call__(
-        self, prompts: Sequence[FormattedPrompt], params: GenerationParams, first_generation: int = 0
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+        return self.generate_from(prompts, params, 0)
+
+    def generate_from(
+        self, prompts: Sequence[FormattedPrompt], params: GenerationParams, first_generation: int
     ) -> list[list[RawGeneration]]:
+        """Generation indices ``first_generation..`` of each prompt: stored ones read, missing ones made and stored."""
         first = first_generation
         k = params.num_generations
         wanted = range(first, first + k)
@@ -233,7 +160,7 @@ class CachedBackend:
             got = have.setdefault(key, {})
             missing = [i for i in wanted if i not in got]
             if missing:
-                seed = generation_seed(params.seed, missing[0])
+                seed = None if params.seed is None else seeds.generation_seed(params.seed, missing[0])
                 ask = asks.get((len(missing), seed))
                 if ask is None:
                     ask = asks[len(missing), seed] = params.replace(num_generations=len(missing), seed=seed)
@@ -263,7 +190,7 @@ class CachedBackend:
         if ok and all(isinstance(g, list) and len(g) == k for g in raw):
             return raw
         raise BackendError(
-            f"backend {backend_name(self.backend)} broke its contract: asked for {len(prompts)} prompts x "
+            f"backend {describe_backend(self.backend)} broke its contract: asked for {len(prompts)} prompts x "
             f"{k} generations, got {_shape(raw)}; nothing from this call was cached"
         )
 
@@ -280,7 +207,7 @@ def as_store(store: SQLiteStore | str | os.PathLike[str] | None) -> SQLiteStore:
         return SQLiteStore(default_cache_path())
     if isinstance(store, (str, os.PathLike)):
         return SQLiteStore(store)
-    if not all(hasattr(store, m) for m in ("get", "put", "tally")):
+    if not isinstance(store, SQLiteStore):
         raise ConfigError(f"cache store must be a SQLiteStore or a file path, got {type(store).__name__}")
     return store
 
@@ -306,12 +233,11 @@ def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *,
         >>> gen([{"input": "hi"}], num_generations=2) == gen([{"input": "hi"}], num_generations=2)
         True
     """
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
-    if not isinstance(llm, LLM) and not hasattr(llm, "map_inner"):
+    check_int(batch_size, "batch_size", low=1, optional=True)
+    if not is_llm_like(llm):
         raise ConfigError(
-            f"cannot cache {type(llm).__name__}: apply cached() to the LLM before wrapping it "
-            "(for in_process, build the cached LLM in the spec)"
+            f"cannot cache {type(llm).__name__}: it is not an LLM (see fnlabel.types.LLMLike); apply cached() "
+            "to an LLM made by fnlabel.llm(...), before wrapping it"
         )
     st = as_store(store)
 
@@ -322,7 +248,7 @@ def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *,
         return attrs.evolve(member, backend=CachedBackend(backend, st, batch_size))
 
     fix = "apply cached() to the LLM before wrapping it (for in_process, build the cached LLM in the spec)"
-    return _map_inner(llm, wrap, ("cache", fix))
+    return map_llms(llm, wrap, "cache", fix)  # type: ignore[no-any-return]
 
 
 def cache_for_run(

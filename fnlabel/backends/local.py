@@ -1,4 +1,4 @@
-"""Small helpers shared by the local backends: validators, stop-string cutting, a model cache."""
+"""What the local backends (llama.cpp, transformers) share: stop-string cutting, prompt kinds, a model cache."""
 
 from __future__ import annotations
 
@@ -7,46 +7,10 @@ import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
-import attrs
-
-from fnlabel.errors import BackendError, ConfigError
+from fnlabel.errors import BackendError
 from fnlabel.types import FormattedPrompt
 
-__all__ = ["int_at_least", "float_in", "one_of", "cut_at_stop", "is_chat", "ModelCache"]
-
-
-def int_at_least(low: int, *, optional: bool = False) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """An attrs validator: an int ``>= low`` (or ``None`` when ``optional``)."""
-
-    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
-        if value is None and optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            what = f"an integer >= {low}" + (" or None" if optional else "")
-            raise ConfigError(f"{type(inst).__name__}.{attr.name} must be {what}, got {value!r}")
-
-    return check
-
-
-def float_in(low: float, high: float) -> Callable[[Any, attrs.Attribute, Any], None]:
-    """An attrs validator: a number in ``[low, high]``."""
-
-    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
-        if not ok:
-            raise ConfigError(f"{type(inst).__name__}.{attr.name} must be in [{low:g}, {high:g}], got {value!r}")
-
-    return check
-
-
-def one_of(*allowed: Any) -> Callable[[Any, attrs.Attribute, Any], None]:
-    def check(inst: Any, attr: attrs.Attribute, value: Any) -> None:
-        if value not in allowed:
-            raise ConfigError(
-                f"{type(inst).__name__}.{attr.name}={value!r} is not allowed; use one of {', '.join(map(repr, allowed))}"
-            )
-
-    return check
+__all__ = ["cut_at_stop", "is_chat", "ModelCache"]
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -26,10 +26,9 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import (
-    RowFailure, RunResult, as_rows, check_first_generation, check_num_generations, max_concurrency,
-)
-from fnlabel.types import Input, LLMOutput
+from fnlabel.llm import LLMBase, as_rows
+from fnlabel.types import Input, LLMOutput, RowFailure, RunResult, Task, is_llm_like
+from fnlabel.validators import check_int
 
 __all__ = ["pooled", "Pooled", "split_generations"]
 
@@ -75,18 +74,6 @@ def _settle_all(futures: Sequence[Future[Any]], combine: Callable[[list[Any]], A
     return done
 
 
-def _submit(member: Any, rows: list[Input], share: int, first: int) -> Future[Any]:
-    """``member.submit`` for pooled generations ``first..first+share-1``."""
-    if not first:
-        return member.submit(rows, share)
-    try:
-        return member.submit(rows, share, first_generation=first)
-    except TypeError as exc:  # an LLM-like of the user's without first_generation=
-        if "first_generation" not in str(exc):
-            raise
-        return member.submit(rows, share)
-
-
 def _failed_future(exc: BaseException) -> Future[Any]:
     fut: Future[Any] = Future()
     fut.set_exception(exc)
@@ -94,7 +81,7 @@ def _failed_future(exc: BaseException) -> Future[Any]:
 
 
 @attrs.frozen(eq=False)
-class Pooled:
+class Pooled(LLMBase):
     """Several LLMs sharing each input's generations. Make one with :func:`pooled`.
 
     Calling it returns the nested outputs list (it blocks, like a plain LLM; the
@@ -105,8 +92,8 @@ class Pooled:
     members: tuple[Any, ...]
 
     @property
-    def task(self) -> Any:
-        return self.members[0].task
+    def task(self) -> Task:
+        return self.members[0].task  # type: ignore[no-any-return]
 
     @property
     def model_name(self) -> str:
@@ -115,11 +102,11 @@ class Pooled:
     @property
     def max_concurrency(self) -> int:
         """The smallest member's (a call reaches every member with a share)."""
-        return min(max_concurrency(m) for m in self.members)
+        return min(m.max_concurrency for m in self.members)
 
     def map_inner(self, change: Callable[[Any], Any]) -> Any:
-        """The pool with ``change`` applied to every member (used by with_prompt_format)."""
-        return pooled([change(m) for m in self.members])
+        """The pool with ``change`` applied inside every member (used by with_prompt_format and cached)."""
+        return pooled([m.map_inner(change) for m in self.members])
 
     def submit(
         self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
@@ -129,8 +116,8 @@ class Pooled:
         Member ``j`` is asked for the generation indices of its share (``first_generation=``),
         so members that share a model and seed (or a cache) make different generations.
         """
-        k = check_num_generations(num_generations)
-        start = check_first_generation(first_generation)
+        k = check_int(num_generations, "num_generations", low=1)
+        start = check_int(first_generation, "first_generation", low=0)
         rows = list(as_rows(inputs))
         shares = split_generations(k, len(self.members))
         calls: list[tuple[int, int, int]] = []  # (member, first pooled generation, share)
@@ -139,7 +126,7 @@ class Pooled:
         for j, (member, share) in enumerate(zip(self.members, shares)):
             if share:
                 try:
-                    futures.append(_submit(member, rows, share, start + offset))
+                    futures.append(member.submit(rows, share, first_generation=start + offset))
                 except Exception as exc:  # a member that cannot even start loses only its share
                     futures.append(_failed_future(exc))
                 calls.append((j, offset, share))
@@ -189,35 +176,21 @@ class Pooled:
         except Exception:  # e.g. an in_process child that died before it loaded
             return f"member {j}"
 
-    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:
-        """The merged outputs and failures (blocks)."""
-        return self.submit(inputs, num_generations, first_generation=first_generation).result()
-
     def __call__(self, inputs: Sequence[Input], num_generations: int = 1) -> list[list[LLMOutput]]:
         """``num_generations`` outputs per input, spread over the members (blocks)."""
         return self.run(inputs, num_generations).outputs
 
-    generate = __call__
-
     def close(self) -> None:
-        """Close every member that can be closed (all of them, even when one raises; then that error is raised)."""
+        """Close every member (all of them, even when one raises; then that error is raised)."""
         error: BaseException | None = None
         for member in self.members:
-            close = getattr(member, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except BaseException as exc:  # the other members' children and clients must still be released
-                    log.error("pooled: closing member %s failed: %s: %s", member, type(exc).__name__, exc)
-                    error = error or exc
+            try:
+                member.close()
+            except BaseException as exc:  # the other members' children and clients must still be released
+                log.error("pooled: closing member %s failed: %s: %s", member, type(exc).__name__, exc)
+                error = error or exc
         if error is not None:
             raise error
-
-    def __enter__(self) -> Pooled:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _check_compatible(members: list[Any]) -> None:
@@ -260,9 +233,9 @@ def pooled(members: Iterable[Any]) -> Any:
     if not members:
         raise ConfigError("pooled needs at least one LLM")
     for j, member in enumerate(members):
-        if not (callable(getattr(member, "submit", None)) and hasattr(member, "task")):
+        if not is_llm_like(member):
             raise ConfigError(
-                f"pooled member {j} is a {type(member).__name__}, not an LLM (it needs .submit and .task)"
+                f"pooled member {j} is a {type(member).__name__}, not an LLM (see fnlabel.types.LLMLike)"
             )
     if len(members) == 1:
         return members[0]

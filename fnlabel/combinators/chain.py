@@ -14,8 +14,9 @@ from typing import Any
 
 import attrs
 
-from fnlabel.llm import RowFailure, RunResult, check_num_generations, max_concurrency
-from fnlabel.types import Input, LLMOutput
+from fnlabel.llm import LLMBase
+from fnlabel.types import Input, LLMOutput, RowFailure, RunResult, Task
+from fnlabel.validators import check_int
 
 __all__ = ["Chain", "ChainResult"]
 
@@ -38,8 +39,12 @@ class ChainResult:
 
 
 @attrs.frozen
-class Chain:
-    """A generator LLM feeding a labeller LLM (both any LLM-like values)."""
+class Chain(LLMBase):
+    """A generator LLM feeding a labeller LLM (both any LLM-like values); itself an LLM-like.
+
+    Its ``task`` is the generator's (what an input row needs); calling it returns the
+    labeller's outputs. ``submit`` runs both stages on the shared thread pool.
+    """
 
     generator: Any
     labeller: Any
@@ -47,8 +52,8 @@ class Chain:
     label_generations: int = 1
 
     @property
-    def task(self) -> Any:
-        return self.generator.task
+    def task(self) -> Task:
+        return self.generator.task  # type: ignore[no-any-return]
 
     @property
     def model_name(self) -> str:
@@ -57,17 +62,17 @@ class Chain:
     @property
     def max_concurrency(self) -> int:
         """The smaller of the two stages' (each call runs both)."""
-        return min(max_concurrency(self.generator), max_concurrency(self.labeller))
+        return min(self.generator.max_concurrency, self.labeller.max_concurrency)
 
     def map_inner(self, change: Any) -> Chain:
         """The same chain with ``change`` applied to both stages (how combinators reach inside)."""
-        return Chain(change(self.generator), change(self.labeller), self.feed, self.label_generations)
+        return Chain(self.generator.map_inner(change), self.labeller.map_inner(change), self.feed, self.label_generations)
 
-    def run_stages(self, inputs: Sequence[Input], num_generations: int = 1) -> ChainResult:
-        """Run the generator with ``num_generations``, then label each row's generations."""
-        check_num_generations(num_generations)
+    def run_stages(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> ChainResult:
+        """Run the generator with ``num_generations`` (generations ``first_generation..``), then label each row's."""
+        check_int(num_generations, "num_generations", low=1)
         rows = list(inputs)
-        gen = self.generator.run(rows, num_generations)
+        gen = self.generator.run(rows, num_generations, first_generation=first_generation)
         failures = [attrs.evolve(f, stage=f"generate.{f.stage}") for f in gen.failures]
         label_rows: list[dict[str, Any] | None] = []
         for i, (row, outs) in enumerate(zip(rows, gen.outputs)):
@@ -96,13 +101,13 @@ class Chain:
         failures.extend(attrs.evolve(f, row=todo[f.row], stage=f"label.{f.stage}") for f in res.failures)
         return ChainResult(gen.outputs, label_rows, labelled, tuple(failures))
 
-    def run(self, inputs: Sequence[Input], num_generations: int = 1) -> RunResult:
+    def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:
         """The labeller's outputs for each input, and the failures of both stages.
 
         A labeller that raises as a whole raises here too, as a single LLM would
         (:meth:`run_stages` keeps the generations instead).
         """
-        res = self.run_stages(inputs, num_generations)
+        res = self.run_stages(inputs, num_generations, first_generation=first_generation)
         if res.label_error is not None:
             raise res.label_error
         return RunResult(res.labelled, res.failures)
@@ -111,7 +116,8 @@ class Chain:
         return self.run(inputs, num_generations).outputs
 
     def close(self) -> None:
-        for llm in (self.generator, self.labeller):
-            close = getattr(llm, "close", None)
-            if close is not None:
-                close()
+        """Close both stages (the labeller even when closing the generator raises)."""
+        try:
+            self.generator.close()
+        finally:
+            self.labeller.close()

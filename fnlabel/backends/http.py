@@ -1,0 +1,230 @@
+"""What the HTTP backends share: retries, error classification, secrets and extras.
+
+:func:`with_retries` runs one request under the backend's semaphore, retrying
+what is worth retrying: 408/409/425/429/5xx, timeouts, dropped connections and
+malformed responses, with exponential backoff and jitter that honours
+``Retry-After``. 401/403/404 abort the whole call (a wrong key, model or
+endpoint fails every row alike); any other 4xx fails its row at once with the
+server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from fnlabel.errors import BackendError, ConfigError
+from fnlabel.types import GenerationFailure
+
+__all__ = [
+    "RetryPolicy",
+    "RowError",
+    "MalformedResponse",
+    "with_retries",
+    "classify",
+    "read_secret",
+    "require",
+    "failed",
+    "gather_all",
+]
+
+T = TypeVar("T")
+
+#: statuses worth retrying besides 5xx
+RETRY_STATUSES = frozenset({408, 409, 425, 429})
+#: statuses that mean every request of the call would fail the same way
+CALL_STATUSES = frozenset({401, 403, 404})
+#: exception class names (any module: httpx, httpx2, aiohttp, openai, huggingface_hub) that mean
+#: "the request did not complete": worth retrying
+_TRANSIENT_NAMES = frozenset(
+    {
+        "APIConnectionError",
+        "APITimeoutError",
+        "TransportError",
+        "TimeoutException",
+        "InferenceTimeoutError",
+        "ClientConnectionError",
+        "ClientPayloadError",
+        "ServerDisconnectedError",
+        "JSONDecodeError",
+        "MalformedResponse",
+    }
+)
+
+
+def read_secret(env: str, *, what: str, fix: str, optional: bool = False) -> str | None:
+    """The value of environment variable ``env``; ConfigError saying how to set it when missing."""
+    value = os.environ.get(env) or None
+    if value is None and not optional:
+        raise ConfigError(f"{what} needs an API key: environment variable {env} is not set. {fix}")
+    return value
+
+
+def require(extra: str, *modules: str) -> None:
+    """ConfigError naming the pip extra when one of ``modules`` is not installed (nothing is imported)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not installed: pip install 'fnlabel[{extra}]'")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How one request is retried: attempts, per-attempt timeout, backoff."""
+
+    max_retries: int = 5
+    timeout: float = 120.0
+    backoff: float = 0.5
+    max_backoff: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based): the server's Retry-After wins."""
+        if retry_after is not None:
+            return min(self.max_backoff, retry_after) * (1 + 0.1 * random.random())
+        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return ceiling * (0.5 + 0.5 * random.random())  # "equal jitter": never 0, never in lockstep
+
+
+class RowError(Exception):
+    """A request failed for good: only its row loses the generations."""
+
+
+class MalformedResponse(Exception):
+    """The server answered 2xx with something that is not the expected payload (retried)."""
+
+
+def _status(exc: BaseException | None) -> int | None:
+    # huggingface_hub raises TGI errors (e.g. OverloadedError) "from" the HTTP error carrying the status
+    for _ in range(4):
+        if exc is None:
+            return None
+        for obj in (exc, getattr(exc, "response", None)):
+            for name in ("status_code", "status"):
+                value = getattr(obj, name, None)
+                if isinstance(value, int) and 100 <= value < 600:
+                    return value
+        exc = exc.__cause__
+    return None
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds from ``Retry-After-Ms`` / ``Retry-After`` (seconds or HTTP date) of an error's response."""
+    while exc.__cause__ is not None and getattr(exc, "response", None) is None:
+        exc = exc.__cause__
+    headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        raw = headers.get("retry-after")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):  # neither seconds nor an HTTP date: the backoff applies
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC with no zone given (RFC 5322)
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+def server_message(exc: BaseException) -> str:
+    """The server's own message for an HTTP error (OpenAI or TGI error body), else ``str(exc)``."""
+    for obj in (exc, exc.__cause__):
+        body = getattr(obj, "body", None)
+        if body is None:
+            try:
+                body = obj.response.json()  # type: ignore[union-attr]
+            except Exception:  # no response, or not JSON: fall back to the exception text
+                body = None
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            msg = err.get("message") if isinstance(err, dict) else err
+            if msg:
+                return str(msg)
+    return str(exc) or type(exc).__name__
+
+
+def classify(exc: BaseException) -> str:
+    """``"retry"``, ``"row"`` (fail the row now) or ``"call"`` (abort the call) for a request error."""
+    status = _status(exc)
+    if status is not None:
+        if status >= 500 or status in RETRY_STATUSES:
+            return "retry"
+        return "call" if status in CALL_STATUSES else "row"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, EOFError)):
+        return "retry"
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "retry" if names & _TRANSIENT_NAMES else "row"
+
+
+def describe(exc: BaseException) -> str:
+    status = _status(exc)
+    prefix = f"HTTP {status}: " if status is not None else f"{type(exc).__name__}: "
+    return prefix + server_message(exc)
+
+
+async def with_retries(
+    request: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    semaphore: asyncio.Semaphore,
+    what: str,
+) -> T:
+    """Await ``request()`` under ``semaphore``, retrying transient errors per ``policy``.
+
+    Raises :class:`RowError` when retries are exhausted or the server refuses the
+    request (4xx), and :class:`BackendError` for errors that would hit every row
+    (401/403/404). The semaphore is released while waiting to retry.
+    """
+    attempt = 0
+    while True:
+        async with semaphore:
+            try:
+                async with asyncio.timeout(policy.timeout):  # no extra task per request, unlike wait_for
+                    return await request()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # classified below; nothing escapes unlabelled
+                error = exc
+        kind = classify(error)
+        if kind == "call":
+            raise BackendError(f"{what}: {describe(error)}") from error
+        if kind == "row":
+            raise RowError(f"{what}: {describe(error)} (not retried)") from error
+        attempt += 1
+        if attempt > policy.max_retries:
+            raise RowError(f"{what}: {describe(error)} (gave up after {attempt} attempts)") from error
+        await asyncio.sleep(policy.delay(attempt, retry_after(error)))
+
+
+def failed(error: BaseException | str, n: int) -> list[Any]:
+    """``n`` GenerationFailure entries for one error."""
+    return [GenerationFailure(str(error))] * n
+
+
+async def gather_all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Await all ``coros`` concurrently, in order; on the first exception cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

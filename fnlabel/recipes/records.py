@@ -1,0 +1,206 @@
+"""The records a recipe becomes: frozen, hashable, picklable, and each able to ``build()`` its part.
+
+A recipe names a task, a backend and params (plus how to run them); see
+docs/recipes.md for every key. The top level is the generator :class:`Stage`;
+``[label]`` a :class:`LabelStage`; ``[[pool]]`` a tuple of :class:`PoolMember`;
+``[run]`` a :class:`RunSpec`. Each stage becomes one :class:`~fnlabel.combinators.spec.LLMSpec`
+per LLM, built here or in an ``in_process`` child.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NewType
+
+import attrs
+
+from fnlabel.combinators.chain import Chain
+from fnlabel.combinators.pool import pooled
+from fnlabel.combinators.process import in_process
+from fnlabel.combinators.spec import LLMSpec
+from fnlabel.errors import ConfigError
+from fnlabel.frozen import FrozenMap, thaw
+from fnlabel.tasks import TASKS
+from fnlabel.types import GenerationParams, Task
+from fnlabel.validators import check_input_source, check_output_path, number
+
+__all__ = [
+    "Recipe",
+    "Stage",
+    "LabelStage",
+    "PoolMember",
+    "RunSpec",
+    "TaskSpec",
+    "BackendConfig",
+    "PromptFormat",
+    "ObjectPath",
+    "ParamsOverride",
+    "KeyMap",
+    "PositiveInt",
+    "NonNegativeInt",
+]
+
+#: a recipe's backend table: structured into the config class of its ``kind``
+BackendConfig = NewType("BackendConfig", object)
+#: a prompt format name (checked against FORMATS)
+PromptFormat = NewType("PromptFormat", str)
+#: "package.module:function"
+ObjectPath = NewType("ObjectPath", str)
+#: overrides of a stage's [params] in a [[pool]] member
+ParamsOverride = NewType("ParamsOverride", FrozenMap)
+#: ``[label.inputs]``: labeller input key -> generator output key
+KeyMap = NewType("KeyMap", FrozenMap)
+PositiveInt = NewType("PositiveInt", int)
+NonNegativeInt = NewType("NonNegativeInt", int)
+
+
+@attrs.frozen(kw_only=True)
+class TaskSpec:
+    """``[task]``: a task ``kind`` (see ``fnlabel.tasks.TASKS``) and its factory's keyword arguments."""
+
+    kind: str
+    options: FrozenMap = FrozenMap()
+
+    def build(self) -> Task:
+        return TASKS.load(self.kind)(**thaw(self.options))  # type: ignore[no-any-return]
+
+
+@attrs.frozen(kw_only=True)
+class PoolMember:
+    """One ``[[pool]]`` member; unset keys are inherited from its stage (``params`` are merged)."""
+
+    backend: BackendConfig | None = None
+    params: ParamsOverride = FrozenMap()
+    prompt_format: PromptFormat | None = None
+    prompt_formatting_fn: ObjectPath | None = None
+    in_process: bool | None = None
+    model_name: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Stage:
+    """One LLM of a recipe: the top level (the generator) or ``[label]`` (the labeller)."""
+
+    task: TaskSpec
+    backend: BackendConfig | None = None
+    params: GenerationParams = GenerationParams()
+    prompt_format: PromptFormat | None = None
+    prompt_formatting_fn: ObjectPath | None = None
+    in_process: bool = False
+    model_name: str | None = None
+    pool: tuple[PoolMember, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if not self.pool and self.backend is None:
+            raise ConfigError("no backend: add a [backend] table with a kind (or a [[pool]] of members)")
+        for i, member in enumerate(self.pool):
+            if member.backend is None and self.backend is None:
+                raise ConfigError(f"pool[{i}] has no backend: add [pool.backend] or a top-level [backend]")
+        if self.pool and self.model_name is not None:
+            raise ConfigError("model_name: with a [[pool]], set model_name in each member")
+
+    def specs(self) -> list[tuple[LLMSpec, bool]]:
+        """The concrete LLMs of this stage (one, or one per pool member) and whether each runs in_process."""
+        if not self.pool:
+            spec = LLMSpec(
+                task=self.task,
+                backend=self.backend,
+                params=self.params,
+                prompt_format=self.prompt_format,
+                prompt_formatting_fn=self.prompt_formatting_fn,
+                model_name=self.model_name,
+            )
+            return [(spec, self.in_process)]
+        out = []
+        for m in self.pool:
+            spec = LLMSpec(
+                task=self.task,
+                backend=m.backend if m.backend is not None else self.backend,
+                params=self.params.replace(**m.params) if m.params else self.params,
+                prompt_format=m.prompt_format or self.prompt_format,
+                prompt_formatting_fn=m.prompt_formatting_fn or self.prompt_formatting_fn,
+                model_name=m.model_name,
+            )
+            out.append((spec, self.in_process if m.in_process is None else m.in_process))
+        return out
+
+    def build(self, cache: Any = None) -> Any:
+        """Compose this stage's LLM (in_process children and pools are started here).
+
+        ``cache`` (a store or a file path, see :func:`fnlabel.combinators.cache.cached`) caches
+        every generation, in whichever process builds each LLM.
+        """
+        llms: list[Any] = []
+        try:
+            for spec, child in self.specs():
+                if cache is not None:
+                    spec = attrs.evolve(spec, cache=cache)
+                llms.append(in_process(spec) if child else spec.build())
+            return pooled(llms) if self.pool else llms[0]
+        except BaseException:  # a member that fails must not leave the others' children running
+            for built in llms:
+                built.close()
+            raise
+
+
+@attrs.frozen(kw_only=True)
+class LabelStage(Stage):
+    """``[label]``: a second LLM that labels the generator's outputs.
+
+    ``inputs`` maps a labeller input key to a generator output key: the labeller's
+    row is the input row plus ``key = [that output of each generation]``. By default
+    every labeller input key that the generator outputs is fed this way.
+    """
+
+    inputs: KeyMap = KeyMap(FrozenMap())
+    num_generations: PositiveInt = 1
+
+
+@attrs.frozen(kw_only=True)
+class RunSpec:
+    """``[run]``: what ``fnlabel run`` reads and writes (command-line options override these)."""
+
+    input: str | None = attrs.field(default=None, validator=lambda _i, _a, v: v is None or check_input_source(v))
+    output: str | None = attrs.field(default=None, validator=lambda _i, _a, v: v is None or check_output_path(v))
+    num_generations: PositiveInt = 1
+    limit: PositiveInt | None = None
+    batch_size: PositiveInt = 16
+    max_failures: NonNegativeInt | None = None
+    output_key: str = "outputs"
+    #: "ray": run on a Ray cluster (see docs/ray.md and fnlabel.run.ray); the rest are Ray's settings
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = None
+    replicas: PositiveInt = 1
+    num_cpus: float = attrs.field(default=1.0, validator=number(0.0))  # resources per Ray replica
+    num_gpus: float = attrs.field(default=0.0, validator=number(0.0))
+
+
+@attrs.frozen(kw_only=True)
+class Recipe(Stage):
+    """A whole recipe: the generator stage (top-level keys), ``[run]`` and an optional ``[label]`` stage."""
+
+    run: RunSpec = RunSpec()
+    label: LabelStage | None = None
+
+    def build(self, cache: Any = None) -> Any:
+        """The composed LLM: the generator, or a :class:`~fnlabel.combinators.chain.Chain` when ``[label]`` is set.
+
+        ``cache``: a per-sample cache store or file path for every LLM of the recipe.
+        """
+        generator = super().build(cache)
+        if self.label is None:
+            return generator
+        try:
+            labeller = self.label.build(cache)
+        except BaseException:
+            generator.close()
+            raise
+        return Chain(generator, labeller, self.label_inputs(), self.label.num_generations)
+
+    def label_inputs(self) -> tuple[tuple[str, str], ...]:
+        """``(labeller key, generator output key)`` pairs fed to the labeller."""
+        if self.label is None:
+            return ()
+        if self.label.inputs:
+            return tuple(self.label.inputs.items())
+        gen_out = self.task.build().output_keys
+        return tuple((k, k) for k in self.label.task.build().input_keys if k in gen_out)

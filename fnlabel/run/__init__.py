@@ -1,0 +1,18 @@
+"""Running a recipe over an input file, losing nothing (what ``fnlabel run`` does).
+
+Where data enters, is computed and leaves:
+
+* ``options``: :class:`RunOptions`, a recipe's ``[run]`` with the command line's overrides;
+* ``inputs``: :func:`read_input` (JSONL, JSON, CSV, Parquet, Hugging Face datasets);
+* ``batch``: one batch's rows through the LLM into output lines (:class:`~fnlabel.run.batch.BatchResult`);
+* ``engines``: what computes the batches, by name: ``local`` (threads, :mod:`fnlabel.run.local`)
+  or ``ray`` (Ray actors, :mod:`fnlabel.run.ray`);
+* ``journal``: the crash-safe output and failures files, the output lock, Parquet;
+* ``runner``: :func:`run_recipe`, resume checks and the loop that writes each batch in order.
+"""
+
+from fnlabel.run.inputs import InputData, read_input
+from fnlabel.run.options import RunOptions, resolve_options
+from fnlabel.run.runner import Summary, run_recipe
+
+__all__ = ["InputData", "RunOptions", "Summary", "read_input", "resolve_options", "run_recipe"]

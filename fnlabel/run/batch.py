@@ -1,0 +1,102 @@
+"""One batch of a run: rows in, output lines and failure records out, as a :class:`BatchResult`.
+
+A :class:`BatchRunner` is a small picklable record (how many generations, which
+output key, whether the LLM is a two-stage chain), so the same code turns a batch
+into lines in this process and on a Ray replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from fnlabel.combinators.chain import Chain
+from fnlabel.run.journal import to_json_line
+from fnlabel.types import LLMLike, RowFailure
+
+__all__ = ["BatchResult", "BatchRunner", "GENERATOR_KEY"]
+
+#: where a two-stage run keeps the generator's LLMOutputs (its "outputs" are the labeller's)
+GENERATOR_KEY = "generator_outputs"
+
+
+@attrs.frozen
+class BatchResult:
+    """What one batch produced.
+
+    Attributes:
+        lines: one output line per row of the batch, in order.
+        failures: ``{"row", "where", "generation", "stage", "error"}`` records.
+        generations: how many generations were made (not counting failed ones).
+        error: the text of the exception when the call raised as a whole (its rows are failures), else None.
+    """
+
+    lines: list[str]
+    failures: list[dict[str, Any]]
+    generations: int
+    error: str | None = None
+
+
+def _empty(model_name: str, k: int) -> list[dict[str, Any]]:
+    return [{"model_name": model_name, "prompt_used": None, "raw_output": None, "parsed_output": None}] * k
+
+
+def _count(outputs: list[list[Any]]) -> int:
+    return sum(o.get("raw_output") is not None for outs in outputs for o in outs)
+
+
+@attrs.frozen
+class BatchRunner:
+    """How a batch's results become output lines: ``num_generations`` per row under ``output_key``.
+
+    ``feed``: the keys a two-stage run feeds the labeller (empty for one stage);
+    ``two_stage``: the LLM is a :class:`~fnlabel.combinators.chain.Chain`.
+    """
+
+    num_generations: int
+    output_key: str
+    feed: tuple[str, ...] = ()
+    two_stage: bool = False
+
+    def run(self, llm: LLMLike, rows: Sequence[int], inputs: Sequence[dict[str, Any]], where: Sequence[str]) -> BatchResult:
+        """Run ``inputs`` (input rows ``rows``, found at ``where``) through ``llm``; never raises for the batch's rows."""
+        k, key = self.num_generations, self.output_key
+        error = None
+        try:
+            if isinstance(llm, Chain):
+                objs, failures, gens, error = self._two_stage(llm, inputs)
+            else:
+                res = llm.run(list(inputs), k)
+                objs = [{**row, key: outs} for row, outs in zip(inputs, res.outputs)]
+                failures, gens = list(res.failures), _count(res.outputs)
+        except Exception as exc:  # a whole call failed: its rows are recorded, the run goes on
+            error = f"{type(exc).__name__}: {exc}"
+            objs = [self._failed_row(llm, row) for row in inputs]
+            failures = [RowFailure(j, None, "backend", error) for j in range(len(rows))]
+            gens = 0
+        records = [
+            {"row": rows[f.row], "where": where[f.row], "generation": f.generation, "stage": f.stage, "error": f.error}
+            for f in failures
+        ]
+        return BatchResult([to_json_line(o) for o in objs], records, gens, error)
+
+    def _two_stage(self, chain: Chain, inputs: Sequence[dict[str, Any]]) -> tuple[list[Any], list[RowFailure], int, str | None]:
+        res = chain.run_stages(list(inputs), self.num_generations)
+        objs = []
+        for j, row in enumerate(inputs):
+            fed = res.label_rows[j] or {**row, **{f: [] for f in self.feed}}
+            objs.append({**fed, self.output_key: res.labelled[j], GENERATOR_KEY: res.generated[j]})
+        error = None
+        if res.label_error is not None:  # the generations are written; the labels are failures
+            error = f"labeller: {type(res.label_error).__name__}: {res.label_error}"
+        return objs, list(res.failures), _count(res.generated) + _count(res.labelled), error
+
+    def _failed_row(self, llm: LLMLike, row: dict[str, Any]) -> dict[str, Any]:
+        """The output line of a row whose call raised: empty outputs (for a chain: not labelled)."""
+        k, key = self.num_generations, self.output_key
+        if self.two_stage:
+            name = llm.generator.model_name if isinstance(llm, Chain) else llm.model_name
+            return {**row, **{f: [] for f in self.feed}, key: [], GENERATOR_KEY: _empty(name, k)}
+        return {**row, key: _empty(llm.model_name, k)}
