@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fnlabel import GenerationParams, cached, llm, tasks  # noqa: E402
-from fnlabel.backends import echo  # noqa: E402
-from fnlabel.backends.models import embedded_gguf  # noqa: E402
+from fnlabel import GenerationParams, cached, llm, tasks
+from fnlabel.backends import echo
+from fnlabel.backends.models import embedded_gguf
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cache.json"
 
@@ -49,7 +49,7 @@ def bench_echo(rows: int = 2000, k: int = 4, repeats: int = 5) -> dict:
             cold.append(timed(lambda: gen.run(data, k)))
             warm.append(timed(lambda: gen.run(data, k)))
             gen.backend.store.close()
-    us = lambda xs: min(xs) / gens * 1e6  # noqa: E731 - best of repeats: least disturbed by other load
+    us = lambda xs: min(xs) / gens * 1e6
     return {
         "rows": rows,
         "num_generations": k,
@@ -76,7 +76,9 @@ def llama_backend(n_threads: int = 1):
             return [
                 [
                     model.create_completion(
-                        p, max_tokens=params.max_new_tokens, temperature=params.temperature,
+                        p,
+                        max_tokens=params.max_new_tokens,
+                        temperature=params.temperature,
                         seed=(params.seed or 0) + i,
                     )["choices"][0]["text"]
                     for i in range(params.num_generations)
@@ -141,10 +143,12 @@ def ratios(results: dict) -> dict:
     llama = results.get("llama_cpp", {})
     if "cold_over_uncached_ratio" in llama:  # time ratios, turned into throughput (higher is better)
         block["llama.cpp: cached cold / uncached, throughput, best of repeats"] = {
-            "value": round(1 / llama["cold_over_uncached_ratio"], 3), "better": "higher",
+            "value": round(1 / llama["cold_over_uncached_ratio"], 3),
+            "better": "higher",
         }
         block["llama.cpp: cached cold / uncached, throughput, median of paired runs"] = {
-            "value": round(1 / llama["median_of_paired_cold_ratios"], 3), "better": "higher",
+            "value": round(1 / llama["median_of_paired_cold_ratios"], 3),
+            "better": "higher",
         }
     return block
 

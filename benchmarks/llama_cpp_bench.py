@@ -23,13 +23,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import fnlabel  # noqa: E402
-from fnlabel import GenerationParams  # noqa: E402
-from fnlabel.backends.llama_cpp import llama_cpp, sampling_kwargs  # noqa: E402
-from fnlabel.seeds import generation_seed  # noqa: E402
+import fnlabel
+from fnlabel import GenerationParams
+from fnlabel.backends.llama_cpp import llama_cpp, sampling_kwargs
+from fnlabel.seeds import generation_seed
 
-TOPICS = ["the sea", "a dragon", "bread", "the moon", "a robot", "winter", "a library", "cats",
-          "a volcano", "music", "a bicycle", "rain", "chess", "a forest", "coffee", "a city at night"]
+TOPICS = [
+    "the sea",
+    "a dragon",
+    "bread",
+    "the moon",
+    "a robot",
+    "winter",
+    "a library",
+    "cats",
+    "a volcano",
+    "music",
+    "a bicycle",
+    "rain",
+    "chess",
+    "a forest",
+    "coffee",
+    "a city at night",
+]
 
 
 def main() -> None:
@@ -103,7 +119,10 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     result["ratios"] = {
         "fnlabel / raw create_completion, tokens/s (paired median)": {
-            "value": result["ratio_paired_median"], "target": 0.97, "better": "higher"},
+            "value": result["ratio_paired_median"],
+            "target": 0.97,
+            "better": "higher",
+        },
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     tps = result["wall_tokens_per_s_best"]
@@ -114,6 +133,7 @@ def main() -> None:
         f"CPU time {result['ratio_cpu_best']:.3f}x best, {result['ratio_cpu_median']:.3f}x median "
         f"(target >= 0.97x; identical outputs: {same})"
     )
+
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.peers import run_peer  # noqa: E402
+from benchmarks.peers import run_peer
 
 CONCURRENCY = 64
 LATENCY = 0.1
@@ -66,7 +66,10 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.servers", "--latency", str(latency)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     url = proc.stdout.readline().strip()  # type: ignore[union-attr]
     if not url.startswith("http"):
@@ -130,10 +133,14 @@ def bench_bare_aiohttp(url: str, n: int, warm: int) -> tuple[float, float]:
             semaphore = asyncio.Semaphore(CONCURRENCY)
 
             async def one(i: int) -> str:
-                async with semaphore, session.post(
-                    f"{url}/chat/completions", json={"model": MODEL, "max_tokens": 16, "messages": _messages(i)},
-                    headers={"Authorization": "Bearer sk-bench"},
-                ) as r:
+                async with (
+                    semaphore,
+                    session.post(
+                        f"{url}/chat/completions",
+                        json={"model": MODEL, "max_tokens": 16, "messages": _messages(i)},
+                        headers={"Authorization": "Bearer sk-bench"},
+                    ) as r,
+                ):
                     return json.loads(await r.read())["choices"][0]["message"]["content"]
 
             return await _timed(one, n, warm)
@@ -148,8 +155,12 @@ def bench_distilabel(url: str, n: int, warm: int) -> tuple[float, float]:
 
 def measure(latency: float, n: int, rounds: int) -> dict:
     """Every client against one server with ``latency`` seconds per request, rounds interleaved."""
-    clients = {"fnlabel": bench_fnlabel, "distilabel_0.6.0": bench_distilabel, "raw_async_sdk": bench_raw_sdk,
-               "bare_aiohttp": bench_bare_aiohttp}
+    clients = {
+        "fnlabel": bench_fnlabel,
+        "distilabel_0.6.0": bench_distilabel,
+        "raw_async_sdk": bench_raw_sdk,
+        "bare_aiohttp": bench_bare_aiohttp,
+    }
     rates: dict[str, list[float]] = {name: [] for name in clients}
     cpu_ms: dict[str, list[float]] = {name: [] for name in clients}
     proc, url = start_server(latency)
@@ -159,8 +170,11 @@ def measure(latency: float, n: int, rounds: int) -> dict:
                 seconds, cpu = fn(url, n, CONCURRENCY)
                 rates[name].append(n / seconds)
                 cpu_ms[name].append(1000 * cpu / n)
-                print(f"{1000 * latency:4.0f} ms server, round {r + 1}: {name:18s} {n / seconds:8.1f} requests/s  "
-                      f"{1000 * cpu / n:6.3f} client CPU ms/request", flush=True)
+                print(
+                    f"{1000 * latency:4.0f} ms server, round {r + 1}: {name:18s} {n / seconds:8.1f} requests/s  "
+                    f"{1000 * cpu / n:6.3f} client CPU ms/request",
+                    flush=True,
+                )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -190,17 +204,30 @@ def main() -> None:
     fast = measure(0.0, args.requests, args.rounds)  # client-bound: no latency to wait out
     ratios = {  # the common shape read by benchmarks/plot.py
         "fnlabel / distilabel 0.6.0, requests/s, 100 ms server": {
-            "value": slow["ratio_fnlabel_vs_distilabel"], "target": 3.0, "better": "higher"},
+            "value": slow["ratio_fnlabel_vs_distilabel"],
+            "target": 3.0,
+            "better": "higher",
+        },
         "fnlabel / raw async SDK, requests/s, 100 ms server": {
-            "value": slow["ratio_fnlabel_vs_raw_sdk"], "better": "higher"},
+            "value": slow["ratio_fnlabel_vs_raw_sdk"],
+            "better": "higher",
+        },
         "fnlabel / bare aiohttp (no SDK), requests/s, 100 ms server": {
-            "value": slow["ratio_fnlabel_vs_bare_aiohttp"], "better": "higher"},
+            "value": slow["ratio_fnlabel_vs_bare_aiohttp"],
+            "better": "higher",
+        },
         "fnlabel / distilabel 0.6.0, requests/s, 0 ms server (client-bound)": {
-            "value": fast["ratio_fnlabel_vs_distilabel"], "better": "higher"},
+            "value": fast["ratio_fnlabel_vs_distilabel"],
+            "better": "higher",
+        },
         "fnlabel / raw async SDK, requests/s, 0 ms server (client-bound)": {
-            "value": fast["ratio_fnlabel_vs_raw_sdk"], "better": "higher"},
+            "value": fast["ratio_fnlabel_vs_raw_sdk"],
+            "better": "higher",
+        },
         "distilabel 0.6.0 / fnlabel, client CPU per request, 100 ms server": {
-            "value": slow["cpu_per_request_ratio_distilabel_vs_fnlabel"], "better": "higher"},
+            "value": slow["cpu_per_request_ratio_distilabel_vs_fnlabel"],
+            "better": "higher",
+        },
     }
     ceiling = CONCURRENCY / LATENCY
     result = {
@@ -209,9 +236,12 @@ def main() -> None:
         "rounds": args.rounds,
         "latency_100ms": slow,
         "latency_0ms": fast,
-        "best_possible_ratio_vs_distilabel_at_100ms": round(ceiling / slow["requests_per_s_median"]["distilabel_0.6.0"], 2),
+        "best_possible_ratio_vs_distilabel_at_100ms": round(
+            ceiling / slow["requests_per_s_median"]["distilabel_0.6.0"], 2
+        ),
         "bare_aiohttp_vs_distilabel_at_100ms": round(
-            slow["requests_per_s_median"]["bare_aiohttp"] / slow["requests_per_s_median"]["distilabel_0.6.0"], 2),
+            slow["requests_per_s_median"]["bare_aiohttp"] / slow["requests_per_s_median"]["distilabel_0.6.0"], 2
+        ),
         "ratios": ratios,
         "load_average_at_start": load_start,
         "load_average_at_end": list(os.getloadavg()),
@@ -227,8 +257,10 @@ def main() -> None:
     }
     for name, r in ratios.items():
         print(f"{name}: {r['value']}x" + (f" (target >= {r['target']}x)" if "target" in r else ""))
-    print(f"best ratio any client could reach over distilabel at 100 ms: {result['best_possible_ratio_vs_distilabel_at_100ms']}x; "
-          f"bare aiohttp reached {result['bare_aiohttp_vs_distilabel_at_100ms']}x")
+    print(
+        f"best ratio any client could reach over distilabel at 100 ms: {result['best_possible_ratio_vs_distilabel_at_100ms']}x; "
+        f"bare aiohttp reached {result['bare_aiohttp_vs_distilabel_at_100ms']}x"
+    )
     out = ROOT / "benchmarks" / "results" / "openai.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from peers import run_peer  # noqa: E402
+from peers import run_peer
 
-import fnlabel  # noqa: E402
+import fnlabel
 
 SYSTEM = "You are a helpful, respectful and honest assistant."
 RAW = "A constant answer from a model that does no work."
@@ -139,8 +139,14 @@ def main() -> None:
     print(f"{'num_generations':>16} {'fnlabel':>10} {'distilabel 0.6.0':>17} {'ratio':>7}")
     for k in map(str, ks):
         ratio = fn_best[k] / di_best[k]
-        rows.append({"num_generations": int(k), "fnlabel_us_per_input": round(fn_best[k], 3),
-                     "distilabel_us_per_input": round(di_best[k], 3), "ratio": round(ratio, 3)})
+        rows.append(
+            {
+                "num_generations": int(k),
+                "fnlabel_us_per_input": round(fn_best[k], 3),
+                "distilabel_us_per_input": round(di_best[k], 3),
+                "ratio": round(ratio, 3),
+            }
+        )
         print(f"{k:>16} {fn_best[k]:>10.2f} {di_best[k]:>17.2f} {ratio:>6.2f}x")
     worst = max(r["ratio"] for r in rows)
     print(f"worst ratio fnlabel/distilabel: {worst:.2f}x (target <= 0.80x): {'met' if worst <= 0.8 else 'MISSED'}")
@@ -159,7 +165,10 @@ def main() -> None:
         "target_met": worst <= 0.8,
         "ratios": {  # the common shape read by benchmarks/plot.py
             f"fnlabel / distilabel 0.6.0, CPU us per input, k={r['num_generations']}": {
-                "value": r["ratio"], "target": 0.8, "better": "lower"}
+                "value": r["ratio"],
+                "target": 0.8,
+                "better": "lower",
+            }
             for r in rows
         },
     }

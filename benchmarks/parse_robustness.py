@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fnlabel import tasks  # noqa: E402
-from fnlabel.errors import ParseError  # noqa: E402
+from fnlabel import tasks
+from fnlabel.errors import ParseError
 
 UF = "#### Output for Text 1\nRating: {a}\nRationale: {x}\n\n#### Output for Text 2\nRating: {b}\nRationale: {y}\n"
 
@@ -32,27 +32,88 @@ CORPUS: list[tuple[str, str, dict]] = [
     ("self-instruct", "1. What is DNS?\n2. Explain TCP.\n", {"instructions": ["What is DNS?", "Explain TCP."]}),
     ("self-instruct", "1. What is DNS?\n2. Explain TCP.", {"instructions": ["What is DNS?", "Explain TCP."]}),
     ("self-instruct", "- What is DNS?\n- Explain TCP.\n", {"instructions": ["What is DNS?", "Explain TCP."]}),
-    ("self-instruct", "Here are the queries:\n1. **What** is DNS?\n2. Explain TCP.", {"instructions": ["What is DNS?", "Explain TCP."]}),
+    (
+        "self-instruct",
+        "Here are the queries:\n1. **What** is DNS?\n2. Explain TCP.",
+        {"instructions": ["What is DNS?", "Explain TCP."]},
+    ),
     # evol-instruct
-    ("evol-instruct", "Name three primes above 100 and prove each is prime.", {"instructions": "Name three primes above 100 and prove each is prime."}),
-    ("evol-instruct", "#Rewritten Prompt#:\nName three primes above 100.", {"instructions": "Name three primes above 100."}),
+    (
+        "evol-instruct",
+        "Name three primes above 100 and prove each is prime.",
+        {"instructions": "Name three primes above 100 and prove each is prime."},
+    ),
+    (
+        "evol-instruct",
+        "#Rewritten Prompt#:\nName three primes above 100.",
+        {"instructions": "Name three primes above 100."},
+    ),
     ("evol-instruct", "Sorry, I cannot do that.", {"instructions": None}),
     ("evol-instruct", "Rewrite the given prompt with more steps.", {"instructions": None}),
     # ultrafeedback
-    ("ultrafeedback", UF.format(a=4, b=2, x="Accurate.", y="Wrong."), {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}),
-    ("ultrafeedback", UF.format(a="4/5", b="2/5", x="Accurate.", y="Wrong."), {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}),
-    ("ultrafeedback", UF.format(a="**4**", b="**2**", x="Accurate.", y="Wrong."), {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}),
-    ("ultrafeedback", UF.format(a="5.0 (Excellent)", b="2.0 (Poor)", x="Accurate.", y="Wrong."), {"rating": [5.0, 2.0], "rationale": ["Accurate.", "Wrong."]}),
-    ("ultrafeedback", UF.replace("Rating:", "**Rating:**").replace("Rationale:", "**Rationale:**").format(a=4, b=2, x="Accurate.", y="Wrong."),
-     {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}),
-    ("ultrafeedback", UF.lower().format(a=4, b=2, x="Accurate.", y="Wrong."), {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]}),
-    ("ultrafeedback", "#### Output for Text 1\n\nRating: 4\nRationale: Accurate.", {"rating": [4.0], "rationale": ["Accurate."]}),
+    (
+        "ultrafeedback",
+        UF.format(a=4, b=2, x="Accurate.", y="Wrong."),
+        {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]},
+    ),
+    (
+        "ultrafeedback",
+        UF.format(a="4/5", b="2/5", x="Accurate.", y="Wrong."),
+        {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]},
+    ),
+    (
+        "ultrafeedback",
+        UF.format(a="**4**", b="**2**", x="Accurate.", y="Wrong."),
+        {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]},
+    ),
+    (
+        "ultrafeedback",
+        UF.format(a="5.0 (Excellent)", b="2.0 (Poor)", x="Accurate.", y="Wrong."),
+        {"rating": [5.0, 2.0], "rationale": ["Accurate.", "Wrong."]},
+    ),
+    (
+        "ultrafeedback",
+        UF.replace("Rating:", "**Rating:**")
+        .replace("Rationale:", "**Rationale:**")
+        .format(a=4, b=2, x="Accurate.", y="Wrong."),
+        {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]},
+    ),
+    (
+        "ultrafeedback",
+        UF.lower().format(a=4, b=2, x="Accurate.", y="Wrong."),
+        {"rating": [4.0, 2.0], "rationale": ["Accurate.", "Wrong."]},
+    ),
+    (
+        "ultrafeedback",
+        "#### Output for Text 1\n\nRating: 4\nRationale: Accurate.",
+        {"rating": [4.0], "rationale": ["Accurate."]},
+    ),
     # judgelm
-    ("judgelm", "8 9\nThe second is more detailed.", {"rating": [8.0, 9.0], "rationale": "The second is more detailed."}),
-    ("judgelm", "8, 9\nThe second is more detailed.", {"rating": [8.0, 9.0], "rationale": "The second is more detailed."}),
-    ("judgelm", "8/10 9/10\nThe second is more detailed.", {"rating": [8.0, 9.0], "rationale": "The second is more detailed."}),
-    ("judgelm", "8  9 \nThe second is more detailed.", {"rating": [8.0, 9.0], "rationale": "The second is more detailed."}),
-    ("judgelm", "Assistant 1: 8\nAssistant 2: 9\nThe second is more detailed.", {"rating": [8.0, 9.0], "rationale": "The second is more detailed."}),
+    (
+        "judgelm",
+        "8 9\nThe second is more detailed.",
+        {"rating": [8.0, 9.0], "rationale": "The second is more detailed."},
+    ),
+    (
+        "judgelm",
+        "8, 9\nThe second is more detailed.",
+        {"rating": [8.0, 9.0], "rationale": "The second is more detailed."},
+    ),
+    (
+        "judgelm",
+        "8/10 9/10\nThe second is more detailed.",
+        {"rating": [8.0, 9.0], "rationale": "The second is more detailed."},
+    ),
+    (
+        "judgelm",
+        "8  9 \nThe second is more detailed.",
+        {"rating": [8.0, 9.0], "rationale": "The second is more detailed."},
+    ),
+    (
+        "judgelm",
+        "Assistant 1: 8\nAssistant 2: 9\nThe second is more detailed.",
+        {"rating": [8.0, 9.0], "rationale": "The second is more detailed."},
+    ),
     # ultracm (distilabel's prompt ended on "Overall Score: ", so a reply may start with the score)
     ("ultracm", "7\nCite a source.", {"critique": "Cite a source.", "score": 7.0}),
     ("ultracm", "### Feedback\nOverall Score: 7\nCite a source.", {"critique": "Cite a source.", "score": 7.0}),
@@ -157,10 +218,12 @@ def ratios(report: dict) -> dict:
     """The common ``"ratios"`` block read by benchmarks/plot.py, from the figures above."""
     return {
         "fnlabel / distilabel 0.6.0, outputs read correctly": {
-            "value": report["read_correctly_ratio_fnlabel_over_distilabel"], "better": "higher",
+            "value": report["read_correctly_ratio_fnlabel_over_distilabel"],
+            "better": "higher",
         },
         "fnlabel / distilabel 0.6.0, parses/s": {
-            "value": report["speed_ratio_fnlabel_over_distilabel"], "better": "higher",
+            "value": report["speed_ratio_fnlabel_over_distilabel"],
+            "better": "higher",
         },
     }
 
@@ -185,8 +248,12 @@ def main() -> None:
     }
     report["ratios"] = ratios(report)  # the common shape read by benchmarks/plot.py
     for kind, row in sorted(per_kind.items()):
-        print(f"{kind:18s} {row['fnlabel']:2d}/{row['cases']} fnlabel   {row['distilabel']:2d}/{row['cases']} distilabel 0.6.0")
-    print(f"read correctly: fnlabel {total['fnlabel']}/{total['cases']}, distilabel {total['distilabel']}/{total['cases']}")
+        print(
+            f"{kind:18s} {row['fnlabel']:2d}/{row['cases']} fnlabel   {row['distilabel']:2d}/{row['cases']} distilabel 0.6.0"
+        )
+    print(
+        f"read correctly: fnlabel {total['fnlabel']}/{total['cases']}, distilabel {total['distilabel']}/{total['cases']}"
+    )
     print(f"parse speed ratio fnlabel/distilabel: {report['speed_ratio_fnlabel_over_distilabel']}x")
     out = Path(__file__).resolve().parent / "results" / "parse_robustness.json"
     out.parent.mkdir(exist_ok=True)

@@ -22,9 +22,10 @@ VENV = Path(os.environ.get("FNLABEL_BENCH_DISTILABEL_VENV", Path.home() / ".cach
 def distilabel_python() -> str:
     """The interpreter of a venv where distilabel 0.6.0 imports (created if missing)."""
     python = VENV / "bin" / "python"
-    ok = python.exists() and subprocess.run(
-        [str(python), "-c", "import distilabel.llm"], capture_output=True
-    ).returncode == 0
+    ok = (
+        python.exists()
+        and subprocess.run([str(python), "-c", "import distilabel.llm"], capture_output=True).returncode == 0
+    )
     if not ok:
         print(f"creating {VENV} with {' '.join(DISTILABEL_PINS)} ...", file=sys.stderr)
         venv.create(VENV, with_pip=True, clear=True)
@@ -34,9 +35,7 @@ def distilabel_python() -> str:
 
 def run_peer(code: str, *args: str, timeout: float = 600) -> dict:
     """Run ``code`` under distilabel's interpreter; it must print one JSON object last."""
-    proc = subprocess.run(
-        [distilabel_python(), "-c", code, *args], capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run([distilabel_python(), "-c", code, *args], capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"distilabel peer failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -104,7 +104,6 @@ def draw(ratios: list[Ratio], paths: tuple[Path, ...] = IMAGES) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -136,10 +135,17 @@ def draw(ratios: list[Ratio], paths: tuple[Path, ...] = IMAGES) -> None:
     ax.grid(axis="x", color="#dddddd", lw=0.6)
     ax.set_axisbelow(True)
     ax.legend(
-        handles=[Patch(color=colors[True], label="target met"), Patch(color=colors[False], label="target missed"),
-                 Patch(color=colors[None], label="no target (reported)"),
-                 Line2D([], [], color="black", lw=2, label="target")],
-        loc="upper center", bbox_to_anchor=(0.5, -0.08 - 0.6 / (1.6 + 0.55 * n)), ncol=4, fontsize=8, frameon=False,
+        handles=[
+            Patch(color=colors[True], label="target met"),
+            Patch(color=colors[False], label="target missed"),
+            Patch(color=colors[None], label="no target (reported)"),
+            Line2D([], [], color="black", lw=2, label="target"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.08 - 0.6 / (1.6 + 0.55 * n)),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
     )
     fig.tight_layout()
     for path in paths:
@@ -169,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(new, encoding="utf-8")
     if args.check:
         for path in stale:
-            print(f"{path.relative_to(ROOT)}: table of figures is out of date; run python benchmarks/plot.py",
-                  file=sys.stderr)
+            print(
+                f"{path.relative_to(ROOT)}: table of figures is out of date; run python benchmarks/plot.py",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     draw(ratios)
     print(body)

@@ -43,9 +43,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import fnlabel  # noqa: E402
-from fnlabel import GenerationParams, in_process, pooled, tasks  # noqa: E402
-from fnlabel import LLMSpec  # noqa: E402
+import fnlabel
+from fnlabel import (
+    GenerationParams,
+    LLMSpec,
+    in_process,
+    pooled,
+    tasks,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "pool_bench.json"
 RATIO_NAMES = {"pooled2": "2 members", "pooled2_same_total_concurrency": "2 members, same total concurrency"}
@@ -71,8 +76,14 @@ def serve(port: int, latency: float) -> None:
             {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"} for i in range(n)
         ]
         return web.json_response(
-            {"id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()),
-             "model": body.get("model", "bench"), "choices": choices, "usage": usage()}
+            {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "bench"),
+                "choices": choices,
+                "usage": usage(),
+            }
         )
 
     async def completions(request: web.Request) -> web.Response:
@@ -81,19 +92,27 @@ def serve(port: int, latency: float) -> None:
         n = int(body.get("n") or 1)
         choices = [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]
         return web.json_response(
-            {"id": "cmpl-bench", "object": "text_completion", "created": int(time.time()),
-             "model": body.get("model", "bench"), "choices": choices, "usage": usage()}
+            {
+                "id": "cmpl-bench",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model", "bench"),
+                "choices": choices,
+                "usage": usage(),
+            }
         )
 
     async def models(_request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "bench", "object": "model", "owned_by": "me"}]})
 
     app = web.Application()
-    app.add_routes([
-        web.post("/v1/chat/completions", chat),
-        web.post("/v1/completions", completions),
-        web.get("/v1/models", models),
-    ])
+    app.add_routes(
+        [
+            web.post("/v1/chat/completions", chat),
+            web.post("/v1/completions", completions),
+            web.get("/v1/models", models),
+        ]
+    )
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=1024)
 
 
@@ -135,7 +154,10 @@ def backend_config(base_url: str, latency: float, native_n: bool, max_concurrenc
 
         return "echo", EchoConfig(model_name="bench", latency=latency)
     return "openai", OpenAIConfig(
-        model="bench", base_url=base_url, api_key_env="FNLABEL_BENCH_KEY", max_concurrency=max_concurrency,
+        model="bench",
+        base_url=base_url,
+        api_key_env="FNLABEL_BENCH_KEY",
+        max_concurrency=max_concurrency,
         native_n=native_n,
     )
 
@@ -172,7 +194,7 @@ def measure(
         for gen in gens.values():  # load and warm up connections
             timed(gen, rows[:batch], k, batch)
         best = {name: float("inf") for name in configs}
-        cpu = {name: 0.0 for name in configs}
+        cpu = dict.fromkeys(configs, 0.0)
         for _ in range(repeats):  # interleaved, so background load hits all alike
             for name, gen in gens.items():
                 pids = [kid.pid for kid in children[name]]
@@ -206,9 +228,16 @@ def main() -> None:
         params = GenerationParams(max_new_tokens=16, temperature=0.7)
         rows = [{"input": f"Question {i}: what is {i} + {i}?"} for i in range(args.rows)]
         report: dict = {
-            "benchmark": "pool_bench", "rows": args.rows, "num_generations": args.k, "batch": args.batch,
-            "workers_per_child": args.workers, "server_latency_s": args.latency, "cpus": os.cpu_count(),
-            "python": platform.python_version(), "fnlabel": fnlabel.__version__, "runs": {},
+            "benchmark": "pool_bench",
+            "rows": args.rows,
+            "num_generations": args.k,
+            "batch": args.batch,
+            "workers_per_child": args.workers,
+            "server_latency_s": args.latency,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "fnlabel": fnlabel.__version__,
+            "runs": {},
         }
         gens = args.rows * args.k
         for native_n in (False, True):
@@ -232,8 +261,12 @@ def main() -> None:
             }
             label = f"{kind}, native_n={native_n}"
             report["runs"][label] = run
-            print(label + ": " + ", ".join(f"{n} {r['wall_s']} s ({r['throughput_ratio_vs_one']}x)" for n, r in run.items()),
-                  flush=True)
+            print(
+                label
+                + ": "
+                + ", ".join(f"{n} {r['wall_s']} s ({r['throughput_ratio_vs_one']}x)" for n, r in run.items()),
+                flush=True,
+            )
             if kind == "echo":
                 break  # native_n means nothing to echo
     finally:
@@ -241,8 +274,12 @@ def main() -> None:
         server.wait(10)
     report["ratios"] = {  # the common shape read by benchmarks/plot.py
         f"{RATIO_NAMES.get(name, name)} / 1 member, generations/s ({label})": {
-            "value": r["throughput_ratio_vs_one"], "better": "higher"}
-        for label, run in report["runs"].items() for name, r in run.items() if name != "one"
+            "value": r["throughput_ratio_vs_one"],
+            "better": "higher",
+        }
+        for label, run in report["runs"].items()
+        for name, r in run.items()
+        if name != "one"
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from fnlabel.run.ray import on_ray, start_local  # noqa: E402
-from fnlabel.recipes import loads_recipe  # noqa: E402
-from fnlabel.run import resolve_options, run_recipe  # noqa: E402
+from fnlabel.recipes import loads_recipe
+from fnlabel.run import resolve_options, run_recipe
+from fnlabel.run.ray import on_ray, start_local
 
 RECIPE = """
 [task]
@@ -80,10 +80,12 @@ def ratios(results: dict) -> dict:
     lat, nowork = results["latency"], results["no_work"]
     return {
         f"2 replicas / 1 replica, steady rows/s, {lat['latency_s_per_call']:g} s latency per call": {
-            "value": round(lat["steady_ratio_2_over_1_replicas"], 3), "better": "higher",
+            "value": round(lat["steady_ratio_2_over_1_replicas"], 3),
+            "better": "higher",
         },
         "Ray / local, steady us per row, no-work backend": {
-            "value": round(nowork["steady_ratio_ray_over_local"], 3), "better": "lower",
+            "value": round(nowork["steady_ratio_ray_over_local"], 3),
+            "better": "lower",
         },
     }
 
@@ -110,7 +112,10 @@ def main() -> None:
     }
     assert (tmp / "l.jsonl").read_text() == (tmp / "r1.jsonl").read_text() == (tmp / "r2.jsonl").read_text()
     results["latency"] = {
-        "rows": rows, "batch_size": batch, "latency_s_per_call": latency, **lat,
+        "rows": rows,
+        "batch_size": batch,
+        "latency_s_per_call": latency,
+        **lat,
         "steady_ratio_2_over_1_replicas": lat["ray_2"]["steady_rows_per_s"] / lat["ray_1"]["steady_rows_per_s"],
         "wall_ratio_1_over_2_replicas": lat["ray_1"]["wall_s"] / lat["ray_2"]["wall_s"],
     }
@@ -127,8 +132,11 @@ def main() -> None:
     local_us = 1e6 / nowork["local"]["steady_rows_per_s"]
     ray_us = 1e6 / nowork["ray_1"]["steady_rows_per_s"]
     results["no_work"] = {
-        "rows": rows, "batch_size": batch, **nowork,
-        "steady_us_per_row_local": local_us, "steady_us_per_row_ray": ray_us,
+        "rows": rows,
+        "batch_size": batch,
+        **nowork,
+        "steady_us_per_row_local": local_us,
+        "steady_us_per_row_ray": ray_us,
         "steady_ratio_ray_over_local": ray_us / local_us,
         "wall_ratio_ray_over_local": nowork["ray_1"]["wall_s"] / nowork["local"]["wall_s"],
         "ray_fixed_cost_s": nowork["ray_1"]["wall_s"] - rows / nowork["ray_1"]["steady_rows_per_s"],
@@ -137,12 +145,16 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     lat_r, now_r = results["latency"], results["no_work"]
     print(f"Ray start (once): {ray_start:.1f} s")
-    print(f"latency {latency}s/call: 2 replicas vs 1, steady rows/s: x{lat_r['steady_ratio_2_over_1_replicas']:.2f}; "
-          f"wall: x{lat_r['wall_ratio_1_over_2_replicas']:.2f}")
-    print(f"no work: Ray vs local, steady per row: x{now_r['steady_ratio_ray_over_local']:.2f} "
-          f"({now_r['steady_us_per_row_ray']:.0f} vs {now_r['steady_us_per_row_local']:.0f} us/row); "
-          f"wall: x{now_r['wall_ratio_ray_over_local']:.2f} "
-          f"(start-up of the actor pool ~{now_r['ray_fixed_cost_s']:.1f} s)")
+    print(
+        f"latency {latency}s/call: 2 replicas vs 1, steady rows/s: x{lat_r['steady_ratio_2_over_1_replicas']:.2f}; "
+        f"wall: x{lat_r['wall_ratio_1_over_2_replicas']:.2f}"
+    )
+    print(
+        f"no work: Ray vs local, steady per row: x{now_r['steady_ratio_ray_over_local']:.2f} "
+        f"({now_r['steady_us_per_row_ray']:.0f} vs {now_r['steady_us_per_row_local']:.0f} us/row); "
+        f"wall: x{now_r['wall_ratio_ray_over_local']:.2f} "
+        f"(start-up of the actor pool ~{now_r['ray_fixed_cost_s']:.1f} s)"
+    )
     results["ratios"] = ratios(results)  # the common shape read by benchmarks/plot.py
     dest = Path(__file__).resolve().parent / "results" / "ray.json"
     dest.write_text(json.dumps(results, indent=2) + "\n")

@@ -25,9 +25,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.openai_bench import start_server
 from fnlabel.recipes import loads_recipe
 from fnlabel.run import resolve_options, run_recipe
-from benchmarks.openai_bench import start_server  # noqa: E402
 
 ROWS = 4000
 K = 2
@@ -46,7 +46,8 @@ def ratios(results: dict) -> dict:
     """The common ``"ratios"`` block read by benchmarks/plot.py, from the ``batch_<n>`` figures."""
     return {
         f"runner / direct LLM, us per row, batch {key.removeprefix('batch_')}": {
-            "value": round(r["ratio_runner_over_direct"], 3), "better": "lower",
+            "value": round(r["ratio_runner_over_direct"], 3),
+            "better": "lower",
         }
         for key, r in results.items()
         if key.startswith("batch_")
@@ -101,12 +102,18 @@ max_new_tokens = 16
         proc.terminate()
         proc.wait(timeout=10)
     result = {
-        "rows": rows, "batch_size": batch, "max_concurrency": 64, "server_latency_s": 0.1,
-        "direct_rows_per_s": direct, "runner_rows_per_s": rates["runner"],
+        "rows": rows,
+        "batch_size": batch,
+        "max_concurrency": 64,
+        "server_latency_s": 0.1,
+        "direct_rows_per_s": direct,
+        "runner_rows_per_s": rates["runner"],
         "runner_one_batch_at_a_time_rows_per_s": rates["runner_one_batch_at_a_time"],
     }
-    print(f"remote, batch {batch}: direct {direct:.0f} rows/s, fnlabel run {rates['runner']:.0f} rows/s, "
-          f"one batch at a time {rates['runner_one_batch_at_a_time']:.0f} rows/s")
+    print(
+        f"remote, batch {batch}: direct {direct:.0f} rows/s, fnlabel run {rates['runner']:.0f} rows/s, "
+        f"one batch at a time {rates['runner_one_batch_at_a_time']:.0f} rows/s"
+    )
     return result
 
 
@@ -139,16 +146,22 @@ def main() -> None:
             "resume_finished_s": resume,
         }
         r = results[f"batch_{batch}"]
-        print(f"batch {batch:4}: direct {r['direct_us_per_row']:.0f} us/row, runner {r['runner_us_per_row']:.0f} us/row "
-              f"(x{r['ratio_runner_over_direct']:.2f}); resume of a finished {ROWS}-row output {resume * 1e3:.0f} ms")
+        print(
+            f"batch {batch:4}: direct {r['direct_us_per_row']:.0f} us/row, runner {r['runner_us_per_row']:.0f} us/row "
+            f"(x{r['ratio_runner_over_direct']:.2f}); resume of a finished {ROWS}-row output {resume * 1e3:.0f} ms"
+        )
     dest = Path(__file__).parent / "results" / "runner_overhead.json"
     report = {"rows": ROWS, "num_generations": K, **results, "remote": remote(tmp)}
     report["ratios"] = ratios(report)  # the common shape read by benchmarks/plot.py
     r = report["remote"]
     report["ratios"]["openai 100 ms, batch 16: fnlabel run / direct .run, rows/s"] = {
-        "value": round(r["runner_rows_per_s"] / r["direct_rows_per_s"], 3), "better": "higher"}
+        "value": round(r["runner_rows_per_s"] / r["direct_rows_per_s"], 3),
+        "better": "higher",
+    }
     report["ratios"]["openai 100 ms, batch 16: fnlabel run / one batch at a time, rows/s"] = {
-        "value": round(r["runner_rows_per_s"] / r["runner_one_batch_at_a_time_rows_per_s"], 3), "better": "higher"}
+        "value": round(r["runner_rows_per_s"] / r["runner_one_batch_at_a_time_rows_per_s"], 3),
+        "better": "higher",
+    }
     dest.write_text(json.dumps(report, indent=2) + "\n")
 
 

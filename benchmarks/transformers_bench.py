@@ -29,13 +29,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import fnlabel  # noqa: E402
-from fnlabel import GenerationParams  # noqa: E402
-from fnlabel.backends.transformers import transformers  # noqa: E402
+import fnlabel
+from fnlabel import GenerationParams
+from fnlabel.backends.transformers import transformers
 
-TOPICS = ["the sea", "a dragon that guards a very old library", "bread", "the moon and its phases",
-          "a robot", "winter in a small mountain village", "cats", "a volcano", "music", "a bicycle",
-          "rain on a tin roof at night", "chess", "a forest", "coffee", "a city at night", "the history of paper"]
+TOPICS = [
+    "the sea",
+    "a dragon that guards a very old library",
+    "bread",
+    "the moon and its phases",
+    "a robot",
+    "winter in a small mountain village",
+    "cats",
+    "a volcano",
+    "music",
+    "a bicycle",
+    "rain on a tin roof at night",
+    "chess",
+    "a forest",
+    "coffee",
+    "a city at night",
+    "the history of paper",
+]
 
 
 def main() -> None:
@@ -97,7 +112,7 @@ def main() -> None:
     for r in range(args.rounds):
         pairs = [("raw_batched", "fnlabel"), ("raw_batched_sampled", "fnlabel_sampled")]
         for (a, b), key in zip(pairs, paired):
-            for name in ((a, b) if r % 2 == 0 else (b, a)):
+            for name in (a, b) if r % 2 == 0 else (b, a):
                 t0 = time.perf_counter()
                 {**sides, **sample_sides}[name]()
                 times[name].append(time.perf_counter() - t0)
@@ -133,9 +148,15 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     result["ratios"] = {
         "fnlabel batched / raw batched generate, tokens/s (paired median)": {
-            "value": result["ratio_fnlabel_vs_raw_batched_paired_median"], "target": 0.95, "better": "higher"},
+            "value": result["ratio_fnlabel_vs_raw_batched_paired_median"],
+            "target": 0.95,
+            "better": "higher",
+        },
         "fnlabel batched / per-prompt loop, tokens/s": {
-            "value": result["ratio_fnlabel_vs_loop_median"], "target": 3.0, "better": "higher"},
+            "value": result["ratio_fnlabel_vs_loop_median"],
+            "target": 3.0,
+            "better": "higher",
+        },
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     r = result

@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a recipe over its input, writing JSONL (resumes an unfinished output)")
     run.add_argument("recipe", help="path to a recipe .toml file")
-    run.add_argument("--input", help="input file (.jsonl .json .csv .parquet) or hf:NAME[:SPLIT]; overrides [run] input")
+    run.add_argument(
+        "--input", help="input file (.jsonl .json .csv .parquet) or hf:NAME[:SPLIT]; overrides [run] input"
+    )
     run.add_argument("--output", help="output .jsonl (or .parquet); overrides [run] output")
     run.add_argument("--num-generations", type=int, help="generations per input row; overrides [run]")
     run.add_argument("--limit", type=int, help="use only the first N input rows")
@@ -55,9 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         help="cache file (default: cache.sqlite in $FNLABEL_CACHE_DIR, else $XDG_CACHE_HOME/fnlabel, else "
         "~/.cache/fnlabel; 'next-to-output': <output>.cache.sqlite)",
     )
-    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                     help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else [run] address, else "
-                     "RAY_ADDRESS or a new local instance; see docs/ray.md")
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else [run] address, else "
+        "RAY_ADDRESS or a new local instance; see docs/ray.md",
+    )
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     val = sub.add_parser("validate", help="check a recipe (and its prompt formatting fn) without loading a model")
@@ -144,9 +151,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"fnlabel: {msg}", file=sys.stderr)
 
     try:
-        summary = run_recipe(
-            recipe, opts, progress=progress, log=log, cache=_cache_store(args, opts, log)
-        )
+        summary = run_recipe(recipe, opts, progress=progress, log=log, cache=_cache_store(args, opts, log))
     except ConfigError as exc:  # raised while composing the LLM (e.g. a param the backend cannot honour)
         if isinstance(exc, RecipeError):
             raise
@@ -205,8 +210,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         task = stage.task.build()
         for spec, child in stage.specs():
             where = " (in a child process)" if child else ""
-            print(f"{args.recipe}: ok: {prefix}task {task.name} (needs {', '.join(task.input_keys)}), "
-                  f"backend {type(spec.backend).kind}{where}")
+            print(
+                f"{args.recipe}: ok: {prefix}task {task.name} (needs {', '.join(task.input_keys)}), "
+                f"backend {type(spec.backend).kind}{where}"
+            )
     return EXIT_OK
 
 
@@ -220,12 +227,12 @@ def _keys(cls: Any) -> str:
 
     from fnlabel.redact import is_secret_field
 
-    return ", ".join(
-        f.name if isinstance(f.default, attrs.Factory) else  # type: ignore[arg-type]
-        f"{f.name} (required)" if f.default is attrs.NOTHING else f"{f.name}={_short(f.default)}"
-        for f in attrs.fields(cls)
-        if not is_secret_field(f)
-    )
+    def key(f: Any) -> str:
+        if isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            return str(f.name)
+        return f"{f.name} (required)" if f.default is attrs.NOTHING else f"{f.name}={_short(f.default)}"
+
+    return ", ".join(key(f) for f in attrs.fields(cls) if not is_secret_field(f))
 
 
 def _origin(registry: Any, kind: str) -> str:
@@ -274,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fnlabel`` console script and ``python -m fnlabel``."""
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
+    )
     commands = {"run": _cmd_run, "validate": _cmd_validate, "list": _cmd_list}
     try:
         return commands[args.command](args)
@@ -284,8 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fnlabel: error: {exc}", file=sys.stderr)
         return EXIT_BACKEND if isinstance(exc, BackendError) else EXIT_USAGE
     except KeyboardInterrupt:
-        print("\nfnlabel: interrupted; the output holds every finished batch: rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            "\nfnlabel: interrupted; the output holds every finished batch: rerun the same command to resume",
+            file=sys.stderr,
+        )
         if any(t.name.startswith("fnlabel-batch") and t.is_alive() for t in threading.enumerate()):
             # a second Ctrl-C left a batch inside a local model: exit now rather than wait for it
             # (the output is fsynced batch by batch; the exit must not free the model under it)

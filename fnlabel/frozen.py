@@ -39,8 +39,8 @@ class FrozenMap(dict):  # type: ignore[type-arg]
     def _readonly(self, *_args: Any, **_kwargs: Any) -> NoReturn:
         raise TypeError("this table is read-only; build a new record with attrs.evolve")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
-    __ior__ = _readonly  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FrozenMap, (dict(self),))

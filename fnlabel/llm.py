@@ -220,7 +220,7 @@ class LLM(LLMBase):
         if prompts is None:
             prompts, rows, failures = self._prompts_each(inputs)
         else:
-            rows, failures = range(len(inputs)), []
+            rows, failures = list(range(len(inputs))), []
         raw = self._call_backend(prompts, params, first) if prompts else []
         outputs = None if failures else self._outputs_fast(prompts, raw, k)
         if outputs is None:
@@ -288,7 +288,12 @@ class LLM(LLMBase):
         return outputs
 
     def _outputs_each(
-        self, n: int, rows: Sequence[int], prompts: list[FormattedPrompt], raw: list[list[Any]], k: int,
+        self,
+        n: int,
+        rows: Sequence[int],
+        prompts: list[FormattedPrompt],
+        raw: list[list[Any]],
+        k: int,
         failures: list[RowFailure],
     ) -> list[Any]:
         """Outputs row by row: empty ones for bad rows, failed generations and parse errors recorded."""
@@ -335,7 +340,6 @@ class LLM(LLMBase):
                 f"backend {describe_backend(self.backend)} returned {got} results for {len(prompts)} prompts"
             )
         return raw
-
 
 
 def llm(

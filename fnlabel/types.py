@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol, TypedDict, Union, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import attrs
 
@@ -61,7 +61,7 @@ class ChatMessage(TypedDict):
 
 
 #: What a backend receives per prompt: a plain string, or chat messages.
-FormattedPrompt = Union[str, list[ChatMessage]]
+FormattedPrompt = str | list[ChatMessage]
 
 
 @attrs.frozen
@@ -92,7 +92,7 @@ class GenerationFailure:
     error: str
 
 
-RawGeneration = Union[str, GenerationFailure]
+RawGeneration = str | GenerationFailure
 
 
 def _to_stop(value: Any) -> tuple[str, ...]:

@@ -70,9 +70,7 @@ def make_barrier_backend(barrier: threading.Barrier, name: str):
 def _llama():
     import llama_cpp
 
-    return llama_cpp.Llama(
-        model_path=str(embedded_gguf()), n_ctx=512, n_threads=1, seed=7, verbose=False
-    )
+    return llama_cpp.Llama(model_path=str(embedded_gguf()), n_ctx=512, n_threads=1, seed=7, verbose=False)
 
 
 def llama_backend(prompts, params):

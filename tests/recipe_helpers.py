@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import typing
 import sys
 import tempfile
+import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,15 +32,24 @@ def fnlabel(*args: str, cwd: Path | None = None, timeout: float = 60, **kw: Any)
     env = _env()
     return subprocess.run(
         [sys.executable, "-m", "fnlabel", *args],
-        cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kw,
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
     )
 
 
 def popen(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     env = _env()
     return subprocess.Popen(
-        [sys.executable, "-m", "fnlabel", *args], cwd=cwd or ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "fnlabel", *args],
+        cwd=cwd or ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -89,8 +98,8 @@ kind = "echo"
 max_new_tokens = 16
 
 [run]
-input = "{(tmp / 'in.jsonl').as_posix()}"
-output = "{(tmp / 'out.jsonl').as_posix()}"
+input = "{(tmp / "in.jsonl").as_posix()}"
+output = "{(tmp / "out.jsonl").as_posix()}"
 {run}
 """,
     )

@@ -29,15 +29,27 @@ def params_of(seen) -> dict:
 def test_text_generation_params_and_distinct_seeds_per_generation():
     with TGIServer() as srv:
         gen = fast(srv.url, repetition_penalty=1.2)
-        params = GenerationParams(max_new_tokens=7, temperature=0.5, top_k=40, top_p=0.9, frequency_penalty=0.3,
-                                  seed=42, stop=["</s>"])
+        params = GenerationParams(
+            max_new_tokens=7, temperature=0.5, top_k=40, top_p=0.9, frequency_penalty=0.3, seed=42, stop=["</s>"]
+        )
         out = gen(["one", "two"], params.replace(num_generations=3))
         gen.close()
     assert len(srv.requests) == 6 and {s.path for s in srv.requests} == {"/"}
     for seen in srv.requests:
         p = params_of(seen)
-        assert (p["max_new_tokens"], p["do_sample"], p["temperature"], p["top_k"], p["top_p"]) == (7, True, 0.5, 40, 0.9)
-        assert (p["frequency_penalty"], p["repetition_penalty"], p["stop"], p["return_full_text"]) == (0.3, 1.2, ["</s>"], False)
+        assert (p["max_new_tokens"], p["do_sample"], p["temperature"], p["top_k"], p["top_p"]) == (
+            7,
+            True,
+            0.5,
+            40,
+            0.9,
+        )
+        assert (p["frequency_penalty"], p["repetition_penalty"], p["stop"], p["return_full_text"]) == (
+            0.3,
+            1.2,
+            ["</s>"],
+            False,
+        )
     for text, row in zip(["one", "two"], out):
         seeds = [g.split("seed ")[1].split()[0] for g in row]
         assert all(g.startswith(text) for g in row)
@@ -120,7 +132,10 @@ def test_faults_are_retried_and_a_dead_row_fails_alone():
     assert elapsed < 20
     by_row = {f.row: f.error for f in result.failures}
     assert set(by_row) == {rows.index("always-500"), rows.index("refused")}
-    assert "CUDA out of memory" in by_row[rows.index("always-500")] and "gave up after 4" in by_row[rows.index("always-500")]
+    assert (
+        "CUDA out of memory" in by_row[rows.index("always-500")]
+        and "gave up after 4" in by_row[rows.index("always-500")]
+    )
     assert "inputs too long" in by_row[rows.index("refused")] and "not retried" in by_row[rows.index("refused")]
     assert srv.count("refused") == 1 and srv.count("always-500") == 4
     for i, row in enumerate(result.outputs):
@@ -153,16 +168,24 @@ def test_concurrency_is_bounded():
 def test_chat_completion_against_a_real_server():
     url = shared_llama_server().url.removesuffix("/v1")
     gen = inference_endpoints(base_url=url, model_id="smollm2")
-    out = gen([[{"role": "user", "content": "Say hi."}]], GenerationParams(max_new_tokens=6, temperature=0.0, num_generations=2))
+    out = gen(
+        [[{"role": "user", "content": "Say hi."}]],
+        GenerationParams(max_new_tokens=6, temperature=0.0, num_generations=2),
+    )
     assert len(out[0]) == 2 and all(isinstance(g, str) and g.strip() for g in out[0])
     gen.close()
 
 
 def test_config_validation_and_token_handling(monkeypatch, tmp_path):
     assert config_class("inference-endpoints") is InferenceEndpointsConfig
-    for bad in ({}, {"endpoint_name": "e", "base_url": "http://x"}, {"base_url": "http://x", "namespace": "ns"},
-                {"base_url": "http://x", "max_concurrency": 0}, {"base_url": "http://x", "provider": "together"},
-                {"model_id": "m", "repetition_penalty": 0}):
+    for bad in (
+        {},
+        {"endpoint_name": "e", "base_url": "http://x"},
+        {"base_url": "http://x", "namespace": "ns"},
+        {"base_url": "http://x", "max_concurrency": 0},
+        {"base_url": "http://x", "provider": "together"},
+        {"model_id": "m", "repetition_penalty": 0},
+    ):
         with pytest.raises(ConfigError):
             InferenceEndpointsConfig(**bad)
     import huggingface_hub.constants as hf_constants

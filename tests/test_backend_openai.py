@@ -56,7 +56,11 @@ def test_llama_cpp_chat_and_completions(llama_url):
 @pytest.mark.slow
 def test_llama_cpp_ignores_n_and_missing_generations_are_requested_again(llama_url):
     gen = openai(model="smollm2", base_url=llama_url)
-    composed = llm(tasks.text_generation(system_prompt="Be brief."), gen, GenerationParams(max_new_tokens=12, temperature=1.0, seed=7))
+    composed = llm(
+        tasks.text_generation(system_prompt="Be brief."),
+        gen,
+        GenerationParams(max_new_tokens=12, temperature=1.0, seed=7),
+    )
     result = composed.run([{"input": "Name a fruit."}, {"input": "Name a color."}], num_generations=3)
     assert result.failures == ()
     for row in result.outputs:
@@ -127,7 +131,9 @@ def test_every_generation_arrives_or_is_reported_for_its_row(caplog):
             assert len(texts) == 2 and all(t.startswith(rows[i]) for t in texts), (rows[i], texts)
     # n=2 was answered with one choice for "stingy": the second came from one more request, own seed
     stingy = [o["raw_output"] for o in result.outputs[rows.index("stingy")]]
-    assert stingy[0] == "stingy [gen 0 seed 5]" and stingy[1].startswith("stingy [gen 0 seed ") and stingy[1] != stingy[0]
+    assert (
+        stingy[0] == "stingy [gen 0 seed 5]" and stingy[1].startswith("stingy [gen 0 seed ") and stingy[1] != stingy[0]
+    )
     assert srv.count("always-500") == 4  # 1 attempt + max_retries=3
     assert "row 3 generation 0 failed" in caplog.text and "row 3 generation 1 failed" in caplog.text
 
@@ -137,8 +143,15 @@ def test_random_faults_never_lose_or_mix_up_a_generation():
     import threading
 
     rng, lock = random.Random(0), threading.Lock()
-    faults = [Fault.error(500), Fault.rate_limit(0.01), Fault.drop(), Fault.malformed(), Fault.fewer(1),
-              Fault.slow(5), Fault.error(400, "refused")]
+    faults = [
+        Fault.error(500),
+        Fault.rate_limit(0.01),
+        Fault.drop(),
+        Fault.malformed(),
+        Fault.fewer(1),
+        Fault.slow(5),
+        Fault.error(400, "refused"),
+    ]
 
     def script(body, path):
         with lock:
@@ -273,7 +286,9 @@ def test_greedy_asks_for_one_choice_and_repeats_it():
     # so a server that refuses n > 1 at temperature 0 (vLLM) still serves every row
     with FaultServer(script=vllm_rules) as srv:
         gen = fast(srv.url)
-        out = gen(["a", [{"role": "user", "content": "b"}]], GenerationParams(temperature=0.0, num_generations=3, seed=5))
+        out = gen(
+            ["a", [{"role": "user", "content": "b"}]], GenerationParams(temperature=0.0, num_generations=3, seed=5)
+        )
         gen.close()
     assert out == [["a [gen 0 seed 5]"] * 3, ["b [gen 0 seed 5]"] * 3]
     assert sorted(s.body["n"] for s in srv.requests) == [1, 1]
@@ -292,8 +307,16 @@ def test_a_stop_string_the_server_kept_is_cut():
 def test_params_reach_the_request_body_and_endpoints_follow_the_prompt_type():
     with FaultServer() as srv:
         gen = fast(srv.url, supports_top_k=True, extra_body={"min_p": 0.05, "nested": {"a": [1]}})
-        params = GenerationParams(max_new_tokens=9, temperature=0.3, top_p=0.8, top_k=20, frequency_penalty=0.5,
-                                  presence_penalty=-0.5, seed=11, stop=["\n\n", "###"])
+        params = GenerationParams(
+            max_new_tokens=9,
+            temperature=0.3,
+            top_p=0.8,
+            top_k=20,
+            frequency_penalty=0.5,
+            presence_penalty=-0.5,
+            seed=11,
+            stop=["\n\n", "###"],
+        )
         gen(["plain", [{"role": "user", "content": "chat"}]], params)
         gen.close()
     paths = sorted(s.path for s in srv.requests)
@@ -357,8 +380,15 @@ def test_config_is_a_validated_hashable_picklable_record():
     a = OpenAIConfig(model="m", extra_body={"x": [1, 2]})
     b = OpenAIConfig(model="m", extra_body={"x": [1, 2]})
     assert a == b and hash(a) == hash(b) and pickle.loads(pickle.dumps(a)) == a
-    for bad in ({"max_concurrency": 0}, {"timeout": -1}, {"max_retries": -1}, {"extra_body": [1]},
-                {"model": ""}, {"max_tokens_param": "tokens"}, {"prompt_format": "nope"}):
+    for bad in (
+        {"max_concurrency": 0},
+        {"timeout": -1},
+        {"max_retries": -1},
+        {"extra_body": [1]},
+        {"model": ""},
+        {"max_tokens_param": "tokens"},
+        {"prompt_format": "nope"},
+    ):
         with pytest.raises(ConfigError):
             OpenAIConfig(**{"model": "m", **bad})
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
-import torch  # noqa: F401  tests/install.sh installs these: a missing one must fail, not skip
-import transformers  # noqa: F401
+import torch
+import transformers as transformers_library  # noqa: F401 - the library must be installed, never skipped
 
 import fnlabel
 from fnlabel import BackendError, ConfigError, GenerationParams
@@ -56,7 +55,7 @@ def test_backend_reports_real_model_and_natural_format(backend):
 
 
 def test_shapes(backend):
-    out = backend(PROMPTS + ["Red, green,"], SAMPLE.replace(num_generations=2))  # 5 prompts: 2 batches
+    out = backend([*PROMPTS, "Red, green,"], SAMPLE.replace(num_generations=2))  # 5 prompts: 2 batches
     assert [len(gens) for gens in out] == [2] * 5
     assert all(isinstance(g, str) for gens in out for g in gens)
     assert backend([], SAMPLE) == []
@@ -78,7 +77,6 @@ def test_seed_reproduces_and_generations_differ(backend):
 
 
 def test_seeded_sequences_do_not_depend_on_torch_global_rng(backend):
-    import torch
 
     params = SAMPLE.replace(num_generations=2)
     torch.manual_seed(1)
@@ -141,7 +139,6 @@ def test_composed_with_text_generation(backend):
 
 
 def test_seeded_sampler_draws_from_the_softmax():
-    import torch
 
     from fnlabel.backends.transformers import _SeededSampler
 

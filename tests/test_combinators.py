@@ -146,7 +146,7 @@ def test_threaded_runs_chunks_concurrently():
 @pytest.mark.timeout(30)
 def test_an_exception_in_a_worker_fails_the_future_and_never_hangs():
     gen = threaded(llm(TASK, backends.echo(raise_on="boom", latency=0.05)), 4)
-    rows = ROWS[:7] + [{"input": "boom"}] + ROWS[7:]
+    rows = [*ROWS[:7], {"input": "boom"}, *ROWS[7:]]
     fut = gen(rows)
     assert isinstance(fut.exception(timeout=20), BackendError)
     with pytest.raises(BackendError, match="raise_on"):

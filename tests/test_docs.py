@@ -80,7 +80,7 @@ def snippets(path: Path, root: Path = ROOT) -> list[Snippet]:
             close = lines[j].strip()
             if close.startswith(fence[0] * len(fence)) and set(close) == {fence[0]}:
                 break
-            body.append(lines[j][len(indent):] if lines[j].startswith(indent) else lines[j].lstrip())
+            body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j].lstrip())
             j += 1
         if info.split(" ")[0].split("{")[0].lower() in ("python", "py"):
             out.append(Snippet(page, i + 2, "\n".join(body) + "\n", _skip_reason(lines, i, page)))
@@ -96,8 +96,10 @@ def _skip_reason(lines: list[str], fence_line: int, page: str) -> str | None:
         return None
     m = SKIP.match(lines[k])
     if m is None:
-        raise ValueError(f"{page}:{k + 1}: unknown docs-test marker {lines[k].strip()!r}; "
-                         "use <!-- docs-test: skip: REASON --> before a fence")
+        raise ValueError(
+            f"{page}:{k + 1}: unknown docs-test marker {lines[k].strip()!r}; "
+            "use <!-- docs-test: skip: REASON --> before a fence"
+        )
     if not m["reason"]:
         raise ValueError(f"{page}:{k + 1}: a docs-test skip marker needs a reason: <!-- docs-test: skip: REASON -->")
     return m["reason"]
@@ -129,7 +131,7 @@ def test_runner_finds_blocks_markers_and_line_numbers(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
         "# T\n\n```python\na = 1\n```\n\n```toml\nx = 1\n```\n\n"
-        "<!-- docs-test: skip: needs a server -->\n\n```python title=\"x\"\nserver()\n```\n\n"
+        '<!-- docs-test: skip: needs a server -->\n\n```python title="x"\nserver()\n```\n\n'
         "* item\n\n    ```py\n    b = a + 1\n    ```\n",
         encoding="utf-8",
     )
@@ -199,7 +201,10 @@ def test_doctests(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert (tmp_path / "site" / "index.html").exists()

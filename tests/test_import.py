@@ -42,8 +42,18 @@ def test_import_loads_no_backend_library_and_is_fast():
 def test_public_surface():
     for name in fnlabel.__all__:
         assert hasattr(fnlabel, name), name
-    for name in ("llm", "LLMOutput", "GenerationParams", "Prompt", "format_prompt", "Task", "threaded",
-                 "with_prompt_format", "with_prompt_formatting_fn", "GenerationFailure"):
+    for name in (
+        "llm",
+        "LLMOutput",
+        "GenerationParams",
+        "Prompt",
+        "format_prompt",
+        "Task",
+        "threaded",
+        "with_prompt_format",
+        "with_prompt_formatting_fn",
+        "GenerationFailure",
+    ):
         assert name in fnlabel.__all__
     assert callable(fnlabel.backends.echo) and callable(fnlabel.tasks.text_generation)
     assert issubclass(fnlabel.BackendError, fnlabel.FnlabelError)

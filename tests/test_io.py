@@ -63,9 +63,13 @@ def test_hf_without_the_extra_says_how_to_install() -> None:
         "from fnlabel.run.inputs import read_input\n"
         "try:\n    read_input('hf:org/name:test')\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).parent.parent).stdout
-    assert out.strip() == "InputError hf:org/name:test: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
+    ).stdout
+    assert (
+        out.strip()
+        == "InputError hf:org/name:test: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'"
+    )
 
 
 def test_hf_dataset_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +89,11 @@ def test_hf_dataset_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("x.jsonl", '{"input": "a"}\n{"input": \n', r"x.jsonl line 2: invalid JSON .*each line must be one JSON object"),
+        (
+            "x.jsonl",
+            '{"input": "a"}\n{"input": \n',
+            r"x.jsonl line 2: invalid JSON .*each line must be one JSON object",
+        ),
         ("x.jsonl", '{"input": "a"}\n["a list"]\n', r"x.jsonl line 2: expected a JSON object"),
         ("x.json", '{"input": "a"}', r"x.json: expected a JSON list of objects"),
         ("x.json", '[{"input": "a"}, 3]', r"x.json item 1: expected a JSON object"),
@@ -158,8 +166,11 @@ def test_parquet_output_survives_columns_of_mixed_types(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "text"),
-    [("x.csv", "input,n\nhello,1\n"), ("x.jsonl", '{"input": "hello", "n": "1"}\n'),
-     ("x.json", '[{"input": "hello", "n": "1"}]')],
+    [
+        ("x.csv", "input,n\nhello,1\n"),
+        ("x.jsonl", '{"input": "hello", "n": "1"}\n'),
+        ("x.json", '[{"input": "hello", "n": "1"}]'),
+    ],
 )
 def test_a_utf8_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path, name: str, text: str) -> None:
     p = tmp_path / name
@@ -171,8 +182,12 @@ def test_csv_rows_after_blank_lines_are_located_on_their_own_line(tmp_path: Path
     p = tmp_path / "x.csv"
     p.write_text('\ninput,n\na,1\n\n\nb,2\n"multi\nline",3\n\nc\n')
     data = read_input(p)
-    assert data.rows == [{"input": "a", "n": "1"}, {"input": "b", "n": "2"}, {"input": "multi\nline", "n": "3"},
-                         {"input": "c", "n": None}]
+    assert data.rows == [
+        {"input": "a", "n": "1"},
+        {"input": "b", "n": "2"},
+        {"input": "multi\nline", "n": "3"},
+        {"input": "c", "n": None},
+    ]
     assert data.where == ["line 3", "line 6", "line 7", "line 10"]
     p.write_text("input\na\n\nb,extra\n")
     with pytest.raises(InputError, match=r"x.csv line 4: more fields than the header"):

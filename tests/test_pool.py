@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fnlabel
-from fnlabel import BackendError, ConfigError, RowFailure, in_process, pooled, threaded, tasks
+from fnlabel import BackendError, ConfigError, RowFailure, in_process, pooled, tasks, threaded
 from fnlabel.backends import echo
 from fnlabel.combinators import with_prompt_format, with_prompt_formatting_fn
 from fnlabel.combinators.pool import Pooled, split_generations
@@ -91,11 +91,17 @@ def test_pooled_of_one_is_that_member():
 
 def test_incompatible_tasks_are_refused_with_the_mismatch():
     other = tasks.Task(
-        name="judge", build_prompt=TASK.build_prompt, parse=TASK.parse, input_keys=("instruction",),
+        name="judge",
+        build_prompt=TASK.build_prompt,
+        parse=TASK.parse,
+        input_keys=("instruction",),
         output_keys=("generations",),
     )
-    with pytest.raises(ConfigError, match=r"member 1 \(b, task 'judge'\) has input_keys=\('instruction',\).*"
-                       r"member 0 \(a, task 'text-generation'\) has input_keys=\('input',\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"member 1 \(b, task 'judge'\) has input_keys=\('instruction',\).*"
+        r"member 0 \(a, task 'text-generation'\) has input_keys=\('input',\)",
+    ):
         pooled([member("a"), fnlabel.llm(other, echo(model_name="b"))])
     renamed = tasks.Task(
         name="tg2", build_prompt=TASK.build_prompt, parse=TASK.parse, input_keys=("input",), output_keys=("text",)
@@ -121,7 +127,10 @@ def test_a_failing_member_loses_only_its_share():
         assert [o["raw_output"] is None for o in row] == [False, False, True, True, False]
         assert row[2]["parsed_output"] is None
     assert [(f.row, f.generation, f.stage) for f in res.failures] == [
-        (0, 2, "backend"), (0, 3, "backend"), (1, 2, "backend"), (1, 3, "backend")
+        (0, 2, "backend"),
+        (0, 3, "backend"),
+        (1, 2, "backend"),
+        (1, 3, "backend"),
     ]
     assert all("pooled member 1 (b) failed" in f.error and "raise_on" in f.error for f in res.failures)
     assert pool(INPUTS, 1) == member("a")(INPUTS, 1)  # b has no share: nothing fails
@@ -139,7 +148,9 @@ def test_member_failures_are_renumbered_and_bad_rows_reported_once():
     pool = pooled([member("a"), member("b", fail_on="three")])
     res = pool.run([{"input": "one"}, {"input": "three"}, {"nope": 1}], 4)
     assert [(f.row, f.generation, f.stage) for f in res.failures] == [
-        (1, 2, "backend"), (1, 3, "backend"), (2, None, "input")
+        (1, 2, "backend"),
+        (1, 3, "backend"),
+        (2, None, "input"),
     ]
     assert [o["raw_output"] is None for o in res.outputs[1]] == [False, False, True, True]
     assert len(res.outputs[2]) == 4
@@ -165,8 +176,10 @@ def test_plain_threaded_and_in_process_members_mix(tmp_path):
         got = pool(INPUTS, 4)
         child_name = f"echo-pid-{child.pid}"
         assert names(got) == [["plain", "plain", "threads", child_name]] * 2
-        by_hand = [p + t + c for p, t, c in zip(member("plain")(INPUTS, 2), member("threads")(INPUTS, 1),
-                                                 helpers.echo_llm()(INPUTS, 1))]
+        by_hand = [
+            p + t + c
+            for p, t, c in zip(member("plain")(INPUTS, 2), member("threads")(INPUTS, 1), helpers.echo_llm()(INPUTS, 1))
+        ]
         assert raw(got) == raw(by_hand)
         # what cannot reach into the child says what it is and how to do it instead
         with pytest.raises(ConfigError, match="cannot cache InProcess: apply cached"):

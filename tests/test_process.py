@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 import fnlabel
-from fnlabel import BackendError, ConfigError, InputError, in_process, tasks
+from fnlabel import BackendError, ConfigError, InputError, LLMSpec, in_process, tasks
 from fnlabel.backends import EchoConfig
-from fnlabel import LLMSpec
 from tests import procpool_helpers as helpers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +137,7 @@ def test_factory_raising_gives_a_clear_error_everywhere():
         with pytest.raises(BackendError, match="building the LLM failed.*factory exploded: no GPU here"):
             early.result(timeout=30)
         with pytest.raises(BackendError, match="factory exploded"):
-            gen.model_name
+            _ = gen.model_name
         with pytest.raises(BackendError, match="factory exploded"):
             gen([{"input": "y"}]).result(timeout=5)
         assert wait_gone(gen.pid)
@@ -232,9 +231,7 @@ def test_forgotten_children_are_stopped_at_interpreter_exit(tmp_path):
     path = tmp_path / "forget.py"
     path.write_text(script)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     child = int(proc.stdout.split()[0])
     assert wait_gone(child, within=5)

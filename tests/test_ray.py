@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import fnlabel
-from fnlabel.backends import BACKENDS
 from fnlabel.cli import main
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.run import resolve_options, run_recipe
-from tests.recipe_helpers import ROOT, echo_recipe, fnlabel as fnlabel_cli, questions, read_jsonl, write_jsonl
+from tests.recipe_helpers import ROOT, echo_recipe, questions, read_jsonl, write_jsonl
+from tests.recipe_helpers import fnlabel as fnlabel_cli
 
 # Ray Data copies its context with a few deprecated attributes; not ours to fix
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.timeout(600)]
@@ -67,10 +67,13 @@ def same_files(tmp: Path) -> None:
 def test_echo_on_two_replicas_writes_what_a_local_run_writes_and_resumes(ray_address, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", questions(37))
     calls = tmp_path / "calls.log"
-    recipe = fnlabel.load_recipe(echo_recipe(
-        tmp_path, backend=f'fail_on = ["number 5"]\ncall_log = "{calls.as_posix()}"',
-        run="batch_size = 4\nnum_generations = 2",
-    ))
+    recipe = fnlabel.load_recipe(
+        echo_recipe(
+            tmp_path,
+            backend=f'fail_on = ["number 5"]\ncall_log = "{calls.as_posix()}"',
+            run="batch_size = 4\nnum_generations = 2",
+        )
+    )
     local, ray_run = local_and_ray(recipe, tmp_path, replicas=2)
     same_files(tmp_path)
     assert ray_run.rows_done == 37 and ray_run.generations == local.generations == 72
@@ -102,9 +105,13 @@ def _replica_pids() -> list[int]:
 @pytest.mark.slow
 def test_a_killed_replica_is_replaced_and_the_output_is_complete(ray_address, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", questions(40))
-    recipe = fnlabel.load_recipe(echo_recipe(
-        tmp_path, backend="latency = 0.4", run="batch_size = 2\nnum_generations = 2\nreplicas = 2",
-    ))
+    recipe = fnlabel.load_recipe(
+        echo_recipe(
+            tmp_path,
+            backend="latency = 0.4",
+            run="batch_size = 2\nnum_generations = 2\nreplicas = 2",
+        )
+    )
     out = tmp_path / "ray.jsonl"
     killed: dict[str, int] = {}
     before = set(_replica_pids())  # actors of earlier runs that Ray has not reaped yet are not this run's
@@ -152,11 +159,11 @@ max_new_tokens = 12
 temperature = 0.8
 seed = 7
 [run]
-input = "{(tmp_path / 'in.jsonl').as_posix()}"
+input = "{(tmp_path / "in.jsonl").as_posix()}"
 num_generations = 2
 batch_size = 2
 """)
-    local, ray_run = local_and_ray(recipe, tmp_path, replicas=2)
+    _local, _ray_run = local_and_ray(recipe, tmp_path, replicas=2)
     same_files(tmp_path)
     rows = read_jsonl(tmp_path / "ray.jsonl")
     assert len(rows) == 3 and all(len(r["outputs"]) == 2 for r in rows)
@@ -165,7 +172,9 @@ batch_size = 2
 
 
 @pytest.mark.slow
-def test_a_model_that_cannot_load_on_the_replicas_stops_the_run_with_its_error(ray_address, tmp_path, monkeypatch, plugin):
+def test_a_model_that_cannot_load_on_the_replicas_stops_the_run_with_its_error(
+    ray_address, tmp_path, monkeypatch, plugin
+):
     plugin("fnlabel.backends", "broken", "tests.ray_helpers:BrokenConfig")
     write_jsonl(tmp_path / "in.jsonl", questions(3))
     recipe = fnlabel.recipes.loads_recipe(f"""
@@ -174,7 +183,7 @@ kind = "text-generation"
 [backend]
 kind = "broken"
 [run]
-input = "{(tmp_path / 'in.jsonl').as_posix()}"
+input = "{(tmp_path / "in.jsonl").as_posix()}"
 """)
     with pytest.raises(BackendError, match="cannot load model 'missing.gguf'.*on a Ray replica"):
         fnlabel.on_ray(recipe, tmp_path / "ray.jsonl")

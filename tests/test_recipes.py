@@ -12,12 +12,11 @@ import attrs
 import pytest
 
 import fnlabel
+from fnlabel import LLMSpec
 from fnlabel.backends import BACKENDS, EchoConfig
 from fnlabel.errors import BackendError, RecipeError
-from fnlabel import LLMSpec
 from fnlabel.recipes import Recipe, dump_recipe, load_recipe, loads_recipe
 from fnlabel.run import resolve_options, run_recipe
-from fnlabel.tasks import TASKS
 from fnlabel.types import GenerationParams
 from tests.recipe_helpers import ROOT, read_jsonl, write_jsonl
 
@@ -115,34 +114,68 @@ ERRORS = [
     (BASE + "[params]\nmax_new_tokens = 'ten'\n", ["x.toml: params.max_new_tokens: expected int, got 'ten'"]),
     (BASE + "[params]\nmax_new_tokens = 1.5\n", ["params.max_new_tokens: expected int, got 1.5"]),
     (BASE + "[params]\ntop_p = 3\n", ["x.toml: params:", "top_p must be a number in (0, 1], got 3.0"]),
-    (BASE + "modle_name = 'x'\n", ["x.toml: backend: unknown key 'modle_name' for backend kind 'echo'",
-                                   "did you mean 'model_name'", "allowed keys: model_name, latency"]),
-    ('[task]\nkind = "text-generation"\n[backend]\nkind = "nope"\n',
-     ["backend.kind: unknown backend kind 'nope'; known kinds: echo, llama-cpp"]),
-    ('[task]\nkind = "textgen"\n[backend]\nkind = "echo"\n', ["task.kind: unknown task kind 'textgen'; known kinds: text-generation"]),
+    (
+        BASE + "modle_name = 'x'\n",
+        [
+            "x.toml: backend: unknown key 'modle_name' for backend kind 'echo'",
+            "did you mean 'model_name'",
+            "allowed keys: model_name, latency",
+        ],
+    ),
+    (
+        '[task]\nkind = "text-generation"\n[backend]\nkind = "nope"\n',
+        ["backend.kind: unknown backend kind 'nope'; known kinds: echo, llama-cpp"],
+    ),
+    (
+        '[task]\nkind = "textgen"\n[backend]\nkind = "echo"\n',
+        ["task.kind: unknown task kind 'textgen'; known kinds: text-generation"],
+    ),
     ('[task]\n[backend]\nkind = "echo"\n', ["task.kind: missing; known task kinds: text-generation"]),
-    ('[task]\nkind = "text-generation"\nsytem_prompt = "x"\n[backend]\nkind = "echo"\n',
-     ["task: unknown key 'sytem_prompt' for task kind 'text-generation' (did you mean 'system_prompt'?)"]),
-    ('[task]\nkind = "text-generation"\nseed = "one"\n[backend]\nkind = "echo"\n', ["task.seed: expected int, got 'one'"]),
-    ('[task]\nkind = "text-generation"\nprinciples = ["kindness"]\n[backend]\nkind = "echo"\n',
-     ["task: unknown principle(s) ['kindness']"]),
+    (
+        '[task]\nkind = "text-generation"\nsytem_prompt = "x"\n[backend]\nkind = "echo"\n',
+        ["task: unknown key 'sytem_prompt' for task kind 'text-generation' (did you mean 'system_prompt'?)"],
+    ),
+    (
+        '[task]\nkind = "text-generation"\nseed = "one"\n[backend]\nkind = "echo"\n',
+        ["task.seed: expected int, got 'one'"],
+    ),
+    (
+        '[task]\nkind = "text-generation"\nprinciples = ["kindness"]\n[backend]\nkind = "echo"\n',
+        ["task: unknown principle(s) ['kindness']"],
+    ),
     ('[task]\nkind = "text-generation"\n', ["x.toml: no backend: add a [backend] table"]),
     ('[backend]\nkind = "echo"\n', ["x.toml: task: missing required key"]),
     ("tsk = 1\n" + BASE, ["x.toml: unknown key 'tsk' (did you mean 'task'?)"]),
-    ('prompt_format = "alpaca"\n' + BASE, ["prompt_format: unknown prompt format 'alpaca'; known formats: default, openai"]),
-    ('prompt_formatting_fn = "nowhere.at.all:fn"\n' + BASE, ["prompt_formatting_fn: cannot import module 'nowhere.at.all'"]),
+    (
+        'prompt_format = "alpaca"\n' + BASE,
+        ["prompt_format: unknown prompt format 'alpaca'; known formats: default, openai"],
+    ),
+    (
+        'prompt_formatting_fn = "nowhere.at.all:fn"\n' + BASE,
+        ["prompt_formatting_fn: cannot import module 'nowhere.at.all'"],
+    ),
     ('prompt_formatting_fn = "no_colon"\n' + BASE, ["prompt_formatting_fn: expected 'package.module:function'"]),
     ("in_process = 1\n" + BASE, ["in_process: expected bool (true or false), got 1"]),
     (BASE + "[params]\nnum_generations = 2\n", ["params.num_generations: set num_generations in [run]"]),
     (BASE + "[run]\nbatch_size = 0\n", ["run.batch_size: expected int >= 1, got 0"]),
     (BASE + "[run]\nnum_generation = 2\n", ["run: unknown key 'num_generation' (did you mean 'num_generations'?)"]),
-    (BASE + "[[pool]]\n[pool.params]\ntemperature = 'hot'\n", ["pool[0].params.temperature: expected float, got 'hot'"]),
-    (BASE + "[[pool]]\n[[pool]]\n[pool.backend]\nkind = 'echo'\nlatency = [1]\n", ["pool[1].backend.latency: expected float, got [1]"]),
+    (
+        BASE + "[[pool]]\n[pool.params]\ntemperature = 'hot'\n",
+        ["pool[0].params.temperature: expected float, got 'hot'"],
+    ),
+    (
+        BASE + "[[pool]]\n[[pool]]\n[pool.backend]\nkind = 'echo'\nlatency = [1]\n",
+        ["pool[1].backend.latency: expected float, got [1]"],
+    ),
     ('[task]\nkind = "text-generation"\n[[pool]]\nin_process = false\n', ["pool[0] has no backend"]),
-    (BASE + "[label]\n[label.task]\nkind = 'text-generation'\n[label.backend]\nkind = 'echo'\nlatency = 'x'\n",
-     ["label.backend.latency: expected float, got 'x'"]),
-    (BASE + "[label]\nnum_generations = 0\n[label.task]\nkind = 'text-generation'\n[label.backend]\nkind = 'echo'\n",
-     ["label.num_generations: expected int >= 1, got 0"]),
+    (
+        BASE + "[label]\n[label.task]\nkind = 'text-generation'\n[label.backend]\nkind = 'echo'\nlatency = 'x'\n",
+        ["label.backend.latency: expected float, got 'x'"],
+    ),
+    (
+        BASE + "[label]\nnum_generations = 0\n[label.task]\nkind = 'text-generation'\n[label.backend]\nkind = 'echo'\n",
+        ["label.num_generations: expected int >= 1, got 0"],
+    ),
     ("[task\n", ["x.toml: invalid TOML:", "line 1"]),
 ]
 
@@ -177,7 +210,9 @@ def test_unavailable_backend_kind_says_so(plugin: Any) -> None:
         loads_recipe('[task]\nkind = "text-generation"\n[backend]\nkind = "ghost"\n')
 
 
-POOL = BASE + """
+POOL = (
+    BASE
+    + """
 [params]
 max_new_tokens = 8
 temperature = 0.5
@@ -195,6 +230,7 @@ kind = "echo"
 model_name = "other"
 latency = 0.5
 """
+)
 
 
 def test_pool_members_inherit_and_override() -> None:
@@ -220,7 +256,9 @@ def test_in_process_spec_is_what_a_child_builds() -> None:
     assert loads_recipe(dump_recipe(recipe)) == recipe
 
 
-LABEL = BASE + """
+LABEL = (
+    BASE
+    + """
 [run]
 num_generations = 3
 
@@ -232,6 +270,7 @@ kind = "rate-lengths"
 kind = "echo"
 model_name = "judge"
 """
+)
 
 
 def test_two_stage_recipe_labels_the_generations(tmp_path: Path, plugin: Any) -> None:
@@ -274,8 +313,8 @@ def test_dump_round_trips_any_text_and_numbers() -> None:
     )
     def check(prompt: str, stop: list[str], temperature: float, seed: int) -> None:
         text = (
-            f"[task]\nkind = \"text-generation\"\nsystem_prompt = {toml_value(prompt)}\n"
-            f"[backend]\nkind = \"echo\"\nfail_on = {toml_value(stop)}\n"
+            f'[task]\nkind = "text-generation"\nsystem_prompt = {toml_value(prompt)}\n'
+            f'[backend]\nkind = "echo"\nfail_on = {toml_value(stop)}\n'
             f"[params]\ntemperature = {toml_value(temperature)}\nseed = {seed}\nstop = {toml_value(stop)}\n"
         )
         recipe = loads_recipe(text)
@@ -289,7 +328,9 @@ def test_dump_round_trips_any_text_and_numbers() -> None:
 def test_parse_failures_are_recorded_per_generation_and_retried(tmp_path: Path, plugin: Any) -> None:
     plugin("fnlabel.tasks", "picky", "tests.recipe_helpers:picky")
     write_jsonl(tmp_path / "in.jsonl", [{"input": "even"}, {"input": "odd"}, {"input": "even too"}])
-    recipe = loads_recipe('[task]\nkind = "picky"\n[backend]\nkind = "echo"\n[run]\nnum_generations = 2\nbatch_size = 2\n')
+    recipe = loads_recipe(
+        '[task]\nkind = "picky"\n[backend]\nkind = "echo"\n[run]\nnum_generations = 2\nbatch_size = 2\n'
+    )
     opts = resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
     summary = run_recipe(recipe, opts)
     assert summary.failed_rows == 1 and summary.generations == 6
@@ -328,8 +369,9 @@ def test_backend_field_types_are_strict(lines: str, message: str, plugin: Any) -
 
 def test_backend_field_types_accept_what_they_should(plugin: Any) -> None:
     plugin("fnlabel.backends", "typed", "tests.recipe_helpers:TypedConfig")
-    recipe = loads_recipe(TYPED + 'dtype = "float32"\ndevice = 0\ntimeout = 5\nextra_body = { a = [1, { b = "c" }] }\n'
-                                  "sizes = [1, 2]\n")
+    recipe = loads_recipe(
+        TYPED + 'dtype = "float32"\ndevice = 0\ntimeout = 5\nextra_body = { a = [1, { b = "c" }] }\nsizes = [1, 2]\n'
+    )
     b = recipe.backend
     assert (b.dtype, b.device, b.timeout, b.extra_body, b.sizes) == ("float32", 0, 5.0, {"a": [1, {"b": "c"}]}, (1, 2))
     assert isinstance(b.timeout, float)
@@ -341,8 +383,11 @@ def _poisoned_two_stage(tmp_path: Path, plugin: Any, stage: str) -> tuple[Any, A
     stage's backend raises), over rows "one two", "poison", "three"; the recipe and its run options."""
     plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     assert stage in LABEL
-    recipe = loads_recipe(LABEL.replace(stage, stage + 'raise_on = ["poison"]\n')
-                          .replace("num_generations = 3", "num_generations = 3\nbatch_size = 1"))
+    recipe = loads_recipe(
+        LABEL.replace(stage, stage + 'raise_on = ["poison"]\n').replace(
+            "num_generations = 3", "num_generations = 3\nbatch_size = 1"
+        )
+    )
     write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "poison"}, {"input": "three"}])
     return recipe, resolve_options(recipe, input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"))
 
@@ -384,23 +429,31 @@ def test_a_labeller_that_raises_keeps_the_batch_generations(tmp_path: Path, plug
 
 def test_resuming_a_two_stage_output_with_other_generation_counts_is_refused(tmp_path: Path, plugin: Any) -> None:
     from fnlabel.errors import InputError
+
     plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     write_jsonl(tmp_path / "in.jsonl", [{"input": "one two"}, {"input": "three"}])
     paths = {"input": str(tmp_path / "in.jsonl"), "output": str(tmp_path / "out.jsonl")}
     recipe = loads_recipe(LABEL)
     run_recipe(recipe, resolve_options(recipe, limit=1, **paths))
-    with pytest.raises(InputError, match="line 1 holds 3 generations in 'generator_outputs', but this run asks "
-                                         "for 2: rerun with --num-generations 3"):
+    with pytest.raises(
+        InputError,
+        match="line 1 holds 3 generations in 'generator_outputs', but this run asks "
+        "for 2: rerun with --num-generations 3",
+    ):
         run_recipe(recipe, resolve_options(recipe, num_generations=2, **paths))
     relabel = loads_recipe(LABEL.replace("[label]\nnum_generations = 1", "[label]\nnum_generations = 2"))
-    with pytest.raises(InputError, match=r"holds 1 generation in 'outputs', but this run asks for 2: rerun with "
-                                         r"\[label\] num_generations = 1"):
+    with pytest.raises(
+        InputError,
+        match=r"holds 1 generation in 'outputs', but this run asks for 2: rerun with "
+        r"\[label\] num_generations = 1",
+    ):
         run_recipe(relabel, resolve_options(relabel, **paths))
     assert run_recipe(recipe, resolve_options(recipe, **paths)).rows_done == 2
 
 
 def test_an_input_column_the_labeller_is_fed_names_the_right_fix(tmp_path: Path, plugin: Any) -> None:
     from fnlabel.errors import InputError
+
     plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     recipe = loads_recipe(LABEL)
     for column in ("generations", "generator_outputs"):
@@ -421,6 +474,7 @@ def test_a_two_stage_output_key_that_would_overwrite_the_generations_is_refused(
     tmp_path: Path, plugin: Any, key: str
 ) -> None:
     from fnlabel.errors import ConfigError
+
     plugin("fnlabel.tasks", "rate-lengths", "tests.recipe_helpers:rate_lengths")
     recipe = loads_recipe(LABEL.replace("[run]\n", f"[run]\noutput_key = {key!r}\n"))
     write_jsonl(tmp_path / "in.jsonl", [{"input": "a"}])
@@ -466,8 +520,11 @@ def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
         ('label = "x"\n', "", "label: expected a table, got 'x'"),
         ("", "[[pool]]\nparams = 3\n", "pool[0].params: expected a table, got 3"),
         ("pool = [1]\n", "", "pool[0]: expected a table, got 1"),
-        ("", '[label]\nparams = "hot"\n[label.task]\nkind = "text-generation"\n[label.backend]\nkind = "echo"\n',
-         "label.params: expected a table, got 'hot'"),
+        (
+            "",
+            '[label]\nparams = "hot"\n[label.task]\nkind = "text-generation"\n[label.backend]\nkind = "echo"\n',
+            "label.params: expected a table, got 'hot'",
+        ),
     ],
 )
 def test_a_value_where_a_table_belongs_says_so(head: str, tail: str, message: str) -> None:

@@ -12,16 +12,14 @@ from typing import Any
 import pytest
 
 import fnlabel
-from fnlabel import GenerationParams, llm, pooled, tasks
+from fnlabel import GenerationParams, LLMSpec, in_process, llm, max_concurrency, pooled, tasks
 from fnlabel.backends import echo
 from fnlabel.backends.openai import OpenAIConfig
+from fnlabel.combinators import threaded
 from fnlabel.combinators.cache import cached
 from fnlabel.combinators.chain import Chain
-from fnlabel.combinators import threaded
 from fnlabel.errors import BackendError
-from fnlabel import max_concurrency
 from fnlabel.llm import LLMBase
-from fnlabel import LLMSpec, in_process
 from fnlabel.run import resolve_options, run_recipe
 from tests.recipe_helpers import echo_recipe, questions, read_jsonl, write_jsonl, write_recipe
 from tests.recipe_helpers import fnlabel as fnlabel_cli
@@ -47,8 +45,9 @@ def test_max_concurrency_passes_through_every_combinator(tmp_path: Path) -> None
     spec = LLMSpec(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=8))
     with in_process(spec, workers=4) as child:
         assert max_concurrency(child) == 4  # the child runs at most `workers` calls at once
-    with in_process(LLMSpec(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=2)),
-                    workers=4) as child:
+    with in_process(
+        LLMSpec(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=2)), workers=4
+    ) as child:
         assert max_concurrency(child) == 2
 
 
@@ -105,7 +104,9 @@ def test_a_concurrent_llm_overlaps_batches_and_output_stays_in_order(tmp_path: P
 
 def _openai_recipe(tmp_path: Path, url: str, concurrency: int, run: str) -> Path:
     """An OpenAI recipe against ``url`` reading ``tmp_path/in.jsonl``, writing ``tmp_path/out.jsonl``."""
-    return write_recipe(tmp_path / "r.toml", f"""
+    return write_recipe(
+        tmp_path / "r.toml",
+        f"""
 [task]
 kind = "text-generation"
 [backend]
@@ -114,10 +115,11 @@ model = "fault-model"
 base_url = "{url}"
 max_concurrency = {concurrency}
 [run]
-input = "{tmp_path / 'in.jsonl'}"
-output = "{tmp_path / 'out.jsonl'}"
+input = "{tmp_path / "in.jsonl"}"
+output = "{tmp_path / "out.jsonl"}"
 {run}
-""")
+""",
+    )
 
 
 def test_fnlabel_run_keeps_max_concurrency_requests_in_flight_across_batches(tmp_path: Path) -> None:
@@ -136,14 +138,17 @@ def test_fnlabel_run_keeps_max_concurrency_requests_in_flight_across_batches(tmp
 
 
 def test_params_do_not_change_the_hint() -> None:
-    gen = llm(tasks.text_generation(), OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=7).build(),
-              GenerationParams(max_new_tokens=3))
+    gen = llm(
+        tasks.text_generation(),
+        OpenAIConfig(model="m", base_url=LOCAL, max_concurrency=7).build(),
+        GenerationParams(max_new_tokens=3),
+    )
     assert gen.max_concurrency == 7
 
 
 def _slow_except_first_batch(body: dict, _path: str) -> Fault:
     text = json.dumps(body)
-    return Fault.error(400, "bad row") if ("number 0" in text or "number 1\"" in text) else Fault.slow(20)
+    return Fault.error(400, "bad row") if ("number 0" in text or 'number 1"' in text) else Fault.slow(20)
 
 
 def test_a_run_stopped_with_batches_in_flight_exits_at_once(tmp_path: Path) -> None:
@@ -163,7 +168,7 @@ def test_closing_a_backend_fails_calls_still_running_in_other_threads() -> None:
     def call(backend: Any) -> None:
         try:
             backend(["a prompt"], GenerationParams())
-        except BaseException as exc:  # noqa: BLE001 - the test reads it
+        except BaseException as exc:
             outcome.append(exc)
 
     with FaultServer(script=lambda body, path: Fault.slow(20)) as srv:
@@ -212,8 +217,9 @@ def test_max_failures_resume_and_retry_failed_with_batches_in_flight(tmp_path: P
     assert [r["id"] for r in after] == list(range(40))
     assert [f["row"] for f in read_jsonl(fails)] == [17]
     assert [i for i, r in enumerate(after) if r["outputs"][0]["raw_output"] is None] == [17]
-    assert [r for i, r in enumerate(after) if i not in (5, 17, 18, 33)] == \
-        [r for i, r in enumerate(done) if i not in (5, 17, 18, 33)]
+    assert [r for i, r in enumerate(after) if i not in (5, 17, 18, 33)] == [
+        r for i, r in enumerate(done) if i not in (5, 17, 18, 33)
+    ]
 
 
 class Closing(Tracked):

@@ -86,7 +86,13 @@ SCRIPTED = {
     "ultrafeedback": ({"rating": [5.0, 1.0], "rationale": ["Correct.", "Wrong city."]}, feedback.format_ratings),
     "judgelm": ({"rating": [9.0, 2.0], "rationale": "The second is wrong."}, judges.format_judgelm),
     "ultrajudge": (
-        {"rating": [9.0, 3.0], "areas": [{"Accuracy": {"rating": 9.0, "rationale": "Right."}}, {"Accuracy": {"rating": 2.0, "rationale": "Wrong."}}]},
+        {
+            "rating": [9.0, 3.0],
+            "areas": [
+                {"Accuracy": {"rating": 9.0, "rationale": "Right."}},
+                {"Accuracy": {"rating": 2.0, "rationale": "Wrong."}},
+            ],
+        },
         judges.format_ultrajudge,
     ),
     "ultracm": ({"critique": "Name the source.", "score": 6.0}, critique.format_ultracm),
@@ -110,8 +116,12 @@ def test_task_parses_a_compliant_model_end_to_end(kind):
     rows = rows_of(recipe)[:2]
     outputs = llm(task, scripted, model_name="scripted")(rows, num_generations=2)
     assert [[o["parsed_output"] for o in row] for row in outputs] == [[expected, expected]] * len(rows)
-    assert seen == [task.build_prompt(r).system_prompt + "\n" + task.build_prompt(r).formatted_prompt
-                    if task.build_prompt(r).system_prompt else task.build_prompt(r).formatted_prompt for r in rows]
+    assert seen == [
+        task.build_prompt(r).system_prompt + "\n" + task.build_prompt(r).formatted_prompt
+        if task.build_prompt(r).system_prompt
+        else task.build_prompt(r).formatted_prompt
+        for r in rows
+    ]
 
 
 def test_bad_rows_are_reported_and_the_others_run():
@@ -130,7 +140,9 @@ def test_bad_rows_are_reported_and_the_others_run():
 def smollm2():
     import llama_cpp
 
-    model = llama_cpp.Llama(model_path=str(fnlabel.backends.models.embedded_gguf()), n_ctx=2048, n_threads=2, verbose=False)
+    model = llama_cpp.Llama(
+        model_path=str(fnlabel.backends.models.embedded_gguf()), n_ctx=2048, n_threads=2, verbose=False
+    )
     yield model
     model.close()
 

@@ -111,7 +111,10 @@ SELF_INSTRUCT = tasks.self_instruct().parse
         ("What is DNS?\nExplain TCP.", ["What is DNS?", "Explain TCP."]),  # distilabel 0.x parsed this to []
         ("What is DNS?\nExplain TCP.\n", ["What is DNS?", "Explain TCP."]),
         ("1. What is DNS?", ["What is DNS?"]),  # no trailing newline (distilabel 0.x lost it)
-        ("Sure! Here are the queries:\n\n1. **What** is DNS?\n2. Explain TCP.\n\nLet me know!", ["What is DNS?", "Explain TCP."]),
+        (
+            "Sure! Here are the queries:\n\n1. **What** is DNS?\n2. Explain TCP.\n\nLet me know!",
+            ["What is DNS?", "Explain TCP."],
+        ),
         ("- What is DNS?\n- Explain TCP.", ["What is DNS?", "Explain TCP."]),
         ("  1.   What is DNS?  \n  2.Explain TCP.", ["What is DNS?", "Explain TCP."]),
     ],
@@ -140,7 +143,10 @@ EVOL_QUALITY = tasks.evol_quality().parse
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("List three primes above 100 and prove each is prime.", "List three primes above 100 and prove each is prime."),
+        (
+            "List three primes above 100 and prove each is prime.",
+            "List three primes above 100 and prove each is prime.",
+        ),
         ("  List three primes.\n", "List three primes."),
         ("#Rewritten Prompt#:\nList three primes.", "List three primes."),
         ("**Rewritten Prompt:** List three primes.", "List three primes."),
@@ -200,7 +206,11 @@ ULTRAFEEDBACK = tasks.ultrafeedback().parse
             ["Correct.\nAlso concise.", "Partly right."],
         ),
         ("rating: four\nrationale: fine", [4.0], ["fine"]),
-        ("Text 1:\n- Rating: 2\n- Rationale: vague\nText 2:\n- Rating: 5\n- Rationale: precise", [2.0, 5.0], ["vague", "precise"]),
+        (
+            "Text 1:\n- Rating: 2\n- Rationale: vague\nText 2:\n- Rating: 5\n- Rationale: precise",
+            [2.0, 5.0],
+            ["vague", "precise"],
+        ),
         ("Rating: 3 Rationale: inline", [3.0], ["inline"]),
         ("Rating: 4", [4.0], [""]),
         ("RATING FOR TEXT 1: 1\nRATIONALE: OFF TOPIC", [1.0], ["OFF TOPIC"]),
@@ -288,10 +298,18 @@ JUDGELM = tasks.judgelm().parse
         ("8 9\nAssistant 2 is more detailed.", [8.0, 9.0], "Assistant 2 is more detailed."),
         ("8 9", [8.0, 9.0], ""),
         ("8, 6.5\n\nBoth are fine.\nThe first is clearer.", [8.0, 6.5], "Both are fine.\nThe first is clearer."),
-        ("**Scores:** 7/10 4/10\nExplanation: the second is off topic.", [7.0, 4.0], "Explanation: the second is off topic."),
+        (
+            "**Scores:** 7/10 4/10\nExplanation: the second is off topic.",
+            [7.0, 4.0],
+            "Explanation: the second is off topic.",
+        ),
         ("Assistant 1: 8\nAssistant 2: 3\nThe second is wrong.", [8.0, 3.0], "The second is wrong."),
         ("Here are my scores:\n\n9 2\n\nReason: the second is wrong.", [9.0, 2.0], "Reason: the second is wrong."),
-        ("Both answers are right, the first is shorter.\n\n7 8", [7.0, 8.0], "Both answers are right, the first is shorter."),
+        (
+            "Both answers are right, the first is shorter.\n\n7 8",
+            [7.0, 8.0],
+            "Both answers are right, the first is shorter.",
+        ),
     ],
 )
 def test_judgelm_parser(raw, rating, rationale):
@@ -302,7 +320,11 @@ def test_judgelm_parser(raw, rating, rationale):
     ("raw", "rating", "rationale"),
     [
         # the "1." of a numbered explanation is a list marker, not a third score
-        ("8 9\n1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed.", [8.0, 9.0], "1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed."),
+        (
+            "8 9\n1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed.",
+            [8.0, 9.0],
+            "1. Assistant 1:\nAccurate.\n2. Assistant 2:\nDetailed.",
+        ),
         ("1. 8\n2. 6\nThe first is better.", [8.0, 6.0], "The first is better."),
     ],
 )
@@ -440,7 +462,11 @@ def test_ultracm_parser(raw, critique, score):
 @pytest.mark.parametrize(
     ("raw", "critique", "score"),
     [
-        ("1. The answer is incomplete.\n2. It lacks sources.\n\nOverall Score: 6", "1. The answer is incomplete.\n2. It lacks sources.", 6.0),
+        (
+            "1. The answer is incomplete.\n2. It lacks sources.\n\nOverall Score: 6",
+            "1. The answer is incomplete.\n2. It lacks sources.",
+            6.0,
+        ),
         ("2 + 2 is indeed 4, but explain why.\nOverall Score: 6", "2 + 2 is indeed 4, but explain why.", 6.0),
         ("3 points are missing.\nScore: 5/10", "3 points are missing.", 5.0),
         # a score mentioned in the prose is not the labelled one

@@ -58,7 +58,10 @@ def test_evol_instruct_prompts():
     deepen = tasks.evol_instruct(evolution_method="constraints").build_prompt({"input": " Name a bird. "})
     text = deepen.formatted_prompt
     assert text.startswith("I want you to act as a Prompt Rewriter.\n")
-    assert "Make it more complex with this method:\nAdd one more constraint or requirement to the #Given Prompt#.\n" in text
+    assert (
+        "Make it more complex with this method:\nAdd one more constraint or requirement to the #Given Prompt#.\n"
+        in text
+    )
     assert text.endswith("#Given Prompt#:\nName a bird.\n\n#Rewritten Prompt#:\n")
 
 
@@ -86,8 +89,14 @@ def test_evol_method_from_the_row_as_in_distilabel():
     for task in (tasks.evol_instruct(), tasks.evol_instruct(evolution_method="breadth"), tasks.evol_complexity(seed=5)):
         assert task.build_prompt.method_for(row) == "reasoning"
         assert "explicitly for reasoning in several steps" in task.build_prompt(row).formatted_prompt
-    assert tasks.evol_instruct(seed=1).build_prompt.method_for({**row, "evolution_method": None}) in tasks.evol.INSTRUCT_METHODS
-    assert tasks.evol_quality().build_prompt.method_for({"input": "q", "generation": "a", "evolution_method": "depth"}) == "depth"
+    assert (
+        tasks.evol_instruct(seed=1).build_prompt.method_for({**row, "evolution_method": None})
+        in tasks.evol.INSTRUCT_METHODS
+    )
+    assert (
+        tasks.evol_quality().build_prompt.method_for({"input": "q", "generation": "a", "evolution_method": "depth"})
+        == "depth"
+    )
     with pytest.raises(InputError, match="'evolution_method'.*constraints, deepen"):
         tasks.evol_complexity().build_prompt({"input": "q", "evolution_method": "breadth"})
 
@@ -98,7 +107,9 @@ def test_evol_complexity_never_uses_breadth():
 
 
 def test_evol_quality_prompt():
-    prompt = tasks.evol_quality(evolution_method="details").build_prompt({"input": "Why is the sky blue?", "generation": "Scattering."})
+    prompt = tasks.evol_quality(evolution_method="details").build_prompt(
+        {"input": "Why is the sky blue?", "generation": "Scattering."}
+    )
     assert prompt.system_prompt == ""
     assert prompt.formatted_prompt == (
         "I want you to act as a Response Rewriter.\n"
@@ -116,7 +127,9 @@ def test_evol_quality_prompt():
 
 
 def test_ultrafeedback_prompt():
-    task = tasks.ultrafeedback(task_description="# Rate it\nRate each text:", ratings=["bad", "good"], system_prompt="S")
+    task = tasks.ultrafeedback(
+        task_description="# Rate it\nRate each text:", ratings=["bad", "good"], system_prompt="S"
+    )
     assert task.build_prompt(QA) == Prompt(
         "S",
         "# Rate it\nRate each text:\n1. bad\n2. good\n\n---\n\n## Format\n\n### Input\n"
@@ -167,7 +180,9 @@ def test_judgelm_prompt():
 
 
 def test_ultrajudge_prompt():
-    task = tasks.ultrajudge(areas=["Accuracy", "Tone"], task_description="Judge {num_responses} on {areas}.", system_prompt="S")
+    task = tasks.ultrajudge(
+        areas=["Accuracy", "Tone"], task_description="Judge {num_responses} on {areas}.", system_prompt="S"
+    )
     assert task.build_prompt(QA) == Prompt(
         "S",
         "Judge 2 on Accuracy and Tone.\n\n---\n\n## Format\n\n### Input\nInstruction: [the instruction]\n\n"
@@ -178,7 +193,9 @@ def test_ultrajudge_prompt():
         "### Input\nInstruction: What is 2 + 2?\n\nAssistant 1: 4\n\nAssistant 2: 5\n\n### Output\n",
     )
     default = tasks.ultrajudge().build_prompt(QA).formatted_prompt
-    assert "Practical Accuracy, Clarity & Transparency, Authenticity & Reliability and Compliance with Intent" in default
+    assert (
+        "Practical Accuracy, Clarity & Transparency, Authenticity & Reliability and Compliance with Intent" in default
+    )
 
 
 def test_ultracm_prompt():
@@ -192,7 +209,9 @@ def test_ultracm_prompt():
 
 
 def test_prometheus_prompt():
-    task = tasks.prometheus(scoring_criteria="Is it right?", score_descriptions=["Wrong.", "Partly.", "Right."], system_prompt="S")
+    task = tasks.prometheus(
+        scoring_criteria="Is it right?", score_descriptions=["Wrong.", "Partly.", "Right."], system_prompt="S"
+    )
     prompt = task.build_prompt({"input": "What is 2 + 2?", "generations": "4", "ref_completion": "4."})
     assert prompt == Prompt(
         "S",
@@ -256,7 +275,11 @@ def test_quality_scorer_prompt():
         (tasks.ultrafeedback(), {"input": "q", "generations": ["a", None]}, r"generations\[1\] must be a string"),
         (tasks.judgelm(), {"input": "q", "generations": 5}, "non-empty list"),
         (tasks.ultracm(), {"input": "q", "generations": ["a", "b"]}, "one answer per row"),
-        (tasks.prometheus(), {"input": "q", "generations": "a", "ref_completion": None}, "'ref_completion' must be a string"),
+        (
+            tasks.prometheus(),
+            {"input": "q", "generations": "a", "ref_completion": None},
+            "'ref_completion' must be a string",
+        ),
         (tasks.evol_quality(), {"input": "q", "generation": ["a"]}, "'generation' must be a string"),
     ],
 )

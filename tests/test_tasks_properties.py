@@ -99,7 +99,10 @@ def test_self_instruct_round_trip(items, style):
     assert PARSERS["self-instruct"](raw) == out
 
 
-@pytest.mark.parametrize(("kind", "key"), [("evol-instruct", "instructions"), ("evol-complexity", "instructions"), ("evol-quality", "generations")])
+@pytest.mark.parametrize(
+    ("kind", "key"),
+    [("evol-instruct", "instructions"), ("evol-complexity", "instructions"), ("evol-quality", "generations")],
+)
 @given(text=PARAGRAPH)
 def test_evol_round_trip(kind, key, text):
     assert PARSERS[kind](text) == {key: text}

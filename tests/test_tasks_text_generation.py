@@ -20,7 +20,7 @@ def principle_of(task: Task, row: dict) -> str:
     system = task.build_prompt(row).system_prompt
     base = task.build_prompt.system_prompt
     assert system.startswith(base)
-    return system[len(base):].lstrip("\n")
+    return system[len(base) :].lstrip("\n")
 
 
 def test_record_shape():

@@ -25,7 +25,9 @@ def _check_config_class(kind: str, cls: Any) -> None:
     """A backend kind must name an attrs config record with ``build()`` and ``kind`` = the recipe kind."""
     fix = "see docs/plugins.md: a backend's entry point names its attrs config class"
     if not (isinstance(cls, type) and attrs.has(cls) and callable(getattr(cls, "build", None))):
-        raise ConfigError(f"backend kind {kind!r} names {cls!r}, which is not an attrs config class with build(); {fix}")
+        raise ConfigError(
+            f"backend kind {kind!r} names {cls!r}, which is not an attrs config class with build(); {fix}"
+        )
     if getattr(cls, "kind", None) != kind:
         raise ConfigError(
             f"backend kind {kind!r} names {cls.__qualname__}, whose kind ClassVar is {getattr(cls, 'kind', None)!r}; "
@@ -51,4 +53,4 @@ BACKENDS: Registry = Registry(
 
 def config_class(kind: str) -> type[Any]:
     """The config record class of backend ``kind`` (its module is imported now, its library is not)."""
-    return BACKENDS.load(kind)  # type: ignore[no-any-return]
+    return BACKENDS.load(kind)

@@ -137,7 +137,7 @@ class FunctionBackend(BackendBase):
         return self.fn(prompts, params)
 
     @property
-    def config(self) -> Any:  # type: ignore[override]
+    def config(self) -> Any:
         return getattr(self.fn, "config", None)
 
     @property
@@ -190,7 +190,15 @@ class FunctionBackend(BackendBase):
             close()
 
 
-_BACKEND_MEMBERS = ("model_name", "prompt_format", "max_concurrency", "cache_identity", "generate_from", "check_params", "close")
+_BACKEND_MEMBERS = (
+    "model_name",
+    "prompt_format",
+    "max_concurrency",
+    "cache_identity",
+    "generate_from",
+    "check_params",
+    "close",
+)
 
 
 def as_backend(obj: Any) -> Backend:
@@ -204,11 +212,11 @@ def as_backend(obj: Any) -> Backend:
         ('generate', 1, [['ok']])
     """
     if isinstance(obj, BackendBase):
-        return obj  # type: ignore[return-value]
+        return obj
     if not callable(obj):
         raise ConfigError(f"backend must be callable as generate(prompts, params), got {obj!r}")
     if all(hasattr(type(obj), m) for m in _BACKEND_MEMBERS):
-        return obj  # type: ignore[no-any-return]
+        return obj
     return FunctionBackend(obj)
 
 

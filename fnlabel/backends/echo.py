@@ -61,7 +61,8 @@ class EchoConfig:
     raise_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     prompt_format: str = attrs.field(default="default", validator=lambda _i, _a, v: check_format(v))
     call_log: str | None = attrs.field(
-        default=None, converter=lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v,
+        default=None,
+        converter=lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v,
         validator=text(optional=True),
     )
 
@@ -88,22 +89,22 @@ class Echo(BackendBase):
     def prompt_format(self) -> str:
         return self.config.prompt_format
 
-    def __call__(
-        self, prompts: Sequence[FormattedPrompt], params: GenerationParams
-    ) -> list[list[RawGeneration]]:
+    def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         cfg = self.config
         texts = [prompt_text(p) for p in prompts]
-        for row, text in enumerate(texts):
-            hit = next((s for s in cfg.raise_on if s in text), None)
+        for row, prompt in enumerate(texts):
+            hit = next((s for s in cfg.raise_on if s in prompt), None)
             if hit is not None:
                 raise BackendError(f"echo: prompt {row} contains {hit!r} (raise_on)")
         delay = cfg.latency + cfg.latency_per_prompt * len(prompts)
         if delay:
             time.sleep(delay)
         tag = _params_tag(params)
-        out = [[generation(t, params, i, tag) for i in range(params.num_generations)] for t in texts]
-        for row, text in enumerate(texts):
-            hit = next((s for s in cfg.fail_on if s in text), None)
+        out: list[list[RawGeneration]] = [
+            [generation(t, params, i, tag) for i in range(params.num_generations)] for t in texts
+        ]
+        for row, prompt in enumerate(texts):
+            hit = next((s for s in cfg.fail_on if s in prompt), None)
             if hit is not None:
                 out[row] = [GenerationFailure(f"echo: prompt contains {hit!r} (fail_on)")] * len(out[row])
         if cfg.call_log:

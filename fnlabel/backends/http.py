@@ -16,7 +16,7 @@ import email.utils
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import attrs
@@ -140,7 +140,7 @@ def retry_after(exc: BaseException) -> float | None:
     except (TypeError, ValueError):  # neither seconds nor an HTTP date: the backoff applies
         return None
     if parsed.tzinfo is None:  # "-0000": UTC with no zone given (RFC 5322)
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     return max(0.0, parsed.timestamp() - time.time())
 
 

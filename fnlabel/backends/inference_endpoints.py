@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -106,7 +106,9 @@ class InferenceEndpointsBackend(LoopBackend):
         async def open_client() -> Any:
             from huggingface_hub import AsyncInferenceClient
 
-            url = config.base_url or (await asyncio.to_thread(_endpoint_url, config, token) if config.endpoint_name else None)
+            url = config.base_url or (
+                await asyncio.to_thread(_endpoint_url, config, token) if config.endpoint_name else None
+            )
             target = {"model": url} if url else {"model": config.model_id, "provider": config.provider}
             return AsyncInferenceClient(**target, token=token, timeout=config.timeout + 5)
 
@@ -141,20 +143,24 @@ class InferenceEndpointsBackend(LoopBackend):
 
     async def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         client, semaphore = self._loop.state
-        rows = []
+        rows: list[Coroutine[Any, Any, RawGeneration]] = []
         for prompt in prompts:
             base = params.seed if params.seed is not None else random.randrange(2**31)
-            rows.extend(self._one(client, semaphore, prompt, params, generation_seed(base, i)) for i in range(params.num_generations))
+            rows.extend(
+                self._one(client, semaphore, prompt, params, generation_seed(base, i))
+                for i in range(params.num_generations)
+            )
         flat = await gather_all(rows)
         k = params.num_generations
         return [flat[j * k : (j + 1) * k] for j in range(len(prompts))]
 
-    async def _one(self, client: Any, semaphore: asyncio.Semaphore, prompt: FormattedPrompt,
-                   params: GenerationParams, seed: int) -> RawGeneration:
+    async def _one(
+        self, client: Any, semaphore: asyncio.Semaphore, prompt: FormattedPrompt, params: GenerationParams, seed: int
+    ) -> RawGeneration:
         if isinstance(prompt, str):
-            request = lambda: _text(client, prompt, self.text_generation_kwargs(params, seed))  # noqa: E731
+            request = lambda: _text(client, prompt, self.text_generation_kwargs(params, seed))
         else:
-            request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))  # noqa: E731
+            request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))
         try:
             text = await with_retries(request, self._policy, semaphore, self._what)
         except RowError as exc:
@@ -221,7 +227,7 @@ def _endpoint_url(config: InferenceEndpointsConfig, token: str | None) -> str:
 
     name = f"{config.namespace + '/' if config.namespace else ''}{config.endpoint_name}"
     try:
-        endpoint = get_inference_endpoint(config.endpoint_name, namespace=config.namespace, token=token)
+        endpoint = get_inference_endpoint(str(config.endpoint_name), namespace=config.namespace, token=token)
     except Exception as exc:
         raise BackendError(f"inference endpoint {name}: cannot look it up: {exc}") from exc
     if endpoint.status != "running" or not endpoint.url:

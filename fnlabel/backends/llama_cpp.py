@@ -167,7 +167,8 @@ def _generate_one(
         if chat:
             result = model.create_chat_completion(messages=prompt, seed=seed, **kw)
             return result["choices"][0]["message"]["content"] or ""
-        return model.create_completion(prompt=_prompt_tokens(model, prompt), seed=seed, **kw)["choices"][0]["text"]
+        text = _prompt_tokens(model, prompt)  # type: ignore[arg-type]  # chat is False: a string prompt
+        return model.create_completion(prompt=text, seed=seed, **kw)["choices"][0]["text"]
     except ValueError as exc:  # llama-cpp-python: "Requested tokens (N) exceed context window of M"
         if "context window" in str(exc):
             return GenerationFailure(f"llama-cpp: prompt {index} does not fit n_ctx={n_ctx}: {exc}; raise n_ctx")

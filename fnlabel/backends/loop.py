@@ -32,8 +32,12 @@ class LoopThread:
     on :meth:`close`. A fork (the child has no such thread) starts a fresh loop.
     """
 
-    def __init__(self, name: str, setup: Callable[[], Coroutine[Any, Any, Any]] | None = None,
-                 teardown: Callable[[Any], Coroutine[Any, Any, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        setup: Callable[[], Coroutine[Any, Any, Any]] | None = None,
+        teardown: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
+    ) -> None:
         self._name, self._setup, self._teardown = name, setup, teardown
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -59,7 +63,7 @@ class LoopThread:
                         raise
             return self._loop
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Future[T] | Any":
+    def submit(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T] | Any:
         """Schedule ``coro`` on the loop; a ``concurrent.futures.Future`` of its result."""
         try:
             loop = self._start()
@@ -139,12 +143,12 @@ class LoopBackend(BackendBase):
 
     @property
     def prompt_format(self) -> str:
-        return self.config.prompt_format  # type: ignore[no-any-return]
+        return self.config.prompt_format
 
     @property
     def max_concurrency(self) -> int:
         """Requests in flight at most, over all calls together."""
-        return self.config.max_concurrency  # type: ignore[no-any-return]
+        return self.config.max_concurrency
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

@@ -21,7 +21,16 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends.http import MalformedResponse, RetryPolicy, RowError, failed, gather_all, read_secret, require, with_retries
+from fnlabel.backends.http import (
+    MalformedResponse,
+    RetryPolicy,
+    RowError,
+    failed,
+    gather_all,
+    read_secret,
+    require,
+    with_retries,
+)
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend
 from fnlabel.errors import BackendError, ConfigError
@@ -176,9 +185,13 @@ class OpenAIBackend(LoopBackend):
 
     def _retried(self, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> Any:
         client, semaphore = self._loop.state
-        return with_retries(lambda: self._request(client, prompt, params, n, index), self._policy, semaphore, self._what)
+        return with_retries(
+            lambda: self._request(client, prompt, params, n, index), self._policy, semaphore, self._what
+        )
 
-    async def _request(self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> list[str]:
+    async def _request(
+        self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int
+    ) -> list[str]:
         # The body is plain JSON already, so it goes through the SDK's generic ``post`` (its
         # documented route for any endpoint): the typed ``create`` would transform every param
         # against its TypedDicts and cost ~20% more client CPU per request (benchmarks/openai_bench.py).

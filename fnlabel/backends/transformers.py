@@ -114,7 +114,7 @@ def _load(config: TransformersConfig) -> _Loaded:
     try:
         tokenizer = hf.AutoTokenizer.from_pretrained(source, **kw)
         dtype = config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
-        model = hf.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
+        model: Any = hf.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kw)
     except (OSError, ValueError, ImportError) as exc:
         what = f"{source}/{gguf_file}" if gguf_file else source
         raise ConfigError(f"transformers could not load {what!r}: {exc}") from exc
@@ -162,18 +162,20 @@ class Transformers(BackendBase):
                 batch = order[start : start + size]
                 texts = _generate_batch(loaded, [ids[j] for j in batch], params)
                 for j, gens in zip(batch, texts):
-                    out[j] = gens
+                    out[j] = list(gens)
         return out
 
     def _tokenize(self, loaded: _Loaded, prompt: FormattedPrompt, index: int) -> list[int]:
         tok = loaded.tokenizer
-        if not is_chat(prompt, index):
+        if not is_chat(prompt, index) and isinstance(prompt, str):  # (is_chat is False only for a str)
             # a string that starts with the BOS text already (the llama2 format's "<s>", a rendered
             # chat template) must not get a second BOS from a tokenizer that adds one (Llama, Mistral)
             bos = tok.bos_token
             return tok(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
         if not (self.config.use_chat_template and tok.chat_template):
-            why = "use_chat_template=False" if not self.config.use_chat_template else "the tokenizer has no chat template"
+            why = (
+                "use_chat_template=False" if not self.config.use_chat_template else "the tokenizer has no chat template"
+            )
             raise BackendError(
                 f"prompt {index} is chat messages but {why}; use a string prompt_format (e.g. 'chatml') "
                 "or use_chat_template=True with a chat model"
@@ -218,7 +220,7 @@ def _generate_batch(loaded: _Loaded, ids: list[list[int]], params: GenerationPar
 
 
 def _processors(loaded: _Loaded, params: GenerationParams, prompt_len: int, rows: int) -> list[Any]:
-    hf, procs = loaded.hf, []
+    hf, procs = loaded.hf, list[Any]()
     if params.frequency_penalty or params.presence_penalty:
         procs.append(_OpenAIPenalties(params.frequency_penalty, params.presence_penalty, prompt_len))
     if params.temperature == 0:

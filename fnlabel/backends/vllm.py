@@ -190,8 +190,10 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
     ``n > 1`` there, and every greedy generation is the same anyway.
 
     Examples:
-        >>> sampling_kwargs(GenerationParams(max_new_tokens=8, top_k=None, stop=("\\n",), num_generations=2))
-        {'n': 2, 'max_tokens': 8, 'temperature': 0.7, 'top_k': 0, 'top_p': 1.0, 'frequency_penalty': 0.0, 'presence_penalty': 0.0, 'seed': None, 'stop': ['\\n']}
+        >>> kw = sampling_kwargs(GenerationParams(max_new_tokens=8, top_k=None, stop=("\\n",), num_generations=2))
+        >>> kw
+        {'n': 2, 'max_tokens': 8, 'temperature': 0.7, 'top_k': 0, 'top_p': 1.0, 'frequency_penalty': 0.0,
+         'presence_penalty': 0.0, 'seed': None, 'stop': ['\\n']}
     """
     greedy = params.temperature == 0
     return {
@@ -255,7 +257,7 @@ class VLLM(BackendBase):
         with engine.lock:
             for idx, method in ((texts, "generate"), (chats, "chat")):
                 if idx:
-                    batch = [prompts[j] for j in idx]
+                    batch: list[Any] = [prompts[j] for j in idx]
                     if method == "generate":
                         batch = _text_prompts(engine.llm.get_tokenizer(), batch)
                     results = self._run(engine, method, batch, sampling)
@@ -276,9 +278,7 @@ class VLLM(BackendBase):
             if len(batch) == 1:
                 return [[GenerationFailure(f"vllm rejected the prompt: {exc}")]]
             half = len(batch) // 2
-            return self._run(engine, method, batch[:half], sampling) + self._run(
-                engine, method, batch[half:], sampling
-            )
+            return self._run(engine, method, batch[:half], sampling) + self._run(engine, method, batch[half:], sampling)
         except Exception as exc:
             raise BackendError(f"vllm ({engine.model_name}) {method} failed: {type(exc).__name__}: {exc}") from exc
         return [[o.text for o in sorted(r.outputs, key=lambda o: o.index)] for r in results]

@@ -5,8 +5,8 @@
 * :func:`threaded` (``threads``): calls return a ``concurrent.futures.Future``;
 * :func:`pooled` (``pool``): each input's generations spread over several LLMs;
 * :class:`Chain` (``chain``): a generator feeding a labeller;
-* :func:`in_process` (``process``, with its child side in ``child``): the LLM built and run
-  in a child process from an :class:`LLMSpec` (``spec``);
+* :func:`in_process` (``process``; the two ends of its pipe in ``parent`` and ``child``): the LLM
+  built and run in a child process from an :class:`LLMSpec` (``spec``);
 * :func:`cached` (``cache``, with its SQLite store in ``store``): every generation stored and reused.
 
 Every one of them implements :class:`fnlabel.types.LLMLike`, so they compose in any order.

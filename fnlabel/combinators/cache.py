@@ -61,6 +61,7 @@ T = TypeVar("T")
 #: ``cache_for_run(path=NEXT_TO_OUTPUT)`` keeps the cache in ``<output>.cache.sqlite``
 NEXT_TO_OUTPUT = "next-to-output"
 
+
 def default_cache_path() -> Path:
     """``fnlabel.backends.models.cache_dir() / "cache.sqlite"`` (honours FNLABEL_CACHE_DIR and XDG_CACHE_HOME)."""
     return cache_dir() / "cache.sqlite"

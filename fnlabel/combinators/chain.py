@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from fnlabel.llm import LLMBase
-from fnlabel.types import Input, LLMOutput, RowFailure, RunResult, Task
+from fnlabel.types import Input, LLMLike, LLMOutput, RowFailure, RunResult, Task
 from fnlabel.validators import check_int
 
 __all__ = ["Chain", "ChainResult"]
@@ -46,14 +46,14 @@ class Chain(LLMBase):
     labeller's outputs. ``submit`` runs both stages on the shared thread pool.
     """
 
-    generator: Any
-    labeller: Any
+    generator: LLMLike
+    labeller: LLMLike
     feed: tuple[tuple[str, str], ...]
     label_generations: int = 1
 
     @property
     def task(self) -> Task:
-        return self.generator.task  # type: ignore[no-any-return]
+        return self.generator.task
 
     @property
     def model_name(self) -> str:
@@ -66,9 +66,13 @@ class Chain(LLMBase):
 
     def map_inner(self, change: Any) -> Chain:
         """The same chain with ``change`` applied to both stages (how combinators reach inside)."""
-        return Chain(self.generator.map_inner(change), self.labeller.map_inner(change), self.feed, self.label_generations)
+        return Chain(
+            self.generator.map_inner(change), self.labeller.map_inner(change), self.feed, self.label_generations
+        )
 
-    def run_stages(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> ChainResult:
+    def run_stages(
+        self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
+    ) -> ChainResult:
         """Run the generator with ``num_generations`` (generations ``first_generation..``), then label each row's."""
         check_int(num_generations, "num_generations", low=1)
         rows = list(inputs)
@@ -88,17 +92,17 @@ class Chain(LLMBase):
                 failures.append(RowFailure(i, None, "label.input", "no generation to label (the generator failed)"))
             else:
                 label_rows.append({**row, **fed})
-        todo = [i for i, r in enumerate(label_rows) if r is not None]
+        todo = [(i, r) for i, r in enumerate(label_rows) if r is not None]
         labelled: list[list[LLMOutput]] = [[] for _ in rows]
         try:
-            res = self.labeller.run([label_rows[i] for i in todo], self.label_generations) if todo else RunResult([])
+            res = self.labeller.run([r for _, r in todo], self.label_generations) if todo else RunResult([])
         except Exception as exc:  # the generations are paid for: keep them, fail only the labels
             error = f"{type(exc).__name__}: {exc}"
-            failures.extend(RowFailure(i, None, "label.backend", error) for i in todo)
+            failures.extend(RowFailure(i, None, "label.backend", error) for i, _ in todo)
             return ChainResult(gen.outputs, label_rows, labelled, tuple(failures), exc)
-        for j, i in enumerate(todo):
+        for j, (i, _) in enumerate(todo):
             labelled[i] = res.outputs[j]
-        failures.extend(attrs.evolve(f, row=todo[f.row], stage=f"label.{f.stage}") for f in res.failures)
+        failures.extend(attrs.evolve(f, row=todo[f.row][0], stage=f"label.{f.stage}") for f in res.failures)
         return ChainResult(gen.outputs, label_rows, labelled, tuple(failures))
 
     def run(self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0) -> RunResult:

@@ -70,9 +70,12 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         llm = build(spec)
-        info = {"model_name": str(llm.model_name), "task": portable_task(llm.task),
-                "max_concurrency": min(workers, llm.max_concurrency)}
-    except BaseException as exc:  # noqa: BLE001 - any failure to build is reported, then we exit
+        info = {
+            "model_name": str(llm.model_name),
+            "task": portable_task(llm.task),
+            "max_concurrency": min(workers, llm.max_concurrency),
+        }
+    except BaseException as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
         conn.close()
         raise SystemExit(1) from None
@@ -87,7 +90,7 @@ def child_main(spec: Any, conn: Any, workers: int) -> None:
                 inputs, k, first = pickle.loads(request)
                 # pickled here, not inside send, and on its own: see fnlabel.combinators.process's protocol
                 payload = pickle.dumps(("result", rid, pickle.dumps(llm.run(inputs, k, first_generation=first))))
-            except BaseException as exc:  # noqa: BLE001 - every error goes back to its own Future
+            except BaseException as exc:
                 error = pickle.dumps(portable_error(exc))
                 payload = pickle.dumps(("error", rid, error, traceback.format_exc()))
             with send_lock:

@@ -7,6 +7,7 @@ combinators compose in any order.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -66,7 +67,7 @@ def gather(futures: Sequence[Future[Any]], combine: Callable[[list[Any]], T]) ->
     if not futures:
         done.set_result(combine([]))
     for i, fut in enumerate(futures):
-        fut.add_done_callback(lambda f, i=i: settle(i, f))
+        fut.add_done_callback(functools.partial(settle, i))
     return done
 
 

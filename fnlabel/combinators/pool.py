@@ -17,6 +17,7 @@ member called raises does the call raise (as a single LLM would).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ import attrs
 
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLMBase, as_rows
-from fnlabel.types import Input, LLMOutput, RowFailure, RunResult, Task, is_llm_like
+from fnlabel.types import Input, LLMLike, LLMOutput, RowFailure, RunResult, Task, is_llm_like
 from fnlabel.validators import check_int
 
 __all__ = ["pooled", "Pooled", "split_generations"]
@@ -70,7 +71,7 @@ def _settle_all(futures: Sequence[Future[Any]], combine: Callable[[list[Any]], A
             done.set_exception(err)
 
     for i, fut in enumerate(futures):
-        fut.add_done_callback(lambda f, i=i: settle(i, f))
+        fut.add_done_callback(functools.partial(settle, i))
     return done
 
 
@@ -89,11 +90,11 @@ class Pooled(LLMBase):
     :class:`~fnlabel.llm.RunResult`, so a Pooled can itself be pooled or threaded.
     """
 
-    members: tuple[Any, ...]
+    members: tuple[LLMLike, ...]
 
     @property
     def task(self) -> Task:
-        return self.members[0].task  # type: ignore[no-any-return]
+        return self.members[0].task
 
     @property
     def model_name(self) -> str:
@@ -152,7 +153,10 @@ class Pooled(LLMBase):
                 msg = f"pooled member {j} ({self._name(j)}) failed: {type(outcome).__name__}: {outcome}"
                 log.error("%s; its %d generation(s) of each of %d row(s) are reported as failures", msg, share, n_rows)
                 empty: LLMOutput = {
-                    "model_name": self._name(j), "prompt_used": None, "raw_output": None, "parsed_output": None
+                    "model_name": self._name(j),
+                    "prompt_used": None,
+                    "raw_output": None,
+                    "parsed_output": None,
                 }
                 for i in range(n_rows):
                     outputs[i].extend(dict(empty) for _ in range(share))  # type: ignore[misc]
@@ -234,9 +238,7 @@ def pooled(members: Iterable[Any]) -> Any:
         raise ConfigError("pooled needs at least one LLM")
     for j, member in enumerate(members):
         if not is_llm_like(member):
-            raise ConfigError(
-                f"pooled member {j} is a {type(member).__name__}, not an LLM (see fnlabel.types.LLMLike)"
-            )
+            raise ConfigError(f"pooled member {j} is a {type(member).__name__}, not an LLM (see fnlabel.types.LLMLike)")
     if len(members) == 1:
         return members[0]
     _check_compatible(members)

@@ -8,7 +8,7 @@ Future gets its own answer.
 
 Protocol (all messages are picklable tuples):
 
-* parent -> child: ``("run", rid, pickled (inputs, k))`` and ``("stop", drain)``;
+* parent -> child: ``("run", rid, pickled (inputs, k, first_generation))`` and ``("stop", drain)``;
 * child -> parent: ``("ready", info)`` once the LLM is built, ``("failed", text)``
   when building it raised, then ``("result", rid, pickled RunResult)`` or
   ``("error", rid, pickled exception, traceback_text)`` per request (pickled on
@@ -16,9 +16,8 @@ Protocol (all messages are picklable tuples):
 
 A daemon thread in the parent reads the answers and watches the child's
 process sentinel, so a child that dies (signal, segfault, out of memory,
-``os._exit``) fails every pending and later call with a
-:class:`~fnlabel.errors.BackendError` at once; nothing restarts it (make a new
-``in_process`` to try again).
+``os._exit``) fails every pending and later call with a :class:`~fnlabel.errors.BackendError`
+at once; nothing restarts it (make a new ``in_process`` to try again).
 
 ``close()`` drains (requests already sent are answered, for up to
 ``close_timeout`` seconds); garbage collection and interpreter exit stop the
@@ -33,17 +32,14 @@ import multiprocessing.util
 import os
 import pickle
 import queue
-import signal
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from multiprocessing.connection import wait as wait_for
 from typing import Any
-
-import attrs
 
 from fnlabel.combinators.child import child_main
 from fnlabel.combinators.futures import FutureLLM
+from fnlabel.combinators.parent import State, closed, reader, shutdown, writer
 from fnlabel.combinators.spec import LLMSpec
 from fnlabel.errors import BackendError, ConfigError, InputError
 from fnlabel.llm import Unreachable, as_rows
@@ -53,160 +49,6 @@ from fnlabel.validators import check_int, check_one_of
 __all__ = ["in_process", "InProcess"]
 
 log = logging.getLogger("fnlabel")
-
-
-# ----------------------------------------------------------------------------- parent side
-
-
-def _exit_reason(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "an unknown exit status"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"signal {name} (exit code {exitcode})"
-    return f"exit code {exitcode}"
-
-
-@attrs.define(eq=False)
-class _State:
-    """Everything the reader thread and the finalizer share (never the InProcess itself)."""
-
-    label: str
-    process: Any
-    owner_pid: int
-    conn: Any
-    outbox: queue.SimpleQueue
-    lock: threading.Lock = attrs.field(factory=threading.Lock)
-    ready: threading.Event = attrs.field(factory=threading.Event)
-    info: dict[str, Any] | None = None
-    error: BackendError | None = None  # set once: the child failed, died or was closed
-    closing: bool = False  # close() was called: no new calls, pending ones may still be answered
-    pending: dict[int, Future] = attrs.field(factory=dict)
-    next_id: int = 0
-    reader: threading.Thread | None = None
-    writer: threading.Thread | None = None
-
-    def fail_all(self, error: BackendError) -> None:
-        with self.lock:
-            if self.error is None:
-                self.error = error
-            futures, self.pending = list(self.pending.values()), {}
-        self.ready.set()
-        for fut in futures:
-            if not fut.done():
-                fut.set_exception(self.error)
-
-
-def _writer(state: _State) -> None:
-    # A thread of its own, so a call returns its Future at once even while the
-    # child is still loading and the pipe is full.
-    while True:
-        msg = state.outbox.get()
-        if msg is None:
-            return
-        try:
-            state.conn.send(msg)
-        except (OSError, ValueError):  # the child is gone; the reader reports why
-            return
-        if msg[0] == "stop":
-            return
-
-
-def _reader(state: _State) -> None:
-    conn, sentinel = state.conn, state.process.sentinel
-    while True:
-        ready = wait_for([conn, sentinel])
-        if conn not in ready:
-            break  # the child exited and left nothing to read
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            break
-        except Exception as exc:  # e.g. the ready info's task cannot be rebuilt here: fail, never hang
-            state.fail_all(BackendError(
-                f"{state.label}: a message from the child could not be read in the parent "
-                f"({type(exc).__name__}: {exc}); the child is stopped"
-            ))
-            state.outbox.put(("stop", False))
-            continue
-        kind = msg[0]
-        if kind == "ready":
-            state.info = msg[1]
-            state.ready.set()
-        elif kind == "failed":
-            state.fail_all(BackendError(f"{state.label}: building the LLM failed in the child: {msg[1]}"))
-        elif kind in ("result", "error"):
-            with state.lock:
-                fut = state.pending.pop(msg[1], None)
-            if fut is None or fut.done():
-                continue
-            try:  # the answer travels as its own pickle, so one that cannot be rebuilt here fails only its call
-                value = pickle.loads(msg[2])
-            except Exception as exc:
-                fut.set_exception(BackendError(
-                    f"{state.label}: the child's {kind} for this call could not be unpickled in the parent "
-                    f"({type(exc).__name__}: {exc}); parsed outputs must be plain data (or of classes "
-                    "the parent can import and rebuild)"
-                ))
-                continue
-            if kind == "result":
-                fut.set_result(value)
-            else:
-                exc = value
-                exc.add_note(f"raised in the {state.label} child:\n{msg[3]}")
-                fut.set_exception(exc)
-    proc = state.process
-    proc.join()
-    with state.lock:
-        waiting = len(state.pending)
-    if state.closing:
-        how = "" if proc.exitcode == 0 else f" (the child was stopped with {_exit_reason(proc.exitcode)})"
-        error = _closed(state, f"{how}; {waiting} request(s) sent before close() got no answer" if waiting else how)
-    else:
-        error = BackendError(
-            f"{state.label}: the child process (pid {proc.pid}) died with {_exit_reason(proc.exitcode)} "
-            f"while {waiting} request(s) were pending (killed, crashed or out of memory?); every later "
-            "call fails too: make a new in_process(...) to start a fresh child"
-        )
-    state.fail_all(error)
-    conn.close()
-
-
-def _closed(state: _State, detail: str = "") -> BackendError:
-    return BackendError(f"{state.label} was closed{detail}; make a new in_process(...) to run more")
-
-
-def _shutdown(state: _State, timeout: float, drain: bool) -> None:
-    """Stop the child (asking first, then SIGTERM, then SIGKILL) and reap it; idempotent.
-
-    ``drain``: let the child answer what it was already sent (``close()``); else
-    fail pending calls now and stop the child at once (garbage collection, exit).
-    """
-    if os.getpid() != state.owner_pid:  # a forked copy of the parent does not own the child
-        return
-    with state.lock:
-        state.closing = True
-    if not drain:
-        state.fail_all(_closed(state))
-    proc, reader = state.process, state.reader
-    state.outbox.put(("stop", drain))
-    if reader is None or reader is threading.current_thread():
-        return  # (a Future callback dropped the last reference) the reader reaps the child once it exits
-    # Only the reader thread waits for (reaps) the child; here we wait for the reader.
-    reader.join(timeout)
-    if reader.is_alive():
-        log.warning("%s: child %s did not stop within %.0f s; terminating it", state.label, proc.pid, timeout)
-        proc.terminate()
-        reader.join(5)
-    if reader.is_alive():
-        proc.kill()
-        reader.join()
-    state.outbox.put(None)
-    if state.writer is not None:
-        state.writer.join(5)
 
 
 class InProcess(FutureLLM):
@@ -222,7 +64,7 @@ class InProcess(FutureLLM):
         self.workers = workers
         self.ready_timeout = ready_timeout
         label = f"in_process({_short(spec)})"
-        ctx = multiprocessing.get_context(start_method)
+        ctx: Any = multiprocessing.get_context(start_method)
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         process = ctx.Process(target=child_main, args=(spec, child_conn, workers), name="fnlabel-in-process")
         try:
@@ -235,16 +77,16 @@ class InProcess(FutureLLM):
             ) from exc
         finally:
             child_conn.close()
-        self._state = state = _State(label, process, os.getpid(), parent_conn, queue.SimpleQueue())
-        state.reader = threading.Thread(target=_reader, args=(state,), name="fnlabel-in-process-reader", daemon=True)
-        state.writer = threading.Thread(target=_writer, args=(state,), name="fnlabel-in-process-writer", daemon=True)
+        self._state = state = State(label, process, os.getpid(), parent_conn, queue.SimpleQueue())
+        state.reader = threading.Thread(target=reader, args=(state,), name="fnlabel-in-process-reader", daemon=True)
+        state.writer = threading.Thread(target=writer, args=(state,), name="fnlabel-in-process-writer", daemon=True)
         state.reader.start()
         state.writer.start()
         self.close_timeout = close_timeout
         # Runs on garbage collection and at interpreter exit *before* multiprocessing
         # joins its children, so a forgotten InProcess cannot hang the exit.
         self._finalizer = multiprocessing.util.Finalize(
-            self, _shutdown, args=(state, min(close_timeout, 5.0), False), exitpriority=10
+            self, shutdown, args=(state, min(close_timeout, 5.0), False), exitpriority=10
         )
 
     def __repr__(self) -> str:
@@ -255,7 +97,7 @@ class InProcess(FutureLLM):
     @property
     def pid(self) -> int:
         """The child's process id."""
-        return self._state.process.pid
+        return int(self._state.process.pid)
 
     def wait_ready(self, timeout: float | None = None) -> InProcess:
         """Block until the child has built the LLM; raise BackendError if it failed or timed out."""
@@ -270,30 +112,35 @@ class InProcess(FutureLLM):
             raise BackendError(str(s.error)) from s.error
         return self
 
+    def _info(self) -> dict[str, Any]:
+        """What the child said once it had built its LLM (waits for it)."""
+        self.wait_ready()  # raises unless the info came
+        return self._state.info or {}
+
     @property
     def task(self) -> Task:
         """The child's task (waits for the child to load)."""
-        self.wait_ready()
-        return self._state.info["task"]  # type: ignore[index]
+        task: Task = self._info()["task"]
+        return task
 
     @property
     def model_name(self) -> str:
         """The child's model name (waits for the child to load)."""
-        self.wait_ready()
-        return self._state.info["model_name"]  # type: ignore[index]
+        return str(self._info()["model_name"])
 
     @property
     def max_concurrency(self) -> int:
         """The child's LLM's, at most ``workers`` (waits for the child to load; 1 if it failed: its calls say why)."""
         try:
-            self.wait_ready()
+            return int(self._info()["max_concurrency"])
         except BackendError:
             return 1
-        return self._state.info["max_concurrency"]  # type: ignore[index,no-any-return]
 
     def map_inner(self, change: Any) -> Any:
         """An in_process LLM lives in its child: it cannot be changed from the parent."""
-        raise Unreachable(type(self).__name__, "its LLM lives in the child process; change it in the spec that builds it")
+        raise Unreachable(
+            type(self).__name__, "its LLM lives in the child process; change it in the spec that builds it"
+        )
 
     def submit(
         self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
@@ -306,14 +153,13 @@ class InProcess(FutureLLM):
             request = pickle.dumps((rows, k, first))
         except Exception as exc:
             raise InputError(
-                f"{self._state.label}: the inputs must be picklable to reach the child "
-                f"({type(exc).__name__}: {exc})"
+                f"{self._state.label}: the inputs must be picklable to reach the child ({type(exc).__name__}: {exc})"
             ) from exc
         fut: Future[RunResult] = Future()
         fut.set_running_or_notify_cancel()  # answers are matched by id; a request cannot be withdrawn
         s = self._state
         with s.lock:
-            error = s.error or (_closed(s) if s.closing else None)
+            error = s.error or (closed(s) if s.closing else None)
             if error is None:
                 rid, s.next_id = s.next_id, s.next_id + 1
                 s.pending[rid] = fut
@@ -327,7 +173,7 @@ class InProcess(FutureLLM):
 
         Later calls fail with BackendError. Idempotent.
         """
-        _shutdown(self._state, self.close_timeout, drain=True)
+        shutdown(self._state, self.close_timeout, drain=True)
         self._finalizer()
 
 

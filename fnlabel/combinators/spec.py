@@ -62,12 +62,13 @@ def _task(_inst: Any, _attr: Any, value: Any) -> None:
 class LLMSpec:
     """Everything one LLM needs: a task, a backend config and params; picklable.
 
-    Args:
+    Attributes:
         task: a :class:`~fnlabel.types.Task` (its functions must pickle: top-level functions
             or frozen attrs callables, as the built-in tasks are) or a recipe's task spec.
         backend: a backend config record (its ``build()`` loads the model, where the spec is built).
         params: the sampling params.
-        model_name, prompt_format: as for :func:`fnlabel.llm`.
+        model_name: as for :func:`fnlabel.llm`.
+        prompt_format: as for :func:`fnlabel.llm`.
         prompt_formatting_fn: a picklable callable or ``"package.module:function"``.
         cache: a per-sample cache store or file path, applied where the LLM is built (so an
             ``in_process`` child caches in its own process).

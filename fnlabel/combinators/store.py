@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('schema', '1');
 """
 
+
 def identity_hash(identity: str) -> bytes:
     """The 8-byte tag a backend identity is stored under (for :meth:`SQLiteStore.clear`)."""
     return hashlib.blake2b(identity.encode(), digest_size=8).digest()
@@ -94,14 +95,12 @@ class SQLiteStore:
         return f"SQLiteStore({str(self.path)!r})"
 
     def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"), self.timeout)
             # WAL + NORMAL: a committed write survives a killed process (only power loss can undo it)
@@ -190,7 +189,7 @@ class SQLiteStore:
 
     def count(self) -> int:
         """How many generations the file holds."""
-        return self._connect().execute("SELECT count(*) FROM generations").fetchone()[0]
+        return int(self._connect().execute("SELECT count(*) FROM generations").fetchone()[0])
 
     def clear(self, backend: str | bytes | None = None, older_than: float | None = None) -> int:
         """Delete stored generations and return how many were deleted.
@@ -210,7 +209,7 @@ class SQLiteStore:
             args.append(time.time() - older_than)
         sql = "DELETE FROM generations" + (" WHERE " + " AND ".join(where) if where else "")
         conn = self._connect()
-        deleted = _retry_locked(lambda: conn.execute(sql, args).rowcount, self.timeout)
+        deleted: int = _retry_locked(lambda: conn.execute(sql, args).rowcount, self.timeout)
         if backend is None and older_than is None:
             conn.execute("VACUUM")
         return deleted
@@ -251,7 +250,7 @@ def _retry_locked(fn: Any, timeout: float) -> Any:
         try:
             return fn()
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)

@@ -10,9 +10,9 @@ from typing import Any
 import attrs
 
 from fnlabel.combinators.futures import FutureLLM, chunks, gather, merge_chunks
-from fnlabel.llm import as_rows
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.types import Input, RunResult, is_llm_like
+from fnlabel.llm import as_rows
+from fnlabel.types import Input, LLMLike, RunResult, Task, is_llm_like
 from fnlabel.validators import check_int
 
 __all__ = ["threaded", "Threaded"]
@@ -22,14 +22,14 @@ __all__ = ["threaded", "Threaded"]
 class Threaded(FutureLLM):
     """An LLM run over ``num_threads`` threads; calls return Futures. Make one with :func:`threaded`."""
 
-    llm: Any
+    llm: LLMLike
     num_threads: int
     _executor: ThreadPoolExecutor | None = attrs.field(default=None, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
     _closed: bool = attrs.field(default=False, init=False, repr=False)
 
     @property
-    def task(self) -> Any:
+    def task(self) -> Task:
         return self.llm.task
 
     @property
@@ -38,7 +38,7 @@ class Threaded(FutureLLM):
 
     @property
     def max_concurrency(self) -> int:
-        return self.llm.max_concurrency  # type: ignore[no-any-return]
+        return self.llm.max_concurrency
 
     def map_inner(self, change: Callable[[Any], Any]) -> Threaded:
         return Threaded(self.llm.map_inner(change), self.num_threads)
@@ -89,7 +89,6 @@ class Threaded(FutureLLM):
             executor.shutdown(wait=not inside)
         if not answers_by_future:
             self.llm.close()
-
 
 
 def threaded(llm: Any, num_threads: int) -> Threaded:

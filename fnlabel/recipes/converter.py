@@ -206,7 +206,7 @@ def _kind(value: Any, registry: Registry[Any], missing_type: Any) -> str:
     kind = value["kind"]
     if kind not in registry:
         raise at("kind", ConfigError(f"unknown {registry.what} kind {kind!r}; known kinds: {', '.join(registry)}"), str)
-    return kind  # type: ignore[no-any-return]
+    return kind
 
 
 def _str_table(value: Any, _t: Any) -> FrozenMap:
@@ -215,7 +215,7 @@ def _str_table(value: Any, _t: Any) -> FrozenMap:
     for k, v in value.items():
         if not isinstance(v, str):
             raise at(k, Mismatch("str", v), str)
-    return frozen(dict(value))  # type: ignore[no-any-return]
+    return frozen(dict(value))
 
 
 def _configure_recipe_types(converter: cattrs.Converter) -> None:
@@ -239,7 +239,7 @@ def _configure_recipe_types(converter: cattrs.Converter) -> None:
         if not isinstance(value, Mapping):
             raise Mismatch("a table", value)
         converter.structure(dict(value), GenerationParams)  # validates keys and values
-        return frozen(dict(value))  # type: ignore[no-any-return]
+        return frozen(dict(value))
 
     params_base = make_dict_structure_fn(GenerationParams, converter, _cattrs_forbid_extra_keys=True)
 

@@ -62,7 +62,9 @@ def toml_value(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, Mapping):
         items = [  # a secret is left out at any depth (e.g. a token in vLLM's engine_kwargs)
-            f"{_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None and not is_secret_name(str(k))
+            f"{_key(str(k))} = {toml_value(v)}"
+            for k, v in value.items()
+            if v is not None and not is_secret_name(str(k))
         ]
         return "{ " + ", ".join(items) + " }" if items else "{}"
     if isinstance(value, (list, tuple)):

@@ -57,7 +57,7 @@ class Mismatch(TypeError):
 
 def at(key: str | int, exc: Exception, t: Any = object) -> ClassValidationError:
     """Wrap ``exc`` so that cattrs' error paths continue with ``key``."""
-    exc.__notes__ = [  # type: ignore[attr-defined]
+    exc.__notes__ = [
         IterableValidationNote(f"@ index {key}", key, t)
         if isinstance(key, int)
         else AttributeValidationNote(f"@ attribute {key}", key, t)

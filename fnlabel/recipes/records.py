@@ -61,7 +61,7 @@ class TaskSpec:
     options: FrozenMap = FrozenMap()
 
     def build(self) -> Task:
-        return TASKS.load(self.kind)(**thaw(self.options))  # type: ignore[no-any-return]
+        return TASKS.load(self.kind)(**thaw(self.options))
 
 
 @attrs.frozen(kw_only=True)
@@ -69,7 +69,7 @@ class PoolMember:
     """One ``[[pool]]`` member; unset keys are inherited from its stage (``params`` are merged)."""
 
     backend: BackendConfig | None = None
-    params: ParamsOverride = FrozenMap()
+    params: ParamsOverride = ParamsOverride(FrozenMap())
     prompt_format: PromptFormat | None = None
     prompt_formatting_fn: ObjectPath | None = None
     in_process: bool | None = None
@@ -152,7 +152,7 @@ class LabelStage(Stage):
     """
 
     inputs: KeyMap = KeyMap(FrozenMap())
-    num_generations: PositiveInt = 1
+    num_generations: PositiveInt = PositiveInt(1)
 
 
 @attrs.frozen(kw_only=True)
@@ -161,15 +161,15 @@ class RunSpec:
 
     input: str | None = attrs.field(default=None, validator=lambda _i, _a, v: v is None or check_input_source(v))
     output: str | None = attrs.field(default=None, validator=lambda _i, _a, v: v is None or check_output_path(v))
-    num_generations: PositiveInt = 1
+    num_generations: PositiveInt = PositiveInt(1)
     limit: PositiveInt | None = None
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt = PositiveInt(16)
     max_failures: NonNegativeInt | None = None
     output_key: str = "outputs"
     #: "ray": run on a Ray cluster (see docs/ray.md and fnlabel.run.ray); the rest are Ray's settings
     engine: Literal["local", "ray"] = "local"
     address: str | None = None
-    replicas: PositiveInt = 1
+    replicas: PositiveInt = PositiveInt(1)
     num_cpus: float = attrs.field(default=1.0, validator=number(0.0))  # resources per Ray replica
     num_gpus: float = attrs.field(default=0.0, validator=number(0.0))
 

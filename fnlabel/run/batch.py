@@ -60,7 +60,9 @@ class BatchRunner:
     feed: tuple[str, ...] = ()
     two_stage: bool = False
 
-    def run(self, llm: LLMLike, rows: Sequence[int], inputs: Sequence[dict[str, Any]], where: Sequence[str]) -> BatchResult:
+    def run(
+        self, llm: LLMLike, rows: Sequence[int], inputs: Sequence[dict[str, Any]], where: Sequence[str]
+    ) -> BatchResult:
         """Run ``inputs`` (input rows ``rows``, found at ``where``) through ``llm``; never raises for the batch's rows."""
         k, key = self.num_generations, self.output_key
         error = None
@@ -82,7 +84,9 @@ class BatchRunner:
         ]
         return BatchResult([to_json_line(o) for o in objs], records, gens, error)
 
-    def _two_stage(self, chain: Chain, inputs: Sequence[dict[str, Any]]) -> tuple[list[Any], list[RowFailure], int, str | None]:
+    def _two_stage(
+        self, chain: Chain, inputs: Sequence[dict[str, Any]]
+    ) -> tuple[list[Any], list[RowFailure], int, str | None]:
         res = chain.run_stages(list(inputs), self.num_generations)
         objs = []
         for j, row in enumerate(inputs):

@@ -11,7 +11,7 @@ through entry points in group ``fnlabel.engines`` (name: the engine, value: its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
 import attrs
@@ -43,13 +43,15 @@ class Plan:
     def build_llm(self) -> LLMLike:
         """The recipe's LLM, cached when the run has a cache, wrapped when the caller asked."""
         llm = self.recipe.build(self.cache) if self.cache is not None else self.recipe.build()
-        return self.wrap(llm) if self.wrap is not None else llm  # type: ignore[no-any-return]
+        return self.wrap(llm) if self.wrap is not None else llm
 
 
 class Engine(Protocol):
     """Turns batches of row indices into results, in order."""
 
-    def results(self, data: InputData, batches: list[list[int]]) -> Iterator[tuple[list[int], BatchResult]]:
+    def results(
+        self, data: InputData, batches: list[list[int]]
+    ) -> Generator[tuple[list[int], BatchResult], None, None]:
         """Each batch with its result, in the order given (a batch is computed once)."""
         ...
 
@@ -78,4 +80,4 @@ ENGINES: Registry = Registry(
 
 def make_engine(name: str, plan: Plan) -> Engine:
     """The engine ``name`` for ``plan`` (ConfigError listing the engines when unknown)."""
-    return ENGINES.load(name)(plan)  # type: ignore[no-any-return]
+    return ENGINES.load(name)(plan)

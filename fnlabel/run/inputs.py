@@ -45,7 +45,8 @@ def _missing(path: Path) -> InputError:
 
 
 def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    rows, where = [], []
+    rows: list[dict[str, Any]] = []
+    where: list[str] = []
     with path.open(encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel, some editors) is not text
         for n, line in enumerate(fh, 1):
             if limit is not None and len(rows) >= limit:
@@ -55,7 +56,9 @@ def _read_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], li
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path} line {n}: invalid JSON ({exc.msg}); each line must be one JSON object") from exc
+                raise InputError(
+                    f"{path} line {n}: invalid JSON ({exc.msg}); each line must be one JSON object"
+                ) from exc
             if not isinstance(row, dict):
                 raise InputError(f"{path} line {n}: expected a JSON object ({{...}}), got {type(row).__name__}")
             rows.append(row)
@@ -78,7 +81,8 @@ def _read_json(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], lis
 
 
 def _read_csv(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
-    rows, where = [], []
+    rows: list[dict[str, Any]] = []
+    where: list[str] = []
     default_limit = csv.field_size_limit(2**31 - 1)  # a field may be a whole document (default: 128 KiB)
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -141,7 +145,13 @@ def _read_hf(spec: str, limit: int | None) -> tuple[list[dict[str, Any]], list[s
     return rows, [f"row {i}" for i in range(len(rows))]
 
 
-_READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+_READERS = {
+    ".jsonl": _read_jsonl,
+    ".ndjson": _read_jsonl,
+    ".json": _read_json,
+    ".csv": _read_csv,
+    ".parquet": _read_parquet,
+}
 
 
 def read_input(source: str | os.PathLike[str], limit: int | None = None) -> InputData:
@@ -159,8 +169,9 @@ def read_input(source: str | os.PathLike[str], limit: int | None = None) -> Inpu
     path = Path(spec)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise InputError(f"{path}: unknown input format {path.suffix or '(no extension)'!r}; "
-                         f"supported: {', '.join(INPUT_FORMATS)}")
+        raise InputError(
+            f"{path}: unknown input format {path.suffix or '(no extension)'!r}; supported: {', '.join(INPUT_FORMATS)}"
+        )
     if not path.is_file():
         raise _missing(path)
     try:

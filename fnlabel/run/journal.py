@@ -159,7 +159,7 @@ class JsonlLog:
             try:
                 view = memoryview(data)
                 while view:  # a regular file takes it in one call; loop only on a short write
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from itertools import islice
 
@@ -39,7 +39,9 @@ class LocalEngine:
         inputs = [data.rows[i] for i in rows]
         return self.plan.runner.run(self.get_llm(), rows, inputs, [data.where[i] for i in rows])
 
-    def results(self, data: InputData, batches: list[list[int]]) -> Iterator[tuple[list[int], BatchResult]]:
+    def results(
+        self, data: InputData, batches: list[list[int]]
+    ) -> Generator[tuple[list[int], BatchResult], None, None]:
         if len(batches) < 2:
             for batch in batches:
                 yield batch, self.run_batch(data, batch)

@@ -65,7 +65,9 @@ def resolve_options(recipe: Any, recipe_path: str | Path | None = None, **overri
     if opts.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"{opts.output}: output must end in .jsonl (or .parquet)")
     if not opts.input.startswith("hf:") and Path(opts.input).resolve() in (
-        opts.output.resolve(), opts.journal.resolve(), opts.failures_path.resolve()
+        opts.output.resolve(),
+        opts.journal.resolve(),
+        opts.failures_path.resolve(),
     ):  # its rows would read as rows already done
         raise InputError(f"{opts.output}: the output is the input file ({opts.input}): pass another --output")
     return opts

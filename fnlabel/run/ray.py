@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ _INSTALL = "Ray is not installed: pip install 'fnlabel[ray]' (or pip install 'ra
 def _ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401  (the extra is ray[data], not plain ray)
+        import ray.data
     except ImportError as exc:
         raise ConfigError(f"engine 'ray' needs Ray: {_INSTALL}") from exc
     return ray
@@ -74,8 +74,12 @@ def start_local(**init_kwargs: Any) -> Any:
     ray = _ray()
     env = dict(init_kwargs.pop("runtime_env", None) or {})
     env["env_vars"] = {"PYTHONPATH": _worker_pythonpath(), **env.get("env_vars", {})}
-    kwargs = {"include_dashboard": False, "_node_ip_address": "127.0.0.1", "logging_level": logging.WARNING,
-              **init_kwargs}
+    kwargs = {
+        "include_dashboard": False,
+        "_node_ip_address": "127.0.0.1",
+        "logging_level": logging.WARNING,
+        **init_kwargs,
+    }
     return ray.init(runtime_env=env, **kwargs)
 
 
@@ -117,10 +121,17 @@ def _ray_failure(exc: BaseException) -> BackendError:
 def _out_schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema([
-        ("batch", pa.int64()), ("indices", pa.list_(pa.int64())), ("lines", pa.list_(pa.string())),
-        ("records", pa.string()), ("gens", pa.int64()), ("error", pa.string()), ("fatal", pa.binary()),
-    ])
+    return pa.schema(
+        [
+            ("batch", pa.int64()),
+            ("indices", pa.list_(pa.int64())),
+            ("lines", pa.list_(pa.string())),
+            ("records", pa.string()),
+            ("gens", pa.int64()),
+            ("error", pa.string()),
+            ("fatal", pa.binary()),
+        ]
+    )
 
 
 def _reraise(fatal: bytes) -> None:
@@ -152,7 +163,13 @@ class _Replica:
         for pos, batch in enumerate(cols["batch"]):
             groups.setdefault(batch, []).append(pos)
         out: dict[str, list[Any]] = {
-            "batch": [], "indices": [], "lines": [], "records": [], "gens": [], "error": [], "fatal": []
+            "batch": [],
+            "indices": [],
+            "lines": [],
+            "records": [],
+            "gens": [],
+            "error": [],
+            "fatal": [],
         }
         for batch, positions in groups.items():
             indices = [cols["index"][p] for p in positions]
@@ -184,17 +201,21 @@ class RayEngine:
 
         rows, where = data.rows, data.where
         blocks = [
-            pa.table({
-                "index": batch,
-                "batch": [b] * len(batch),
-                "where": [where[i] for i in batch],
-                "row": [pickle.dumps(rows[i], protocol=5) for i in batch],
-            })
+            pa.table(
+                {
+                    "index": batch,
+                    "batch": [b] * len(batch),
+                    "where": [where[i] for i in batch],
+                    "row": [pickle.dumps(rows[i], protocol=5) for i in batch],
+                }
+            )
             for b, batch in enumerate(batches)
         ]
         return ray.data.from_arrow(blocks)
 
-    def results(self, data: InputData, batches: list[list[int]]) -> Iterator[tuple[list[int], BatchResult]]:
+    def results(
+        self, data: InputData, batches: list[list[int]]
+    ) -> Generator[tuple[list[int], BatchResult], None, None]:
         self._running = self._results(data, batches)
         return self._running
 
@@ -213,7 +234,9 @@ class RayEngine:
         ds.context.execution_options.preserve_order = True
         return ds
 
-    def _results(self, data: InputData, batches: list[list[int]]) -> Iterator[tuple[list[int], BatchResult]]:
+    def _results(
+        self, data: InputData, batches: list[list[int]]
+    ) -> Generator[tuple[list[int], BatchResult], None, None]:
         if not batches:
             return
         ray = _connect(self.plan.recipe.run.address)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ class Summary:
     elapsed: float = 0.0
     stopped: str | None = None
     left: int = 0
-
 
 
 def batch_runner(recipe: Any, opts: RunOptions) -> BatchRunner:
@@ -224,7 +223,7 @@ def _run(state: RunState, engine: Engine, progress: OnProgress | None, log: Log 
                 )
                 break
     finally:
-        getattr(results, "close", lambda: None)()  # a stopped run starts no other batch
+        results.close()  # a stopped run starts no other batch
         engine.settle(log)
         engine.close()
         summary.failed_rows = len(failed)

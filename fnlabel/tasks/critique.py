@@ -223,17 +223,15 @@ class PrometheusParser:
         text = normalize(raw).strip()
         marker = _RESULT.search(text) or _last(_SCORE_LINE.finditer(text))
         if marker is None:
-            raise ParseError(
-                f"expected 'Feedback: <feedback> [RESULT] <1-{self.high}>', got {excerpt(raw)}"
-            )
-        score = parse_score(text[marker.end():], 1, self.high, "score")
+            raise ParseError(f"expected 'Feedback: <feedback> [RESULT] <1-{self.high}>', got {excerpt(raw)}")
+        score = parse_score(text[marker.end() :], 1, self.high, "score")
         critique = _critique(text[: marker.start()])
         return {"critique": critique, "score": score}
 
 
 def _last(matches: Any) -> Any:
     found = None
-    for found in matches:
+    for found in matches:  # noqa: B007 - the loop keeps the last match
         pass
     return found
 

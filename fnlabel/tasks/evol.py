@@ -119,13 +119,134 @@ LEADING_LABELS = ("rewritten prompt", "created prompt", "new prompt", "rewritten
 
 # English function words: an "evolution" made only of these says nothing
 STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have
-    having he her here hers herself him himself his how i if in into is it its itself just me more most my
-    myself no nor not now of off on once only or other our ours ourselves out over own same she should so
-    some such than that the their theirs them themselves then there these they this those through to too
-    under until up very was we were what when where which while who whom why will with would you your
-    yours yourself yourselves""".split()
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "myself",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+    ]
 )
 
 
@@ -184,9 +305,7 @@ class EvolPrompt:
         value = row.get("evolution_method")
         if value is not None:
             if value not in self.methods:
-                raise InputError(
-                    f"key 'evolution_method' must be one of: {', '.join(self.methods)}; got {value!r:.80}"
-                )
+                raise InputError(f"key 'evolution_method' must be one of: {', '.join(self.methods)}; got {value!r:.80}")
             return value
         return inputs.choose(self.methods, self.evolution_method, self.seed, row)
 
@@ -203,9 +322,7 @@ class EvolPrompt:
         return Prompt(self.system_prompt, body)
 
 
-def evol_instruct(
-    evolution_method: EvolInstructMethod | None = None, seed: int = 0, system_prompt: str = ""
-) -> Task:
+def evol_instruct(evolution_method: EvolInstructMethod | None = None, seed: int = 0, system_prompt: str = "") -> Task:
     """Evolve each ``input`` instruction into a harder one (in depth) or a new one (in breadth).
 
     Args:
@@ -250,9 +367,7 @@ def evol_complexity(
     )
 
 
-def evol_quality(
-    evolution_method: EvolQualityMethod | None = None, seed: int = 0, system_prompt: str = ""
-) -> Task:
+def evol_quality(evolution_method: EvolQualityMethod | None = None, seed: int = 0, system_prompt: str = "") -> Task:
     """Deita's Evol-Quality: rewrite the ``generation`` answering ``input`` into a better one.
 
     Args:

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import ConfigError, ParseError
+from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.parsing import excerpt, list_items
 from fnlabel.types import Prompt, Task

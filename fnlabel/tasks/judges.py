@@ -195,7 +195,7 @@ def _final_scores(lines: list[str], final_at: int) -> list[float]:
     """The scores after ``Final scores:``: on its line, and/or one line per answer under it
     (``Assistant 1: 8`` / ``Assistant 2: 6``), up to the first line that is not scores."""
     value = _FINAL.match(lines[final_at]).group(1).strip()  # type: ignore[union-attr]
-    rest = lines[final_at + 1:]
+    rest = lines[final_at + 1 :]
     if not value:  # the scores start on the next non-empty line
         while rest and not rest[0].strip():
             rest = rest[1:]
@@ -216,9 +216,7 @@ class UltraJudgeParser:
     areas: tuple[str, ...] = attrs.field(default=DEFAULT_AREAS, converter=_areas)
 
     def _area_pattern(self) -> re.Pattern[str]:
-        names = "|".join(
-            r"\s*".join(re.escape(w) for w in a.split()).replace(r"\&", r"(?:&|and)") for a in self.areas
-        )
+        names = "|".join(r"\s*".join(re.escape(w) for w in a.split()).replace(r"\&", r"(?:&|and)") for a in self.areas)
         return re.compile(r"^[\s#>*_\-•\d.)]*(" + names + r")\s*(?:\([^)\n]*\))?\s*[:\-–=]\s*(.*)$", re.IGNORECASE)
 
     def _canonical(self, written: str) -> str:

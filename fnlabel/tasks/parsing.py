@@ -138,10 +138,10 @@ def find_score(
     )
     errors = []
     for match in pattern.finditer(text):
-        rest = text[match.end():]
+        rest = text[match.end() :]
         score_match = _SCORE_AT_START.match(rest)
         if score_match is None:
-            errors.append(excerpt(text[match.start(): match.end() + 40]))
+            errors.append(excerpt(text[match.start() : match.end() + 40]))
             continue
         value = parse_score(rest, low, high, what)
         return value, match.start(), match.end() + score_match.end()
@@ -177,9 +177,8 @@ def parse_score_list(
     tokens = re.findall(r"\d+(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|[A-Za-z]+", line)
     scores = []
     for token in tokens:
-        if token[0].isalpha():
-            if token.lower() not in _WORDS:
-                raise ParseError(f"expected a line of {what}s only, got {excerpt(text)}")
+        if token[0].isalpha() and token.lower() not in _WORDS:
+            raise ParseError(f"expected a line of {what}s only, got {excerpt(text)}")
         scores.append(parse_score(token, low, high, what))
     if not scores:
         raise ParseError(f"expected a line of {what}s such as '8 9', got {excerpt(text)}")
@@ -239,9 +238,7 @@ def strip_label(text: str, labels: Iterable[str]) -> str:
         >>> strip_label("**#Rewritten Prompt#:** Explain DNS.", ["rewritten prompt"])
         'Explain DNS.'
     """
-    pattern = re.compile(
-        r"^[\s#*_>]*" + _label_pattern(labels) + r"[\s#*_]*(?::|\n)[\s*_]*", re.IGNORECASE
-    )
+    pattern = re.compile(r"^[\s#*_>]*" + _label_pattern(labels) + r"[\s#*_]*(?::|\n)[\s*_]*", re.IGNORECASE)
     return pattern.sub("", text.strip(), count=1).strip()
 
 
@@ -263,12 +260,13 @@ def label_value(line: str, labels: Iterable[str]) -> str | None:
         True
     """
     pattern = re.compile(
-        r"^[\s#>*_\-•]*" + _label_pattern(labels)
+        r"^[\s#>*_\-•]*"
+        + _label_pattern(labels)
         + r"\b(?:\s*\([^)\n]*\)|\s+for\s+(?:text|response|answer)\s*#?\d+)?[^\S\n]*[:=\-–]?[^\S\n]*",
         re.IGNORECASE,
     )
     match = pattern.match(normalize(line))
-    return None if match is None else normalize(line)[match.end():].strip()
+    return None if match is None else normalize(line)[match.end() :].strip()
 
 
 _INDEXED = re.compile(

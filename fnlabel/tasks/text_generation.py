@@ -27,9 +27,7 @@ def _principles(value: Any) -> tuple[str, ...]:
         names = tuple(PRINCIPLES)
     unknown = [n for n in names if n not in PRINCIPLES]
     if unknown:
-        raise ConfigError(
-            f"unknown principle(s) {unknown}; known: {', '.join(PRINCIPLES)} (or 'all')"
-        )
+        raise ConfigError(f"unknown principle(s) {unknown}; known: {', '.join(PRINCIPLES)} (or 'all')")
     return names
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -30,7 +30,9 @@ class Fault:
         return cls()
 
     @classmethod
-    def error(cls, status: int = 500, message: str = "injected server error", retry_after: float | None = None) -> Fault:
+    def error(
+        cls, status: int = 500, message: str = "injected server error", retry_after: float | None = None
+    ) -> Fault:
         """Answer ``status`` with an OpenAI-style error body (and ``Retry-After`` if given)."""
         return cls("status", status=status, message=message, retry_after=retry_after)
 
@@ -61,7 +63,7 @@ class Fault:
 
 #: substring of the prompt -> one Fault (every time) or a sequence (1st, 2nd, ... request; then ok);
 #: or a function (body, path) -> Fault | None
-Script = Union[Mapping[str, Union[Fault, Sequence[Fault]]], Callable[[dict, str], Union[Fault, None]]]
+Script = Mapping[str, Fault | Sequence[Fault]] | Callable[[dict, str], Fault | None]
 
 
 @dataclass
@@ -199,7 +201,9 @@ class ServerThread:
         finally:
             self.in_flight -= 1
 
-    async def _answer(self, request: web.Request, body: Any, fault: Fault, answer: Callable[[Any, int | None], Any]) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, body: Any, fault: Fault, answer: Callable[[Any, int | None], Any]
+    ) -> web.StreamResponse:
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault.kind == "status":

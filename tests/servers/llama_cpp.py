@@ -40,15 +40,28 @@ class LlamaCppServer:
 
     def start(self) -> LlamaCppServer:
         self.port = free_port()
-        self._log = tempfile.TemporaryFile()
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", self.model, "--host", "127.0.0.1",
-               "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the server writes to it until stop()
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            self.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._log.seek(0)
-                raise RuntimeError(f"llama_cpp.server exited ({self.proc.returncode}):\n{self._log.read()[-3000:].decode()}")
+                raise RuntimeError(
+                    f"llama_cpp.server exited ({self.proc.returncode}):\n{self._log.read()[-3000:].decode()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/models", timeout=2) as resp:
                     json.load(resp)

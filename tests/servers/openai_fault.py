@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.servers.base import ServerThread, Script, prompt_text
+from tests.servers.base import Script, ServerThread, prompt_text
 
 
 def reply_text(body: dict, index: int) -> str:

@@ -64,7 +64,12 @@ class TGIServer(ServerThread):
                 "model": body.get("model", "tgi"),
                 "system_fingerprint": "test",
                 "choices": [
-                    {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
                     for i in range(n)
                 ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
