@@ -312,3 +312,48 @@ def test_close_waits_for_running_chunks_before_closing_the_inner_llm():
     assert events.count("close") == 1
     with pytest.raises(BackendError, match="closed"):
         gen(ROWS[:1])
+
+
+# ---- the LLM contract ----
+
+
+def test_every_combinator_and_the_chain_implement_the_llm_contract(tmp_path) -> None:
+    """Each composes with the others through the contract alone: first_generation, submit, map_inner, close."""
+    import fnlabel
+    from fnlabel.backends import EchoConfig
+    from fnlabel.combinators.chain import Chain
+    from fnlabel.types import LLMLike, is_llm_like
+
+    params = fnlabel.GenerationParams(seed=3)
+    plain = llm(TASK, backends.echo(), params)
+    rows = ROWS[:3]
+    direct = plain.run(rows, 2, first_generation=1).outputs  # generations 1 and 2 of each row
+    # by hand: a pool gives each member its share of the indices; a chain labels with its own count
+    shares = zip(plain.run(rows, 1, first_generation=1).outputs, plain.run(rows, 1, first_generation=2).outputs)
+    by_hand = {"pooled": [a + b for a, b in shares], "chain": plain.run(rows, 1).outputs}
+    spec = fnlabel.LLMSpec(TASK, EchoConfig(), params)
+    with fnlabel.in_process(spec) as child:
+        kinds = {
+            "llm": plain,
+            "threaded": threaded(plain, 2),
+            "pooled": fnlabel.pooled([plain, llm(TASK, backends.echo(), params)]),
+            "cached": fnlabel.cached(plain, tmp_path / "c.sqlite"),
+            "in_process": child,
+            "chain": Chain(plain, plain, ()),
+        }
+        for name, composed in kinds.items():
+            assert is_llm_like(composed), name
+            if name != "in_process":  # (its task property waits for the child: checked above without it)
+                assert isinstance(composed, LLMLike), name
+            expected = by_hand.get(name, direct)
+            assert composed.run(rows, 2, first_generation=1).outputs == expected, name
+            assert composed.submit(rows, 2, first_generation=1).result(timeout=60).outputs == expected, name
+            assert composed.max_concurrency == 1, name
+            with composed as entered:
+                assert entered is composed
+        with pytest.raises(
+            ConfigError, match="cannot change the prompt format of InProcess: apply it to the LLM before"
+        ):
+            with_prompt_format(child, "chatml")
+    chatml = with_prompt_format(kinds["chain"], "chatml")  # reaches both stages
+    assert chatml.generator.prompt_format == chatml.labeller.prompt_format == "chatml"
