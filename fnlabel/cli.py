@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
+from fnlabel.redact import scrub
 
 __all__ = ["main", "ProgressBar"]
 
@@ -179,15 +180,16 @@ def _print_summary(s: Any, opts: Any, cached: bool = False) -> None:
         head = f"nothing to do: {s.output} already has all {s.rows_total} rows"
     else:
         head = f"{_count(s.rows_run, 'row')} run"
+    # the rows of the whole output that have failure records (earlier runs' too), not only this run's
     print(
-        f"fnlabel: {head}; {_count(s.generations, 'generation')}; {_count(s.failed_rows, 'row')} with failures; "
-        f"{s.rows_done}/{s.rows_total} rows in {s.output}; {s.elapsed:.1f}s",
+        f"fnlabel: {head}; {_count(s.generations, 'generation')}; {_count(s.rows_with_failures, 'row')} with "
+        f"failures; {s.rows_done}/{s.rows_total} rows in {s.output}; {s.elapsed:.1f}s",
         file=err,
     )
     for rec in s.failures[:5]:
         gen = f" generation {rec['generation']}" if rec["generation"] is not None else ""
         print(f"  {opts.input} {rec['where']}{gen}: {rec['stage']}: {rec['error']}", file=err)
-    if s.failed_rows:
+    if s.rows_with_failures:
         print(f"  every failure is recorded in {s.failures_path}; rerun with --retry-failed to retry them", file=err)
         if cached and any(rec["stage"].endswith("parse") for rec in s.failures):
             # the cache keeps the raw output, so a retry parses the same text again
@@ -277,8 +279,34 @@ def _cmd_list(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Scrubbed:
+    """A text stream that masks secrets (``fnlabel.redact.scrub``) in everything written to it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(scrub(text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding...: the stream's own
+        return getattr(self.stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fnlabel`` console script and ``python -m fnlabel``."""
+    """Entry point of the ``fnlabel`` console script and ``python -m fnlabel``.
+
+    Everything it prints (results, errors, the log, ``--debug`` tracebacks) goes through
+    :func:`fnlabel.redact.scrub`: no secret reaches the terminal.
+    """
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Scrubbed(out), _Scrubbed(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     logging.basicConfig(

@@ -35,9 +35,19 @@ from fnlabel.types import (
     RunResult,
     Task,
 )
-from fnlabel.validators import check_int
+from fnlabel.validators import MAX_NUM_GENERATIONS, check_int
 
-__all__ = ["LLM", "LLMBase", "Unreachable", "llm", "as_rows", "map_llms", "max_concurrency", "shared_pool"]
+__all__ = [
+    "LLM",
+    "LLMBase",
+    "Unreachable",
+    "llm",
+    "as_rows",
+    "check_call",
+    "map_llms",
+    "max_concurrency",
+    "shared_pool",
+]
 
 log = logging.getLogger("fnlabel")
 
@@ -49,6 +59,12 @@ def as_rows(inputs: Sequence[Input]) -> Sequence[Input]:
     if isinstance(inputs, (str, bytes, Mapping)):  # iterating them would make each key or char a "row"
         raise InputError(f"inputs must be a list of dicts, got a {type(inputs).__name__}; for one input pass [row]")
     return list(inputs)
+
+
+def check_call(num_generations: object, first_generation: object = 0) -> tuple[int, int]:
+    """``(num_generations, first_generation)`` of a call, checked (ConfigError naming the limit)."""
+    k = check_int(num_generations, "num_generations", low=1, high=MAX_NUM_GENERATIONS)
+    return k, check_int(first_generation, "first_generation", low=0)
 
 
 def max_concurrency(obj: object) -> int:
@@ -208,8 +224,7 @@ class LLM(LLMBase):
         ``first_generation..first_generation+num_generations-1`` of each row, seeded and
         cached as such, so pool members that share a model do not repeat each other's.
         """
-        k = check_int(num_generations, "num_generations", low=1)
-        first = check_int(first_generation, "first_generation", low=0)
+        k, first = check_call(num_generations, first_generation)
         params = self.params if k == self.params.num_generations else self.params.replace(num_generations=k)
         inputs = as_rows(inputs)
         # Each stage tries a fast path over all rows first (tight loops, no bookkeeping:

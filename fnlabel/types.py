@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 import attrs
 
 from fnlabel.errors import ConfigError
-from fnlabel.validators import as_float, integer, number
+from fnlabel.validators import MAX_NEW_TOKENS, MAX_NUM_GENERATIONS, as_float, integer, number
 
 __all__ = [
     "LLMOutput",
@@ -126,7 +126,7 @@ class GenerationParams:
         fnlabel.errors.ConfigError: GenerationParams.top_p must be a number in (0, 1], got 1.5
     """
 
-    max_new_tokens: int = attrs.field(default=128, validator=integer(1))
+    max_new_tokens: int = attrs.field(default=128, validator=integer(1, high=MAX_NEW_TOKENS))
     temperature: float = attrs.field(default=0.7, converter=as_float, validator=number(0.0))
     top_k: int | None = attrs.field(default=None, validator=integer(1, optional=True))
     top_p: float = attrs.field(default=1.0, converter=as_float, validator=number(0.0, 1.0, low_open=True))
@@ -134,7 +134,7 @@ class GenerationParams:
     presence_penalty: float = attrs.field(default=0.0, converter=as_float, validator=number(-2.0, 2.0))
     seed: int | None = attrs.field(default=None, validator=integer(0, optional=True))
     stop: tuple[str, ...] = attrs.field(default=(), converter=_to_stop)
-    num_generations: int = attrs.field(default=1, validator=integer(1))
+    num_generations: int = attrs.field(default=1, validator=integer(1, high=MAX_NUM_GENERATIONS))
 
     def replace(self, **changes: Any) -> GenerationParams:
         """A copy with ``changes`` applied (and validated)."""

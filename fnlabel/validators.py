@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fnlabel.errors import ConfigError
+from fnlabel.redact import url_credentials
 
 __all__ = [
     "check_int",
@@ -38,7 +39,11 @@ __all__ = [
     "text",
     "one_of",
     "boolean",
+    "check_url",
+    "url",
     "as_float",
+    "MAX_NUM_GENERATIONS",
+    "MAX_NEW_TOKENS",
     "INPUT_SUFFIXES",
     "OUTPUT_SUFFIXES",
     "check_input_source",
@@ -47,6 +52,11 @@ __all__ = [
 
 #: an attrs validator: ``check(instance, attribute, value)``
 Validator = Callable[[Any, Any, Any], None]
+
+#: the most generations one row may ask for: more is a typo, and each is held in memory with its row
+MAX_NUM_GENERATIONS = 1000
+#: the most new tokens a request may ask for (no model has a longer context)
+MAX_NEW_TOKENS = 2**20
 
 #: what ``fnlabel run`` reads (by extension), besides ``hf:NAME[:SPLIT]``
 INPUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
@@ -70,13 +80,16 @@ def _range(low: float | None, high: float | None, low_open: bool) -> str:
     return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
 
 
-def check_int(value: Any, what: str, *, low: int | None = None, optional: bool = False) -> Any:
-    """``value`` when it is an int ``>= low`` (or ``None`` when ``optional``)."""
+def check_int(value: Any, what: str, *, low: int | None = None, high: int | None = None, optional: bool = False) -> Any:
+    """``value`` when it is an int in ``[low, high]`` (or ``None`` when ``optional``)."""
     if value is None and optional:
         return value
-    if not _is_int(value) or (low is not None and value < low):
-        rule = "an integer" + (f" >= {low}" if low is not None else "") + (" or None" if optional else "")
-        raise ConfigError(f"{what} must be {rule}, got {value!r}")
+    if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            rule = "an integer" + (f" >= {low}" if low is not None else "")
+        else:
+            rule = f"an integer in [{low}, {high}]" if low is not None else f"an integer <= {high}"
+        raise ConfigError(f"{what} must be {rule}{' or None' if optional else ''}, got {value!r}")
     return value
 
 
@@ -131,11 +144,11 @@ def _field(inst: Any, attr: Any) -> str:
     return f"{type(inst).__name__}.{attr.name}"
 
 
-def integer(low: int | None = None, *, optional: bool = False) -> Validator:
+def integer(low: int | None = None, *, high: int | None = None, optional: bool = False) -> Validator:
     """attrs validator: :func:`check_int` naming the field ``Class.field``."""
 
     def check(inst: Any, attr: Any, value: Any) -> None:
-        check_int(value, _field(inst, attr), low=low, optional=optional)
+        check_int(value, _field(inst, attr), low=low, high=high, optional=optional)
 
     return check
 
@@ -182,6 +195,31 @@ def boolean() -> Validator:
 def as_float(value: Any) -> Any:
     """attrs converter: an int becomes a float (``temperature = 1``); anything else is left to the validator."""
     return float(value) if _is_int(value) else value
+
+
+def check_url(value: Any, what: str, *, optional: bool = False) -> Any:
+    """A server URL that carries no credential: fnlabel never writes secrets, and a URL is written
+    into recipe dumps, failure records and messages."""
+    check_text(value, what, optional=optional)
+    if value is None:
+        return value
+    found = url_credentials(value)
+    if found is not None:
+        raise ConfigError(
+            f"{what} carries a credential ({found}): a key in the URL would be written into recipe dumps and "
+            "failure records, and user:password in the URL also clashes with the Authorization header every "
+            "request sends. Put the key in an environment variable and name it in api_key_env (token_env)"
+        )
+    return value
+
+
+def url(*, optional: bool = False) -> Validator:
+    """attrs validator: :func:`check_url` naming the field ``Class.field``."""
+
+    def check(inst: Any, attr: Any, value: Any) -> None:
+        check_url(value, _field(inst, attr), optional=optional)
+
+    return check
 
 
 def check_input_source(value: str) -> str:

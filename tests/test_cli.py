@@ -339,7 +339,9 @@ def test_command_line_overrides(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     _check_rows(read_jsonl(tmp_path / "o.jsonl"), questions(2), 3)
     bad = fnlabel("run", str(recipe), "--num-generations", "0")
-    assert bad.returncode == 2 and "num_generations must be an integer >= 1, got 0" in bad.stderr
+    assert bad.returncode == 2 and "num_generations must be an integer in [1, 1000], got 0" in bad.stderr
+    absurd = fnlabel("run", str(recipe), "--num-generations", "100000000")  # refused before any work
+    assert absurd.returncode == 2 and "num_generations must be an integer in [1, 1000], got 100000000" in absurd.stderr
 
 
 def test_default_output_is_named_after_the_recipe(tmp_path: Path) -> None:

@@ -220,3 +220,13 @@ def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) 
     limit = csv_module.field_size_limit()
     assert read_input(p).rows == [{"input": long, "n": "1"}, {"input": "short", "n": "2"}]
     assert csv_module.field_size_limit() == limit  # the process-wide setting is left as it was
+
+
+@pytest.mark.parametrize("name", ["in.jsonl", "in.csv", "in.json"])
+def test_bytes_that_are_not_utf8_name_their_line_not_a_decoder_offset(tmp_path: Path, name: str) -> None:
+    first = {"in.jsonl": b'{"input": "ok"}\n', "in.csv": b"input\nok\n", "in.json": b'[{"input": "ok"},\n'}[name]
+    bad = {"in.jsonl": b'{"input": "caf\xe9"}\n', "in.csv": b"caf\xe9\n", "in.json": b'{"input": "caf\xe9"}]\n'}[name]
+    (tmp_path / name).write_bytes(first + bad)
+    with pytest.raises(InputError, match=rf"{name} line \d+: not UTF-8 text \(byte b'\\xe9' at column \d+\)") as info:
+        read_input(tmp_path / name)
+    assert "position" not in str(info.value)  # (what the decoder says: an offset in the whole file)

@@ -7,13 +7,15 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fnlabel import tasks
 from fnlabel.errors import ParseError
-from fnlabel.tasks import critique, deita, feedback, instruct, judges, parsing
+from fnlabel.tasks import critique, deita, evol, feedback, instruct, judges, parsing
 
 PARSERS = {
     "self-instruct": tasks.self_instruct().parse,
@@ -105,6 +107,8 @@ def test_self_instruct_round_trip(items, style):
 )
 @given(text=PARAGRAPH)
 def test_evol_round_trip(kind, key, text):
+    # an evolution made only of function words ("WHY", "and so") says nothing: it is eliminated, by design
+    assume(any(w.strip(string.punctuation).lower() not in evol.STOPWORDS for w in text.split()))
     assert PARSERS[kind](text) == {key: text}
     assert PARSERS[kind]("#Rewritten Prompt#:\n" + text + "\n") == {key: text}
 

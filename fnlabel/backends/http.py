@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from fnlabel import redact
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.types import GenerationFailure
 
@@ -65,6 +66,7 @@ def read_secret(env: str, *, what: str, fix: str, optional: bool = False) -> str
     value = os.environ.get(env) or None
     if value is None and not optional:
         raise ConfigError(f"{what} needs an API key: environment variable {env} is not set. {fix}")
+    redact.register(value)  # never written anywhere from now on, even when a server echoes it back
     return value
 
 
@@ -177,7 +179,7 @@ def classify(exc: BaseException) -> str:
 def describe(exc: BaseException) -> str:
     status = _status(exc)
     prefix = f"HTTP {status}: " if status is not None else f"{type(exc).__name__}: "
-    return prefix + server_message(exc)
+    return redact.scrub(prefix + server_message(exc))  # a server may quote the request's key
 
 
 async def with_retries(

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from fnlabel import redact
 from fnlabel.backends.http import MalformedResponse, RetryPolicy, RowError, failed, gather_all, require, with_retries
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend
@@ -24,7 +25,7 @@ from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.seeds import generation_seed
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
-from fnlabel.validators import integer, number, text
+from fnlabel.validators import integer, number, text, url
 
 __all__ = ["InferenceEndpointsConfig", "InferenceEndpointsBackend", "inference_endpoints"]
 
@@ -54,7 +55,7 @@ class InferenceEndpointsConfig:
     model_id: str | None = attrs.field(default=None, validator=text(optional=True))
     endpoint_name: str | None = attrs.field(default=None, validator=text(optional=True))
     namespace: str | None = attrs.field(default=None, validator=text(optional=True))
-    base_url: str | None = attrs.field(default=None, validator=text(optional=True))
+    base_url: str | None = attrs.field(default=None, validator=url(optional=True))
     token_env: str = attrs.field(default="HF_TOKEN", validator=text())
     provider: str | None = attrs.field(default=None, validator=text(optional=True))
     max_concurrency: int = attrs.field(default=64, validator=integer(1))
@@ -96,6 +97,7 @@ class InferenceEndpointsConfig:
                     f"{self.token_env} is not set and no saved login was found. Export it "
                     f"(export {self.token_env}=hf_...), run `hf auth login`, or set token_env in [backend]."
                 )
+        redact.register(token)
         return InferenceEndpointsBackend(self, token)
 
 

@@ -38,7 +38,7 @@ from fnlabel.formats import check_format
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
 from fnlabel.seeds import generation_seed
 from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
-from fnlabel.validators import boolean, integer, number, one_of, text
+from fnlabel.validators import boolean, integer, number, one_of, text, url
 
 __all__ = ["OpenAIConfig", "OpenAIBackend", "openai", "PLACEHOLDER_KEY"]
 
@@ -75,7 +75,7 @@ class OpenAIConfig:
     """
 
     model: str = attrs.field(validator=text())
-    base_url: str | None = attrs.field(default=None, validator=text(optional=True))
+    base_url: str | None = attrs.field(default=None, validator=url(optional=True))
     api_key_env: str = attrs.field(default="OPENAI_API_KEY", validator=text())
     organization: str | None = attrs.field(default=None, validator=text(optional=True))
     max_concurrency: int = attrs.field(default=64, validator=integer(1))

@@ -14,9 +14,8 @@ from typing import Any
 
 import attrs
 
-from fnlabel.llm import LLMBase
+from fnlabel.llm import LLMBase, check_call
 from fnlabel.types import Input, LLMLike, LLMOutput, RowFailure, RunResult, Task
-from fnlabel.validators import check_int
 
 __all__ = ["Chain", "ChainResult"]
 
@@ -74,7 +73,7 @@ class Chain(LLMBase):
         self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
     ) -> ChainResult:
         """Run the generator with ``num_generations`` (generations ``first_generation..``), then label each row's."""
-        check_int(num_generations, "num_generations", low=1)
+        check_call(num_generations, first_generation)
         rows = list(inputs)
         gen = self.generator.run(rows, num_generations, first_generation=first_generation)
         failures = [attrs.evolve(f, stage=f"generate.{f.stage}") for f in gen.failures]

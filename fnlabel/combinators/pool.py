@@ -27,9 +27,8 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import LLMBase, as_rows
+from fnlabel.llm import LLMBase, as_rows, check_call
 from fnlabel.types import Input, LLMLike, LLMOutput, RowFailure, RunResult, Task, is_llm_like
-from fnlabel.validators import check_int
 
 __all__ = ["pooled", "Pooled", "split_generations"]
 
@@ -117,8 +116,7 @@ class Pooled(LLMBase):
         Member ``j`` is asked for the generation indices of its share (``first_generation=``),
         so members that share a model and seed (or a cache) make different generations.
         """
-        k = check_int(num_generations, "num_generations", low=1)
-        start = check_int(first_generation, "first_generation", low=0)
+        k, start = check_call(num_generations, first_generation)
         rows = list(as_rows(inputs))
         shares = split_generations(k, len(self.members))
         calls: list[tuple[int, int, int]] = []  # (member, first pooled generation, share)

@@ -42,7 +42,7 @@ from fnlabel.combinators.futures import FutureLLM
 from fnlabel.combinators.parent import State, closed, reader, shutdown, writer
 from fnlabel.combinators.spec import LLMSpec
 from fnlabel.errors import BackendError, ConfigError, InputError
-from fnlabel.llm import Unreachable, as_rows
+from fnlabel.llm import Unreachable, as_rows, check_call
 from fnlabel.types import Input, RunResult, Task
 from fnlabel.validators import check_int, check_one_of
 
@@ -146,8 +146,7 @@ class InProcess(FutureLLM):
         self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
     ) -> Future[RunResult]:
         """Send a request to the child; a Future of :class:`~fnlabel.llm.RunResult`."""
-        k = check_int(num_generations, "num_generations", low=1)
-        first = check_int(first_generation, "first_generation", low=0)
+        k, first = check_call(num_generations, first_generation)
         rows = list(as_rows(inputs))
         try:
             request = pickle.dumps((rows, k, first))

@@ -11,7 +11,7 @@ import attrs
 
 from fnlabel.combinators.futures import FutureLLM, chunks, gather, merge_chunks
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.llm import as_rows
+from fnlabel.llm import as_rows, check_call
 from fnlabel.types import Input, LLMLike, RunResult, Task, is_llm_like
 from fnlabel.validators import check_int
 
@@ -57,8 +57,7 @@ class Threaded(FutureLLM):
     def submit(
         self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
     ) -> Future[RunResult]:
-        check_int(num_generations, "num_generations", low=1)
-        check_int(first_generation, "first_generation", low=0)
+        check_call(num_generations, first_generation)
         rows = list(as_rows(inputs))
         parts = chunks(rows, self.num_threads)
         pool = self._pool()

@@ -19,9 +19,10 @@ from fnlabel.combinators.process import in_process
 from fnlabel.combinators.spec import LLMSpec
 from fnlabel.errors import ConfigError
 from fnlabel.frozen import FrozenMap, thaw
+from fnlabel.redact import register_config
 from fnlabel.tasks import TASKS
 from fnlabel.types import GenerationParams, Task
-from fnlabel.validators import check_input_source, check_output_path, number
+from fnlabel.validators import MAX_NUM_GENERATIONS, check_input_source, check_output_path, integer, number, text
 
 __all__ = [
     "Recipe",
@@ -123,6 +124,11 @@ class Stage:
             out.append((spec, self.in_process if m.in_process is None else m.in_process))
         return out
 
+    def register_secrets(self) -> None:
+        """Let :func:`fnlabel.redact.scrub` mask the keys this stage's backends read from the environment."""
+        for spec, _child in self.specs():
+            register_config(spec.backend)
+
     def build(self, cache: Any = None) -> Any:
         """Compose this stage's LLM (in_process children and pools are started here).
 
@@ -130,6 +136,7 @@ class Stage:
         every generation, in whichever process builds each LLM.
         """
         llms: list[Any] = []
+        self.register_secrets()  # this process masks the keys its in_process children read, too
         try:
             for spec, child in self.specs():
                 if cache is not None:
@@ -152,7 +159,7 @@ class LabelStage(Stage):
     """
 
     inputs: KeyMap = KeyMap(FrozenMap())
-    num_generations: PositiveInt = PositiveInt(1)
+    num_generations: PositiveInt = attrs.field(default=PositiveInt(1), validator=integer(1, high=MAX_NUM_GENERATIONS))
 
 
 @attrs.frozen(kw_only=True)
@@ -161,11 +168,11 @@ class RunSpec:
 
     input: str | None = attrs.field(default=None, validator=lambda _i, _a, v: v is None or check_input_source(v))
     output: str | None = attrs.field(default=None, validator=lambda _i, _a, v: v is None or check_output_path(v))
-    num_generations: PositiveInt = PositiveInt(1)
+    num_generations: PositiveInt = attrs.field(default=PositiveInt(1), validator=integer(1, high=MAX_NUM_GENERATIONS))
     limit: PositiveInt | None = None
     batch_size: PositiveInt = PositiveInt(16)
     max_failures: NonNegativeInt | None = None
-    output_key: str = "outputs"
+    output_key: str = attrs.field(default="outputs", validator=text())
     #: "ray": run on a Ray cluster (see docs/ray.md and fnlabel.run.ray); the rest are Ray's settings
     engine: Literal["local", "ray"] = "local"
     address: str | None = None
@@ -195,6 +202,12 @@ class Recipe(Stage):
             generator.close()
             raise
         return Chain(generator, labeller, self.label_inputs(), self.label.num_generations)
+
+    def register_secrets(self) -> None:
+        """Let :func:`fnlabel.redact.scrub` mask the keys every backend of the recipe reads (both stages)."""
+        super().register_secrets()
+        if self.label is not None:
+            self.label.register_secrets()
 
     def label_inputs(self) -> tuple[tuple[str, str], ...]:
         """``(labeller key, generator output key)`` pairs fed to the labeller."""

@@ -8,11 +8,22 @@ Where data enters, is computed and leaves:
 * ``engines``: what computes the batches, by name: ``local`` (threads, :mod:`fnlabel.run.local`)
   or ``ray`` (Ray actors, :mod:`fnlabel.run.ray`);
 * ``journal``: the crash-safe output and failures files, the output lock, Parquet;
-* ``runner``: :func:`run_recipe`, resume checks and the loop that writes each batch in order.
+* ``state``: the input scanned, the output it resumes checked, the rows left to run;
+* ``retry``: ``--retry-failed``'s side journal, merged into the output once;
+* ``runner``: :func:`run_recipe`, the loop that writes each batch in order.
 """
 
-from fnlabel.run.inputs import InputData, read_input
+from fnlabel.run.inputs import InputData, InputSource, open_input, read_input
 from fnlabel.run.options import RunOptions, resolve_options
 from fnlabel.run.runner import Summary, run_recipe
 
-__all__ = ["InputData", "RunOptions", "Summary", "read_input", "resolve_options", "run_recipe"]
+__all__ = [
+    "InputData",
+    "InputSource",
+    "RunOptions",
+    "Summary",
+    "open_input",
+    "read_input",
+    "resolve_options",
+    "run_recipe",
+]

@@ -13,13 +13,24 @@ from typing import Any
 import attrs
 
 from fnlabel.combinators.chain import Chain
+from fnlabel.redact import scrub
 from fnlabel.run.journal import to_json_line
 from fnlabel.types import LLMLike, RowFailure
 
-__all__ = ["BatchResult", "BatchRunner", "GENERATOR_KEY"]
+__all__ = ["Batch", "BatchResult", "BatchRunner", "GENERATOR_KEY"]
 
 #: where a two-stage run keeps the generator's LLMOutputs (its "outputs" are the labeller's)
 GENERATOR_KEY = "generator_outputs"
+
+
+@attrs.frozen
+class Batch:
+    """Consecutive rows of a run (in retry mode, rows with failure records): their indices in the
+    input, the rows, and where each came from (``"line 4"``)."""
+
+    indices: list[int]
+    rows: list[dict[str, Any]]
+    where: list[str]
 
 
 @attrs.frozen
@@ -60,10 +71,9 @@ class BatchRunner:
     feed: tuple[str, ...] = ()
     two_stage: bool = False
 
-    def run(
-        self, llm: LLMLike, rows: Sequence[int], inputs: Sequence[dict[str, Any]], where: Sequence[str]
-    ) -> BatchResult:
-        """Run ``inputs`` (input rows ``rows``, found at ``where``) through ``llm``; never raises for the batch's rows."""
+    def run(self, llm: LLMLike, batch: Batch) -> BatchResult:
+        """Run the batch's rows through ``llm``; whatever fails is recorded, nothing raises for the batch's rows."""
+        rows, inputs, where = batch.indices, batch.rows, batch.where
         k, key = self.num_generations, self.output_key
         error = None
         try:
@@ -74,12 +84,18 @@ class BatchRunner:
                 objs = [{**row, key: outs} for row, outs in zip(inputs, res.outputs)]
                 failures, gens = list(res.failures), _count(res.outputs)
         except Exception as exc:  # a whole call failed: its rows are recorded, the run goes on
-            error = f"{type(exc).__name__}: {exc}"
+            error = scrub(f"{type(exc).__name__}: {exc}")
             objs = [self._failed_row(llm, row) for row in inputs]
             failures = [RowFailure(j, None, "backend", error) for j in range(len(rows))]
             gens = 0
         records = [
-            {"row": rows[f.row], "where": where[f.row], "generation": f.generation, "stage": f.stage, "error": f.error}
+            {
+                "row": rows[f.row],
+                "where": where[f.row],
+                "generation": f.generation,
+                "stage": f.stage,
+                "error": scrub(f.error),
+            }
             for f in failures
         ]
         return BatchResult([to_json_line(o) for o in objs], records, gens, error)
@@ -94,7 +110,7 @@ class BatchRunner:
             objs.append({**fed, self.output_key: res.labelled[j], GENERATOR_KEY: res.generated[j]})
         error = None
         if res.label_error is not None:  # the generations are written; the labels are failures
-            error = f"labeller: {type(res.label_error).__name__}: {res.label_error}"
+            error = scrub(f"labeller: {type(res.label_error).__name__}: {res.label_error}")
         return objs, list(res.failures), _count(res.generated) + _count(res.labelled), error
 
     def _failed_row(self, llm: LLMLike, row: dict[str, Any]) -> dict[str, Any]:

@@ -11,15 +11,14 @@ through entry points in group ``fnlabel.engines`` (name: the engine, value: its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 
 import attrs
 
 from fnlabel.errors import ConfigError
 from fnlabel.registry import Registry
-from fnlabel.run.batch import BatchResult, BatchRunner
-from fnlabel.run.inputs import InputData
+from fnlabel.run.batch import Batch, BatchResult, BatchRunner
 from fnlabel.types import LLMLike
 
 __all__ = ["Engine", "Plan", "ENGINES", "make_engine"]
@@ -49,14 +48,14 @@ class Plan:
 class Engine(Protocol):
     """Turns batches of row indices into results, in order."""
 
-    def results(
-        self, data: InputData, batches: list[list[int]]
-    ) -> Generator[tuple[list[int], BatchResult], None, None]:
-        """Each batch with its result, in the order given (a batch is computed once)."""
+    def results(self, batches: Iterator[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
+        """Each batch with its result, in the order given (a batch is computed once); ``batches`` is
+        read only as far as the engine computes ahead, so the rows are never all in memory."""
         ...
 
-    def settle(self, log: Log | None = None) -> None:
-        """Before :meth:`close`, after a stopped run: wait for work that must not be cut off."""
+    def settle(self, log: Log | None = None, *, interrupted: bool = False) -> None:
+        """Before :meth:`close`, after a stopped run (``interrupted``: by Ctrl-C): wait for work
+        that must not be cut off."""
         ...
 
     def close(self) -> None:

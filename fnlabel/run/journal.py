@@ -157,13 +157,19 @@ class JsonlLog:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                size = os.fstat(fd).st_size
                 view = memoryview(data)
-                while view:  # a regular file takes it in one call; loop only on a short write
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                try:
+                    while view:  # a regular file takes it in one call; loop only on a short write
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                except OSError:  # a full disk may take part of the lines: the file keeps only whole ones
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
             finally:
                 os.close(fd)
-        except OSError as exc:  # a full disk: the lines before are whole, a rerun resumes after them
+        except OSError as exc:  # the lines before are whole, a rerun resumes after them
             raise OutputError(
                 f"{self.path}: cannot write the output there ({exc.strerror or exc}); the lines already "
                 "written are kept: fix that and rerun the same command to resume"

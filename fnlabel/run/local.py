@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from itertools import islice
+from itertools import chain, islice
 
-from fnlabel.run.batch import BatchResult
+from fnlabel.run.batch import Batch, BatchResult
 from fnlabel.run.engines import Log, Plan
-from fnlabel.run.inputs import InputData
 from fnlabel.types import LLMLike
 
 __all__ = ["LocalEngine"]
@@ -35,23 +34,22 @@ class LocalEngine:
             self.llm = self.plan.build_llm()
         return self.llm
 
-    def run_batch(self, data: InputData, rows: list[int]) -> BatchResult:
-        inputs = [data.rows[i] for i in rows]
-        return self.plan.runner.run(self.get_llm(), rows, inputs, [data.where[i] for i in rows])
+    def run_batch(self, batch: Batch) -> BatchResult:
+        return self.plan.runner.run(self.get_llm(), batch)
 
-    def results(
-        self, data: InputData, batches: list[list[int]]
-    ) -> Generator[tuple[list[int], BatchResult], None, None]:
-        if len(batches) < 2:
-            for batch in batches:
-                yield batch, self.run_batch(data, batch)
+    def results(self, batches: Iterator[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
+        first = next(batches, None)
+        if first is None:
+            return
+        second = next(batches, None)
+        if second is None:  # one batch: no thread
+            yield first, self.run_batch(first)
             return
         concurrency = self.get_llm().max_concurrency  # built once, here, before any worker thread
-        size = max(len(b) for b in batches)
-        window = 1 if concurrency <= 1 else -(-concurrency // size) + 1
+        window = 1 if concurrency <= 1 else -(-concurrency // len(first.indices)) + 1
         workers = ThreadPoolExecutor(window, thread_name_prefix="fnlabel-batch")
-        queued = iter(batches)
-        pending = deque((b, workers.submit(self.run_batch, data, b)) for b in islice(queued, window))
+        queued = chain([first, second], batches)
+        pending = deque((b, workers.submit(self.run_batch, b)) for b in islice(queued, window))
         try:
             while pending:
                 current, future = pending[0]
@@ -59,14 +57,14 @@ class LocalEngine:
                 pending.popleft()
                 following = next(queued, None)
                 if following is not None:
-                    pending.append((following, workers.submit(self.run_batch, data, following)))
+                    pending.append((following, workers.submit(self.run_batch, following)))
                 yield current, result
-        finally:  # a stopped run (max failures, Ctrl-C) does not start another batch
+        finally:  # a stopped run (max failures, Ctrl-C, an error) does not start another batch
             workers.shutdown(wait=False, cancel_futures=True)
             if window == 1:  # see settle
                 self.ahead = [f for _, f in pending if not f.done()]
 
-    def settle(self, log: Log | None = None) -> None:
+    def settle(self, log: Log | None = None, *, interrupted: bool = False) -> None:
         """Wait for a batch a local model still computes ahead of a stopped run.
 
         An HTTP backend's close() fails its calls in flight, so they need no wait; a local model
@@ -76,7 +74,8 @@ class LocalEngine:
         ahead = [f for f in self.ahead if not f.done()]
         if ahead:
             if log is not None:
-                log("stopping: the batch in flight finishes first (Ctrl-C again to quit at once)")
+                again = " (Ctrl-C again to quit at once)" if interrupted else ""
+                log(f"stopping: the batch in flight finishes first{again}")
             wait(ahead)
 
     def close(self) -> None:

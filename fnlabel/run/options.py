@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import InputError
-from fnlabel.validators import OUTPUT_SUFFIXES, check_int
+from fnlabel.validators import MAX_NUM_GENERATIONS, OUTPUT_SUFFIXES, check_int
 
 __all__ = ["RunOptions", "resolve_options"]
 
@@ -55,7 +55,9 @@ def resolve_options(recipe: Any, recipe_path: str | Path | None = None, **overri
     opts = RunOptions(
         input=str(source),
         output=Path(output),
-        num_generations=check_int(given.get("num_generations", run.num_generations), "num_generations", low=1),
+        num_generations=check_int(
+            given.get("num_generations", run.num_generations), "num_generations", low=1, high=MAX_NUM_GENERATIONS
+        ),
         limit=check_int(given.get("limit", run.limit), "limit", low=1, optional=True),
         batch_size=check_int(given.get("batch_size", run.batch_size), "batch_size", low=1),
         max_failures=check_int(given.get("max_failures", run.max_failures), "max_failures", low=0, optional=True),

@@ -36,9 +36,8 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError, ConfigError
-from fnlabel.run.batch import BatchResult
+from fnlabel.run.batch import Batch, BatchResult
 from fnlabel.run.engines import Log, Plan
-from fnlabel.run.inputs import InputData
 from fnlabel.run.options import resolve_options
 from fnlabel.run.runner import OnProgress, Summary, run_recipe
 
@@ -177,7 +176,7 @@ class _Replica:
                 values: tuple[Any, ...] = (batch, indices, [], "[]", 0, None, _fatal(self.error))
             else:
                 rows = [pickle.loads(cols["row"][p]) for p in positions]
-                res = self.plan.runner.run(self.llm, indices, rows, [cols["where"][p] for p in positions])
+                res = self.plan.runner.run(self.llm, Batch(indices, rows, [cols["where"][p] for p in positions]))
                 values = (batch, indices, res.lines, json.dumps(res.failures), res.generations, res.error, None)
             for key, value in zip(out, values):
                 out[key].append(value)
@@ -196,32 +195,29 @@ class RayEngine:
         self.plan = plan
         self._running: Iterator[Any] | None = None
 
-    def _dataset(self, ray: Any, data: InputData, batches: list[list[int]]) -> Any:
+    def _dataset(self, ray: Any, batches: list[Batch]) -> Any:
         import pyarrow as pa
 
-        rows, where = data.rows, data.where
         blocks = [
             pa.table(
                 {
-                    "index": batch,
-                    "batch": [b] * len(batch),
-                    "where": [where[i] for i in batch],
-                    "row": [pickle.dumps(rows[i], protocol=5) for i in batch],
+                    "index": batch.indices,
+                    "batch": [b] * len(batch.indices),
+                    "where": batch.where,
+                    "row": [pickle.dumps(row, protocol=5) for row in batch.rows],
                 }
             )
             for b, batch in enumerate(batches)
         ]
         return ray.data.from_arrow(blocks)
 
-    def results(
-        self, data: InputData, batches: list[list[int]]
-    ) -> Generator[tuple[list[int], BatchResult], None, None]:
-        self._running = self._results(data, batches)
+    def results(self, batches: Iterator[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
+        self._running = self._results(list(batches))  # (the dataset is made of every batch left)
         return self._running
 
-    def _pool(self, ray: Any, data: InputData, batches: list[list[int]]) -> Any:
+    def _pool(self, ray: Any, batches: list[Batch]) -> Any:
         run = self.plan.recipe.run
-        ds = self._dataset(ray, data, batches).map_batches(
+        ds = self._dataset(ray, batches).map_batches(
             _Replica,
             fn_constructor_args=(self.plan,),
             batch_size=None,  # a block is a batch: the actors see the runner's batches
@@ -234,9 +230,7 @@ class RayEngine:
         ds.context.execution_options.preserve_order = True
         return ds
 
-    def _results(
-        self, data: InputData, batches: list[list[int]]
-    ) -> Generator[tuple[list[int], BatchResult], None, None]:
+    def _results(self, batches: list[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
         if not batches:
             return
         ray = _connect(self.plan.recipe.run.address)
@@ -246,7 +240,7 @@ class RayEngine:
         done: dict[int, dict[int, Any]] = {}  # batch -> index -> line; a batch may come in pieces
         extra: dict[int, tuple[list[dict[str, Any]], int, str | None]] = {}
         nxt = 0
-        rows = self._pool(ray, data, batches).iter_rows()
+        rows = self._pool(ray, batches).iter_rows()
         try:
             for piece in rows:
                 if piece["fatal"] is not None:
@@ -255,8 +249,8 @@ class RayEngine:
                 done.setdefault(b, {}).update(zip(piece["indices"], piece["lines"]))
                 recs, gens, err = extra.get(b, ([], 0, None))
                 extra[b] = (recs + json.loads(piece["records"]), gens + piece["gens"], err or piece["error"])
-                while nxt < len(batches) and len(done.get(nxt, ())) == len(batches[nxt]):
-                    lines = [done[nxt][i] for i in batches[nxt]]
+                while nxt < len(batches) and len(done.get(nxt, ())) == len(batches[nxt].indices):
+                    lines = [done[nxt][i] for i in batches[nxt].indices]
                     recs, gens, err = extra.pop(nxt)
                     del done[nxt]
                     yield batches[nxt], BatchResult(lines, recs, gens, err)
@@ -268,7 +262,7 @@ class RayEngine:
         if nxt < len(batches):
             raise BackendError(f"Ray returned {nxt} of {len(batches)} batches; rerun to complete the output")
 
-    def settle(self, log: Log | None = None) -> None:
+    def settle(self, log: Log | None = None, *, interrupted: bool = False) -> None:
         """Nothing to wait for: the actors are stopped with the dataset."""
 
     def close(self) -> None:
