@@ -8,7 +8,8 @@ times a ``--retry-failed`` of an output where every third row failed against a c
 same rows (target <= 2: a retry costs time linear in the output).
 
 Run: ``python benchmarks/memory_bench.py [--sizes 10000 100000 1000000] [--retry-rows 50000]``;
-writes benchmarks/results/memory.json.
+writes benchmarks/results/memory.json and draws rows vs peak RSS in benchmarks/memory.png (and
+docs/assets/memory.png); ``--plot-only`` redraws them from the JSON.
 """
 
 from __future__ import annotations
@@ -76,11 +77,40 @@ def retry(rows: int, tmp: Path) -> dict[str, float]:
     return {"rows": rows, "failed_rows": -(-rows // 3), "retry_seconds": round(again, 2), "clean_seconds": round(clean, 2)}
 
 
+def plot(result: dict) -> None:
+    """Rows vs peak RSS, log scale on rows (needs matplotlib: pip install '.[docs]')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(int(n) for n in result["sizes"])
+    rss = [result["sizes"][str(n)]["peak_rss_mb"] for n in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(rows, rss, marker="o", label="fnlabel run (echo, 2 generations per row)")
+    ax.set_xscale("log")
+    ax.set_ylim(0, max(rss) * 1.5)
+    ax.set_xlabel("input rows")
+    ax.set_ylabel("peak RSS (MB)")
+    ax.set_title("Memory does not grow with the run")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    for path in (ROOT / "benchmarks" / "memory.png", ROOT / "docs" / "assets" / "memory.png"):
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--retry-rows", type=int, default=50_000)
+    p.add_argument("--plot-only", action="store_true", help="redraw the plot from results/memory.json")
     args = p.parse_args(argv)
+    path = ROOT / "benchmarks" / "results" / "memory.json"
+    if args.plot_only:
+        plot(json.loads(path.read_text(encoding="utf-8")))
+        return
     with tempfile.TemporaryDirectory() as folder:
         sizes = memory(args.sizes, Path(folder))
         retried = retry(args.retry_rows, Path(folder))
@@ -103,9 +133,9 @@ def main(argv: list[str] | None = None) -> None:
             },
         },
     }  # fmt: skip
-    path = ROOT / "benchmarks" / "results" / "memory.json"
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+    plot(result)
+    print(f"wrote {path}, benchmarks/memory.png, docs/assets/memory.png")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ exit code. Exit codes:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import logging
 import os
@@ -207,16 +208,42 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.dump:
         sys.stdout.write(dump_recipe(recipe))
         return EXIT_OK
+    problems = _preflight(recipe, args)
     stages = [("", recipe)] + ([("label: ", recipe.label)] if recipe.label is not None else [])
     for prefix, stage in stages:
         task = stage.task.build()
         for spec, child in stage.specs():
             where = " (in a child process)" if child else ""
+            checks = getattr(spec.backend, "preflight", None)  # (a plugin's config may have none)
+            found = checks(spec.params) if checks is not None else []
+            problems.extend(f"{prefix}backend {type(spec.backend).kind}: {p}" for p in found)
+            status = "problem" if found else "ok"
             print(
-                f"{args.recipe}: ok: {prefix}task {task.name} (needs {', '.join(task.input_keys)}), "
+                f"{args.recipe}: {status}: {prefix}task {task.name} (needs {', '.join(task.input_keys)}), "
                 f"backend {type(spec.backend).kind}{where}"
             )
-    return EXIT_OK
+    for problem in problems:
+        print(f"fnlabel: {args.recipe}: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def _preflight(recipe: Any, args: argparse.Namespace) -> list[str]:
+    """What ``fnlabel run`` would refuse in the run's files, without loading a model (the input is read)."""
+    from fnlabel.run import open_input, resolve_options
+    from fnlabel.run.state import scan_input, written_keys
+
+    try:
+        opts = resolve_options(recipe, args.recipe)
+    except FnlabelError as exc:  # no input set, an output that is the input, an unknown output format
+        return [str(exc)]
+    if opts.input.startswith("hf:"):  # (not downloaded here: only the extra is checked)
+        found = importlib.util.find_spec("datasets") is not None
+        return [] if found else [f"{opts.input}: Hugging Face datasets need the extra: pip install 'fnlabel[datasets]'"]
+    try:
+        scan_input(open_input(opts.input, opts.limit), written_keys(recipe, opts))
+    except FnlabelError as exc:
+        return [str(exc)]
+    return []
 
 
 def _short(value: Any) -> str:

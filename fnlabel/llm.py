@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +36,7 @@ from fnlabel.types import (
     Task,
 )
 from fnlabel.validators import MAX_NUM_GENERATIONS, check_int
+from fnlabel.validators import text as non_empty_text
 
 __all__ = [
     "LLM",
@@ -56,9 +57,15 @@ def as_rows(inputs: Sequence[Input]) -> Sequence[Input]:
     """``inputs`` as a list or tuple of rows; a single dict or a string is an :class:`InputError`."""
     if isinstance(inputs, (list, tuple)):
         return inputs
-    if isinstance(inputs, (str, bytes, Mapping)):  # iterating them would make each key or char a "row"
+    if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
+        # (iterating a dict or a string would make each key or char a "row")
         raise InputError(f"inputs must be a list of dicts, got a {type(inputs).__name__}; for one input pass [row]")
     return list(inputs)
+
+
+def _not_a_dict(task: Task, i: int, row: object) -> str:
+    keys = ", ".join(task.input_keys)
+    return f"each input must be a dict of the task's keys ({keys}): row {i} is a {type(row).__name__} ({row!r:.60})"
 
 
 def check_call(num_generations: object, first_generation: object = 0) -> tuple[int, int]:
@@ -165,7 +172,9 @@ class LLM(LLMBase):
     task: Task
     backend: Backend = attrs.field(converter=as_backend)
     params: GenerationParams = GenerationParams()
-    model_name: str = attrs.field(default=attrs.Factory(lambda s: s.backend.model_name, takes_self=True))
+    model_name: str = attrs.field(
+        default=attrs.Factory(lambda s: s.backend.model_name, takes_self=True), validator=non_empty_text()
+    )
     prompt_format: str | None = None
     prompt_formatting_fn: Callable[[Prompt], FormattedPrompt] | None = None
 
@@ -267,20 +276,37 @@ class LLM(LLMBase):
         prompts: list[FormattedPrompt] = []
         rows: list[int] = []
         failures: list[RowFailure] = []
+        if inputs and not any(isinstance(row, Mapping) for row in inputs):  # a mistake of the caller: nothing works
+            raise InputError(f"{_not_a_dict(task, 0, inputs[0])}, e.g. [{{{task.input_keys[0]!r}: ...}}]")
         for i, row in enumerate(inputs):
+            if not isinstance(row, Mapping):
+                failures.append(RowFailure(i, None, "input", _not_a_dict(task, i, row)))
+                continue
             missing = task.missing_keys(row)
             if missing:
                 failures.append(RowFailure(i, None, "input", f"missing key(s) {missing}"))
                 continue
             try:
-                prompts.append(fmt(build(row)))
+                prompt = build(row)
             except Exception as exc:  # a bad row must not stop the others
                 failures.append(RowFailure(i, None, "input", f"{type(exc).__name__}: {exc}"))
                 continue
+            prompts.append(self._format(fmt, prompt, i))
             rows.append(i)
         for f in failures:
             log.warning("row %d skipped: %s (task %s needs %s)", f.row, f.error, task.name, list(task.input_keys))
         return prompts, rows, failures
+
+    def _format(self, fmt: Callable[[Prompt], FormattedPrompt], prompt: Prompt, i: int) -> FormattedPrompt:
+        """The formatted prompt; a formatting function that raises is a bug to fix, not a bad row."""
+        try:
+            return fmt(prompt)
+        except Exception as exc:
+            name = getattr(self.prompt_formatting_fn, "__qualname__", "prompt_formatting_fn")
+            raise ConfigError(
+                f"prompt_formatting_fn {name} raised on row {i}: {type(exc).__name__}: {exc}; "
+                "it must turn every Prompt into a string or chat messages"
+            ) from exc
 
     def _outputs_fast(self, prompts: list[FormattedPrompt], raw: list[list[Any]], k: int) -> list[Any] | None:
         """All outputs when every row is good and every generation a parsable str, else None."""
@@ -327,6 +353,11 @@ class LLM(LLMBase):
             row_out = []
             for g, text in enumerate(gens):
                 parsed = None
+                if not isinstance(text, (str, GenerationFailure)):
+                    raise BackendError(
+                        f"backend {describe_backend(self.backend)} returned a {type(text).__name__} ({text!r:.60}) "
+                        f"for prompt {j}, generation {g}: a generation is a str (or a GenerationFailure)"
+                    )
                 if isinstance(text, GenerationFailure):
                     failures.append(RowFailure(i, g, "backend", text.error))
                     log.error("row %d generation %d failed: %s", i, g, text.error)

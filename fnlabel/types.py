@@ -204,6 +204,8 @@ class RunResult:
 
 #: one input row
 Input = Mapping[str, Any]
+#: ``on_prompt(j, generations)``: prompt ``j`` of a call has all its generations (see Backend.generate_from)
+OnPrompt = Callable[[int, list[RawGeneration]], None]
 PromptFormattingFn = Callable[[Prompt], FormattedPrompt]
 
 
@@ -236,9 +238,17 @@ class Backend(Protocol):
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]: ...
 
     def generate_from(
-        self, prompts: Sequence[FormattedPrompt], params: GenerationParams, first_generation: int
+        self,
+        prompts: Sequence[FormattedPrompt],
+        params: GenerationParams,
+        first_generation: int,
+        on_prompt: OnPrompt | None = None,
     ) -> list[list[RawGeneration]]:
-        """Generations ``first_generation..first_generation+k-1`` of each prompt, seeded as such."""
+        """Generations ``first_generation..first_generation+k-1`` of each prompt, seeded as such.
+
+        ``on_prompt(j, generations)`` is called once per prompt as soon as its generations are
+        there (an HTTP backend: as its responses arrive), so what was paid for can be kept at once.
+        """
         ...
 
     def check_params(self, params: GenerationParams) -> None:

@@ -600,3 +600,29 @@ def test_ctrl_c_during_a_llama_cpp_run_exits_130_without_crashing(tmp_path: Path
         assert "interrupted; the output holds every finished batch" in err
         assert [r["id"] for r in read_jsonl(out)] == list(range(len(read_jsonl(out))))
         assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+def test_validate_reports_what_run_would_refuse_without_loading_a_model(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", questions(3))
+    missing = echo_recipe(tmp_path, name="a.toml")
+    missing.write_text(missing.read_text().replace("in.jsonl", "nope.jsonl"))
+    same = echo_recipe(tmp_path, name="b.toml")
+    same.write_text(same.read_text().replace("out.jsonl", "in.jsonl"))
+    key = tmp_path / "c.toml"
+    key.write_text(
+        '[task]\nkind = "text-generation"\n[backend]\nkind = "openai"\nmodel = "m"\napi_key_env = "NO_SUCH_KEY_X"\n'
+        f'[params]\ntop_k = 5\n[run]\ninput = "{(tmp_path / "in.jsonl").as_posix()}"\n'
+    )
+    clash = echo_recipe(tmp_path, name="d.toml")
+    write_jsonl(tmp_path / "in.jsonl", [*questions(2), {"input": "x", "outputs": 1}])
+    expected = {
+        missing: "nope.jsonl: no such input file",
+        same: "the output is the input file",
+        key: "environment variable NO_SUCH_KEY_X is not set",
+        clash: "in.jsonl line 3: the row already has a key 'outputs'",
+    }
+    for recipe, fragment in expected.items():
+        res = fnlabel("validate", str(recipe))
+        assert res.returncode == 2 and fragment in res.stderr, (recipe.name, res.stderr)
+    both = fnlabel("validate", str(key))  # every problem, not only the first
+    assert "top_k=5 is not an OpenAI parameter" in both.stderr and "NO_SUCH_KEY_X" in both.stderr

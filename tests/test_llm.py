@@ -110,7 +110,9 @@ def test_row_missing_input_keys_gets_empty_outputs_and_a_warning(caplog):
     assert [(f.row, f.generation, f.stage) for f in res.failures] == [(1, None, "input"), (3, None, "input")]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("row 1 " in w and "missing key(s) ['input']" in w for w in warnings), warnings
-    assert any("row 3" in w for w in warnings), warnings
+    assert any(
+        "row 3 " in w and "each input must be a dict of the task's keys (input): row 3 is a str" in w for w in warnings
+    ), warnings
 
 
 def test_build_prompt_error_is_a_row_failure_too(caplog):
@@ -392,3 +394,32 @@ def test_first_generation_seeds_the_call_as_those_generations():
     assert gen.run(rows, 2, first_generation=0).outputs == [r[:2] for r in head]
     with pytest.raises(ConfigError, match="first_generation"):
         gen.run(rows, 2, first_generation=-1)
+
+
+# ---- mistakes of the caller get errors that say what to do ----
+
+
+def test_python_api_mistakes_raise_errors_that_say_what_to_do() -> None:
+    from fnlabel import BackendError, InputError
+
+    task = tasks.text_generation()
+    with pytest.raises(ConfigError, match=r"LLM.model_name must be a non-empty string, got 5"):
+        llm(task, backends.echo(), model_name=5)  # type: ignore[arg-type]
+    gen = llm(task, backends.echo())
+    with pytest.raises(InputError, match=r"each input must be a dict of the task's keys \(input\): row 0 is a str"):
+        gen(["a", "b"])  # type: ignore[list-item]
+    with pytest.raises(InputError, match="inputs must be a list of dicts, got a NoneType"):
+        gen(None)  # type: ignore[arg-type]
+
+    def ints(prompts, params):
+        return [[123] * params.num_generations for _ in prompts]
+
+    with pytest.raises(BackendError, match=r"returned a int \(123\) for prompt 0, generation 0: a generation is a str"):
+        llm(task, ints)([{"input": "x"}])
+
+    def broken(prompt):
+        raise KeyError("system")
+
+    formatted = llm(task, backends.echo(), prompt_formatting_fn=broken)
+    with pytest.raises(ConfigError, match=r"prompt_formatting_fn .*broken raised on row 0: KeyError"):
+        formatted([{"input": "x"}, {"input": "y"}])  # a bug of the caller, not two bad rows

@@ -171,3 +171,56 @@ def test_absurd_generation_counts_and_lengths_are_refused_naming_the_limit() -> 
         fnlabel.recipes.loads_recipe(
             '[task]\nkind = "text-generation"\n[backend]\nkind = "echo"\n[run]\nnum_generations = 100000000000000000\n'
         )
+
+
+def test_a_server_that_refuses_connections_stops_the_run_with_exit_4_and_writes_nothing(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write_jsonl(tmp_path / "in.jsonl", questions(40))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[task]\nkind = "text-generation"\n[backend]\nkind = "openai"\nmodel = "m"\n'
+        f'base_url = "http://127.0.0.1:{port}/v1"\nmax_retries = 2\nbackoff = 0.01\n'
+        f'[run]\ninput = "{(tmp_path / "in.jsonl").as_posix()}"\noutput = "{(tmp_path / "out.jsonl").as_posix()}"\n'
+    )
+    res = fnlabel_cli("run", str(recipe))
+    assert res.returncode == 4, res.stderr
+    assert "cannot connect (connection refused; gave up after 3 attempts)" in res.stderr
+    assert f"127.0.0.1:{port}/v1" in res.stderr
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""
+
+
+def test_a_kill_9_loses_only_the_requests_in_flight_not_the_answers_already_paid_for(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.servers import Fault, FaultServer
+
+    rows = 12  # one batch: the old cache committed a backend call only when all of it returned
+    write_jsonl(tmp_path / "in.jsonl", questions(rows))
+    cache = tmp_path / "cache.sqlite"
+    with FaultServer(script={"number 5": Fault.slow(120)}) as server:
+        recipe = tmp_path / "r.toml"
+        recipe.write_text(
+            '[task]\nkind = "text-generation"\n[backend]\nkind = "openai"\nmodel = "m"\n'
+            f'base_url = "{server.url}"\n[run]\nbatch_size = 100\nnum_generations = 2\n'
+            f'input = "{(tmp_path / "in.jsonl").as_posix()}"\noutput = "{(tmp_path / "out.jsonl").as_posix()}"\n'
+        )
+        proc = popen("run", str(recipe), "--cache", str(cache))
+
+        def stored() -> int:
+            try:
+                with sqlite3.connect(cache) as db:
+                    return db.execute("SELECT count(*) FROM generations").fetchone()[0]
+            except sqlite3.Error:
+                return 0
+
+        deadline = time.monotonic() + 60
+        while stored() < (rows - 1) * 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # the slow request is still in flight
+        proc.wait(timeout=30)
+    assert stored() == (rows - 1) * 2  # every answer that arrived is kept
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""

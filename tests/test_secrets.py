@@ -105,7 +105,7 @@ def test_the_log_never_carries_a_registered_key(caplog: pytest.LogCaptureFixture
 def test_failure_records_of_in_process_children_are_scrubbed_in_the_parent(tmp_path: Path) -> None:
     # the parent never builds the backend (the child reads the key), yet it knows the key to mask
     write_jsonl(tmp_path / "in.jsonl", questions(4))
-    with EchoingServer(script={"number 0?": Fault.ok(), "number 1?": Fault.ok()}) as server:
+    with EchoingServer() as server:
         recipe = _recipe(tmp_path, server.url).read_text().replace("[task]", "in_process = true\n[task]", 1)
         (tmp_path / "r.toml").write_text(recipe)
         env = {"FNLABEL_TEST_KEY": KEY, "FNLABEL_CACHE_DIR": str(tmp_path / "cache")}

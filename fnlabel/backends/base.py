@@ -25,7 +25,7 @@ import attrs
 from fnlabel import seeds
 from fnlabel.errors import ConfigError
 from fnlabel.redact import is_secret_name
-from fnlabel.types import Backend, FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.types import Backend, FormattedPrompt, GenerationParams, OnPrompt, RawGeneration
 
 __all__ = ["BackendBase", "FunctionBackend", "as_backend", "config_identity", "canonical_json", "describe_backend"]
 
@@ -113,12 +113,24 @@ class BackendBase:
         return f"{_qualname(self)}:{self.model_name}"
 
     def generate_from(
-        self, prompts: Sequence[FormattedPrompt], params: GenerationParams, first_generation: int
+        self,
+        prompts: Sequence[FormattedPrompt],
+        params: GenerationParams,
+        first_generation: int,
+        on_prompt: OnPrompt | None = None,
     ) -> list[list[RawGeneration]]:
-        """Generations ``first_generation..`` of each prompt: the call seeded as generation ``first_generation``."""
+        """Generations ``first_generation..`` of each prompt: the call seeded as generation ``first_generation``.
+
+        ``on_prompt(j, generations)`` hears of each prompt's generations; here, once the whole call
+        has returned (a backend that can say it sooner, as the HTTP ones do, overrides this).
+        """
         if first_generation and params.seed is not None:
             params = params.replace(seed=seeds.generation_seed(params.seed, first_generation))
-        return self(prompts, params)
+        out = self(prompts, params)
+        if on_prompt is not None and isinstance(out, list):
+            for j, gens in enumerate(out):
+                on_prompt(j, gens)
+        return out
 
     def check_params(self, params: GenerationParams) -> None:
         """Every param is honoured (a subclass refuses those it cannot honour)."""

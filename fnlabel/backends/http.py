@@ -15,6 +15,7 @@ import datetime
 import email.utils
 import os
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -176,6 +177,26 @@ def classify(exc: BaseException) -> str:
     return "retry" if names & _TRANSIENT_NAMES else "row"
 
 
+def cannot_connect(exc: BaseException) -> str | None:
+    """Why no connection could be made (``"connection refused"``, ``"host not found"``), or None.
+
+    Looks through the error's causes: the SDKs wrap the socket's error (openai's APIConnectionError
+    around aiohttp's ClientConnectorError around ConnectionRefusedError).
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "host not found"
+        if type(seen).__name__ in ("ClientConnectorDNSError",):
+            return "host not found"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def describe(exc: BaseException) -> str:
     status = _status(exc)
     prefix = f"HTTP {status}: " if status is not None else f"{type(exc).__name__}: "
@@ -192,7 +213,8 @@ async def with_retries(
 
     Raises :class:`RowError` when retries are exhausted or the server refuses the
     request (4xx), and :class:`BackendError` for errors that would hit every row
-    (401/403/404). The semaphore is released while waiting to retry.
+    (401/403/404, and a server that cannot be reached at all once the retries are spent:
+    the connection refused, the host unknown). The semaphore is released while waiting to retry.
     """
     attempt = 0
     while True:
@@ -211,6 +233,12 @@ async def with_retries(
             raise RowError(f"{what}: {describe(error)} (not retried)") from error
         attempt += 1
         if attempt > policy.max_retries:
+            unreachable = cannot_connect(error)
+            if unreachable is not None:  # no request reached the server: every row would fail the same way
+                raise BackendError(
+                    f"{what}: cannot connect ({unreachable}; gave up after {attempt} attempts): is the server "
+                    "running at that address?"
+                ) from error
             raise RowError(f"{what}: {describe(error)} (gave up after {attempt} attempts)") from error
         await asyncio.sleep(policy.delay(attempt, retry_after(error)))
 

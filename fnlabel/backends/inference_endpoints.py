@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -82,6 +82,22 @@ class InferenceEndpointsConfig:
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.timeout, self.backoff, self.max_backoff)
 
+    def preflight(self, params: GenerationParams) -> list[str]:
+        """What would stop this backend, knowable without a request: the library and a token."""
+        try:
+            require("inference-endpoints", "huggingface_hub")
+        except ConfigError as exc:
+            return [str(exc)]
+        if self.base_url is None and not os.environ.get(self.token_env):
+            from huggingface_hub import get_token
+
+            if get_token() is None:
+                return [
+                    f"inference-endpoints backend ({self.endpoint_name or self.model_id}) needs a Hugging Face "
+                    f"token: environment variable {self.token_env} is not set and no saved login was found"
+                ]
+        return []
+
     def build(self) -> InferenceEndpointsBackend:
         """The backend callable; reads the token now (ConfigError when one is needed and missing)."""
         require("inference-endpoints", "huggingface_hub")
@@ -143,18 +159,16 @@ class InferenceEndpointsBackend(LoopBackend):
 
     check_request = check_prompts
 
-    async def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+    async def _prompt(self, prompt: FormattedPrompt, params: GenerationParams) -> list[RawGeneration]:
+        """Each generation is its own request, with its own seed, all at once."""
         client, semaphore = self._loop.state
-        rows: list[Coroutine[Any, Any, RawGeneration]] = []
-        for prompt in prompts:
-            base = params.seed if params.seed is not None else random.randrange(2**31)
-            rows.extend(
+        base = params.seed if params.seed is not None else random.randrange(2**31)
+        return await gather_all(
+            [
                 self._one(client, semaphore, prompt, params, generation_seed(base, i))
                 for i in range(params.num_generations)
-            )
-        flat = await gather_all(rows)
-        k = params.num_generations
-        return [flat[j * k : (j + 1) * k] for j in range(len(prompts))]
+            ]
+        )
 
     async def _one(
         self, client: Any, semaphore: asyncio.Semaphore, prompt: FormattedPrompt, params: GenerationParams, seed: int

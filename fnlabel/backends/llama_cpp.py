@@ -12,6 +12,7 @@ each general param maps to llama.cpp.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,6 +66,26 @@ class LlamaCppConfig:
 
     kind: ClassVar[str] = "llama-cpp"
 
+    def check_params(self, params: GenerationParams) -> None:
+        """Every general param maps to llama.cpp; only a request longer than the context is refused."""
+        if params.max_new_tokens >= self.n_ctx:
+            raise ConfigError(
+                f"max_new_tokens={params.max_new_tokens} does not fit llama-cpp n_ctx={self.n_ctx}; "
+                "raise n_ctx in the backend config or lower max_new_tokens"
+            )
+
+    def preflight(self, params: GenerationParams) -> list[str]:
+        """What would stop this backend, knowable without loading the model: the library, the file, the params."""
+        problems = []
+        if find_spec("llama_cpp") is None:
+            problems.append("the llama-cpp backend needs llama-cpp-python: pip install 'fnlabel[llama-cpp]'")
+        for check in (lambda: resolve_gguf(self.model), lambda: self.check_params(params)):
+            try:
+                check()
+            except ConfigError as exc:
+                problems.append(str(exc))
+        return problems
+
     def build(self) -> LlamaCpp:
         """Load the model (once per config) and return the backend callable."""
         backend = LlamaCpp(self)
@@ -115,11 +136,7 @@ class LlamaCpp(BackendBase):
 
     def check_params(self, params: GenerationParams) -> None:
         """Every general param maps to llama.cpp; only a request longer than the context is refused."""
-        if params.max_new_tokens >= self.config.n_ctx:
-            raise ConfigError(
-                f"max_new_tokens={params.max_new_tokens} does not fit llama-cpp n_ctx={self.config.n_ctx}; "
-                "raise n_ctx in the backend config or lower max_new_tokens"
-            )
+        self.config.check_params(params)
 
     def close(self) -> None:
         """Free the model; a later call loads it again."""

@@ -17,7 +17,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from fnlabel.backends.base import BackendBase
+from fnlabel.backends.http import gather_all
 from fnlabel.errors import BackendError
+from fnlabel.seeds import generation_seed
+from fnlabel.types import OnPrompt, RawGeneration
 
 __all__ = ["LoopThread", "LoopBackend"]
 
@@ -122,8 +125,9 @@ class LoopBackend(BackendBase):
     A subclass passes ``open_client``, a coroutine function run once on the loop that
     returns a client with an async ``close()``; it must not capture the backend itself, so
     the backend can be garbage-collected (its finalizer then closes the loop). The subclass
-    implements ``_generate(prompts, params)`` and may override ``check_request``. It is
-    rebuilt from its config when pickled.
+    implements ``_prompt(prompt, params)`` (one prompt's generations) and may override
+    ``check_request``. Each prompt's generations are reported (``on_prompt``) as they arrive. It
+    is rebuilt from its config when pickled.
     """
 
     def __init__(self, config: Any, name: str, open_client: Callable[[], Coroutine[Any, Any, Any]]) -> None:
@@ -161,17 +165,38 @@ class LoopBackend(BackendBase):
 
     def __call__(self, prompts: Sequence[Any], params: Any) -> Any:
         """Generate ``params.num_generations`` texts per prompt (sync; safe inside a running loop)."""
+        return self.generate_from(prompts, params, 0)
+
+    def generate_from(
+        self, prompts: Sequence[Any], params: Any, first_generation: int, on_prompt: OnPrompt | None = None
+    ) -> Any:
+        """As :meth:`BackendBase.generate_from`, with ``on_prompt`` called (on the backend's event loop
+        thread) as soon as each prompt's responses have arrived."""
+        if first_generation and params.seed is not None:
+            params = params.replace(seed=generation_seed(params.seed, first_generation))
         self.check_request(prompts, params)
-        return self._loop.run(self._generate(list(prompts), params))
+        return self._loop.run(self._generate(list(prompts), params, on_prompt))
 
     async def agenerate(self, prompts: Sequence[Any], params: Any) -> Any:
         """The same as calling the backend, awaitable from any event loop."""
         self.check_request(prompts, params)
-        return await asyncio.wrap_future(self._loop.submit(self._generate(list(prompts), params)))
+        return await asyncio.wrap_future(self._loop.submit(self._generate(list(prompts), params, None)))
 
     def close(self) -> None:
         """Close the HTTP client and stop the loop thread (a later call reopens them)."""
         self._loop.close()
 
-    async def _generate(self, prompts: list[Any], params: Any) -> Any:
+    async def _generate(self, prompts: list[Any], params: Any, on_prompt: OnPrompt | None = None) -> Any:
+        """Every prompt's generations, concurrently, in order; each reported to ``on_prompt`` as it is done."""
+
+        async def one(j: int, prompt: Any) -> list[RawGeneration]:
+            gens = await self._prompt(prompt, params)
+            if on_prompt is not None:
+                on_prompt(j, gens)
+            return gens
+
+        return await gather_all([one(j, p) for j, p in enumerate(prompts)])
+
+    async def _prompt(self, prompt: Any, params: Any) -> list[RawGeneration]:
+        """The ``params.num_generations`` generations of one prompt."""
         raise NotImplementedError

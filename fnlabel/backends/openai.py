@@ -16,6 +16,7 @@ out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -37,7 +38,7 @@ from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
 from fnlabel.seeds import generation_seed
-from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.types import FormattedPrompt, GenerationParams, OnPrompt, RawGeneration
 from fnlabel.validators import boolean, integer, number, one_of, text, url
 
 __all__ = ["OpenAIConfig", "OpenAIBackend", "openai", "PLACEHOLDER_KEY"]
@@ -109,6 +110,33 @@ class OpenAIConfig:
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.timeout, self.backoff, self.max_backoff)
 
+    def check_params(self, params: GenerationParams) -> None:
+        """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``)."""
+        if params.top_k is not None and not self.supports_top_k:
+            raise ConfigError(
+                f"openai backend: top_k={params.top_k} is not an OpenAI parameter. If the server at "
+                f"{self.base_url or 'api.openai.com'} accepts top_k (vLLM, llama.cpp, TGI do), set "
+                "supports_top_k = true in [backend]; otherwise leave top_k unset."
+            )
+
+    def preflight(self, params: GenerationParams) -> list[str]:
+        """What would stop this backend, knowable without a request: the SDK, the key, the params."""
+        problems = []
+        try:
+            require("openai", "openai", "aiohttp")
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if self.base_url is None and not os.environ.get(self.api_key_env):
+            problems.append(
+                f"openai backend (model {self.model!r}) needs an API key: environment variable {self.api_key_env} "
+                f"is not set. Export it (export {self.api_key_env}=sk-...), or set api_key_env in [backend]."
+            )
+        try:
+            self.check_params(params)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        return problems
+
 
 class OpenAIBackend(LoopBackend):
     """``generate(prompts, params)`` over an OpenAI-compatible server. Make one with :func:`openai`."""
@@ -139,19 +167,16 @@ class OpenAIBackend(LoopBackend):
 
     def check_params(self, params: GenerationParams) -> None:
         """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``)."""
-        if params.top_k is not None and not self.config.supports_top_k:
-            raise ConfigError(
-                f"openai backend: top_k={params.top_k} is not an OpenAI parameter. If the server at "
-                f"{self.config.base_url or 'api.openai.com'} accepts top_k (vLLM, llama.cpp, TGI do), set "
-                "supports_top_k = true in [backend]; otherwise leave top_k unset."
-            )
+        self.config.check_params(params)
 
     def check_request(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> None:
         self.check_params(params)
 
-    async def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
+    async def _generate(
+        self, prompts: list[FormattedPrompt], params: GenerationParams, on_prompt: OnPrompt | None = None
+    ) -> list[list[RawGeneration]]:
         try:
-            return await gather_all([self._prompt(p, params) for p in prompts])
+            return await super()._generate(prompts, params, on_prompt)
         except BackendError as exc:
             if self._placeholder_key and "HTTP 401" in str(exc):
                 raise BackendError(

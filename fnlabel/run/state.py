@@ -12,18 +12,44 @@ from typing import Any
 
 from fnlabel.errors import ConfigError, InputError
 from fnlabel.run.batch import GENERATOR_KEY, Batch, BatchRunner
-from fnlabel.run.inputs import open_input
+from fnlabel.run.inputs import InputSource, open_input
 from fnlabel.run.journal import JsonlLog, normalized, to_json_line
 from fnlabel.run.options import RunOptions
 from fnlabel.run.retry import UNREADABLE, RetryJournal, row_of
 
-__all__ = ["RunState", "batch_runner"]
+__all__ = ["RunState", "batch_runner", "scan_input", "written_keys"]
 
 
 def batch_runner(recipe: Any, opts: RunOptions) -> BatchRunner:
     """How the batches of ``recipe`` run with ``opts`` become output lines."""
     feed = tuple(k for k, _ in recipe.label_inputs())
     return BatchRunner(opts.num_generations, opts.output_key, feed, two_stage=recipe.label is not None)
+
+
+def written_keys(recipe: Any, opts: RunOptions) -> list[str]:
+    """The keys a run adds to each row: the output key, and (two stages) the generator's outputs and the fed keys."""
+    feed = [k for k, _ in recipe.label_inputs()]
+    return [opts.output_key, *([GENERATOR_KEY, *feed] if recipe.label is not None else [])]
+
+
+def scan_input(source: InputSource, added: list[str]) -> int:
+    """Read every row once, keeping nothing: the number of rows, or an InputError naming the first bad one
+    (not JSON, not an object, or holding a key fnlabel writes, the first of ``added``)."""
+    total = 0
+    for where, row in source:
+        clash = next((k for k in added if k in row), None)
+        if clash is not None:
+            if clash == added[0]:
+                fix = "set output_key in [run] to another name (or rename the column)"
+            elif clash == GENERATOR_KEY:
+                fix = "it holds the generator's outputs in a two-stage run: rename the column"
+            else:
+                fix = "it is the generator's outputs fed to the labeller ([label.inputs]): rename the column"
+            raise InputError(
+                f"{source.locate(where)}: the row already has a key {clash!r}, which fnlabel writes; {fix}"
+            )
+        total += 1
+    return total
 
 
 class RunState:
@@ -38,7 +64,7 @@ class RunState:
         self.opts = opts
         self.feed = tuple(k for k, _ in recipe.label_inputs())
         self.two_stage = recipe.label is not None
-        self.added = [opts.output_key, *([GENERATOR_KEY, *self.feed] if self.two_stage else [])]
+        self.added = written_keys(recipe, opts)
         if opts.output_key in self.added[1:]:  # the labeller's outputs would overwrite the generator's
             raise ConfigError(
                 f"[run] output_key = {opts.output_key!r} is also where a two-stage run writes "
@@ -55,22 +81,7 @@ class RunState:
         self._check_resume()
 
     def _scan(self) -> int:
-        """Read every row once (nothing kept): the number of rows, or an error naming the first bad one."""
-        total = 0
-        for where, row in self.input:
-            clash = next((k for k in self.added if k in row), None)
-            if clash is not None:
-                if clash == self.opts.output_key:
-                    fix = "set output_key in [run] to another name (or rename the column)"
-                elif clash == GENERATOR_KEY:
-                    fix = "it holds the generator's outputs in a two-stage run: rename the column"
-                else:
-                    fix = "it is the generator's outputs fed to the labeller ([label.inputs]): rename the column"
-                raise InputError(
-                    f"{self.input.locate(where)}: the row already has a key {clash!r}, which fnlabel writes; {fix}"
-                )
-            total += 1
-        return total
+        return scan_input(self.input, self.added)
 
     def todo(self) -> Sequence[int]:
         """The rows to run: those past the output's end, or (retry mode) those with a failure record."""
