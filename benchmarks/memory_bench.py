@@ -74,7 +74,12 @@ def retry(rows: int, tmp: Path) -> dict[str, float]:
     fixed = sum('"raw_output": null' in line for line in (tmp / "out.jsonl").open(encoding="utf-8"))
     assert fixed == 0 and (tmp / "out.jsonl.failures.jsonl").read_text() == "", "the retry did not fix every row"
     print(f"retry of {rows // 3} failed rows in a {rows}-row output: {again:.1f} s; clean run {clean:.1f} s")
-    return {"rows": rows, "failed_rows": -(-rows // 3), "retry_seconds": round(again, 2), "clean_seconds": round(clean, 2)}
+    return {
+        "rows": rows,
+        "failed_rows": -(-rows // 3),
+        "retry_seconds": round(again, 2),
+        "clean_seconds": round(clean, 2),
+    }
 
 
 def plot(result: dict) -> None:

@@ -9,6 +9,8 @@ Each string template follows its model family's official chat template:
 * ``chatml``: ``<|im_start|>role\\n...<|im_end|>`` turns, ending on an open assistant turn.
 * ``zephyr`` and ``notus`` (a Zephyr fine-tune with the same template):
   ``<|system|>\\n...</s>`` turns, ending on ``<|assistant|>\\n``.
+
+An empty system prompt writes no system turn (no ``<<SYS>>`` block, no system message).
 """
 
 from __future__ import annotations

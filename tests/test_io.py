@@ -10,7 +10,8 @@ import pytest
 
 from fnlabel.errors import InputError
 from fnlabel.run.inputs import read_input
-from fnlabel.run.journal import JsonlLog, to_json_line, write_parquet
+from fnlabel.run.journal import JsonlLog, to_json_line
+from fnlabel.run.parquet import write_parquet
 
 ROWS = [{"input": "a", "n": 1}, {"input": "b, with comma", "n": 2}, {"input": "c\nmultiline", "n": 3}]
 
@@ -230,3 +231,24 @@ def test_bytes_that_are_not_utf8_name_their_line_not_a_decoder_offset(tmp_path: 
     with pytest.raises(InputError, match=rf"{name} line \d+: not UTF-8 text \(byte b'\\xe9' at column \d+\)") as info:
         read_input(tmp_path / name)
     assert "position" not in str(info.value)  # (what the decoder says: an offset in the whole file)
+
+
+def test_parquet_output_is_written_chunk_by_chunk_with_one_schema(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    # types that only the whole file settles: a column null for a whole chunk, ints then floats,
+    # a struct whose keys appear late, and a column mixing numbers and text (written as JSON text)
+    rows = [
+        {"id": i, "maybe": None if i < 5 else "x", "score": i if i < 5 else i + 0.5,
+         "parsed": {"a": i} if i < 5 else {"a": i, "b": "later"}, "mixed": i if i % 2 else "text"}
+        for i in range(10)
+    ]  # fmt: skip
+    src = tmp_path / "o.jsonl"
+    src.write_text("".join(to_json_line(r) for r in rows), encoding="utf-8")
+    write_parquet(src, tmp_path / "o.parquet", chunk_rows=3)
+    back = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert [r["id"] for r in back] == list(range(10))
+    assert [r["maybe"] for r in back] == [None] * 5 + ["x"] * 5
+    assert [r["score"] for r in back] == [float(r["score"]) for r in rows]
+    assert back[7]["parsed"] == {"a": 7, "b": "later"} and back[1]["parsed"] == {"a": 1, "b": None}
+    assert [r["mixed"] for r in back] == [json.dumps(r["mixed"]) for r in rows]

@@ -12,14 +12,14 @@ from fnlabel import ConfigError, GenerationFailure, GenerationParams, LLMOutput,
 
 # field -> (values that must be rejected, allowed range text in the message, values that must be accepted)
 BOUNDS = {
-    "max_new_tokens": ([0, -1, 1.5, "8", True, None], (">= 1", "[1, inf]"), [1, 4096]),
+    "max_new_tokens": ([0, -1, 1.5, "8", True, None, 2**20 + 1], ("[1, 1048576]",), [1, 4096, 2**20]),
     "temperature": ([-0.01, -1, math.inf, math.nan, "0.5", None, True], (">= 0",), [0, 0.0, 1, 2.5]),
     "top_k": ([0, -1, 2.5, "4", False], (">= 1", "[1, inf]"), [None, 1, 50]),
     "top_p": ([0, 0.0, -0.1, 1.5, 1.0001, None, math.nan], ("(0, 1]",), [1e-6, 0.5, 1, 1.0]),
     "frequency_penalty": ([-2.01, 2.01, 3, None, math.inf], ("[-2, 2]",), [-2, 0, 2.0]),
     "presence_penalty": ([-2.01, 2.01, -3, None, "1"], ("[-2, 2]",), [-2.0, 0.5, 2]),
     "seed": ([-1, 1.0, "1", True], (">= 0", "[0, inf]"), [None, 0, 2**40]),
-    "num_generations": ([0, -3, 1.0, None, True], (">= 1", "[1, inf]"), [1, 16]),
+    "num_generations": ([0, -3, 1.0, None, True, 1001], ("[1, 1000]",), [1, 16, 1000]),
 }
 
 

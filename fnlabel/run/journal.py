@@ -22,7 +22,7 @@ from typing import Any
 
 from fnlabel.errors import InputError, OutputError
 
-__all__ = ["JsonlLog", "to_json_line", "normalized", "write_parquet", "output_lock"]
+__all__ = ["JsonlLog", "to_json_line", "normalized", "output_lock"]
 
 
 def to_json_line(obj: Any) -> str:
@@ -186,40 +186,3 @@ class JsonlLog:
             _fsync(fh)
         os.replace(tmp, self.path)
         self.count = count
-
-
-def write_parquet(jsonl: Path, dest: Path) -> None:
-    """Convert a finished JSONL output to Parquet.
-
-    A column whose values Arrow cannot hold in one type (an int in one row, a
-    string or a list in another; an int beyond 64 bits; text with a lone
-    surrogate) is written as JSON text; the other columns keep their types.
-    """
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise OutputError(f"{dest}: writing Parquet needs pyarrow: pip install 'fnlabel[parquet]'") from exc
-    rows = [json.loads(line) for line in JsonlLog(jsonl).lines()]
-    unfit = (pa.ArrowException, TypeError, ValueError, OverflowError)
-    try:
-        table = pa.Table.from_pylist(rows)
-    except unfit:
-        columns = {}
-        for name in dict.fromkeys(k for r in rows for k in r):
-            values = [r.get(name) for r in rows]
-            try:
-                columns[name] = pa.array(values)
-            except unfit:
-                text = [None if v is None else to_json_line(v)[:-1] for v in values]
-                columns[name] = pa.array(text, pa.string())
-        table = pa.table(columns)
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise OutputError(
-            f"{dest}: cannot write the output there ({exc.strerror or exc}); the rows are kept in {jsonl}: "
-            "pass another --output, or fix that and rerun the same command"
-        ) from exc

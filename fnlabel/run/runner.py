@@ -31,8 +31,9 @@ import attrs
 from fnlabel.errors import BackendError
 from fnlabel.run.batch import Batch, BatchResult
 from fnlabel.run.engines import Engine, Log, Plan, make_engine
-from fnlabel.run.journal import output_lock, to_json_line, write_parquet
+from fnlabel.run.journal import output_lock, to_json_line
 from fnlabel.run.options import RunOptions
+from fnlabel.run.parquet import write_parquet
 from fnlabel.run.state import RunState, batch_runner
 
 __all__ = ["Summary", "OnProgress", "run_recipe"]

@@ -19,6 +19,7 @@ import attrs
 from fnlabel.errors import ConfigError, ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.parsing import excerpt, find_score, format_score, normalize, parse_score, strip_label
+from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
 from fnlabel.validators import check_texts
 
@@ -84,6 +85,8 @@ You are given an instruction (which may contain an input), a response to evaluat
 ###Feedback:
 """
 
+PROMETHEUS_PLACEHOLDERS = ("input", "answer", "reference", "criteria", "levels", "high")
+
 DEFAULT_CRITERIA = "Does the response answer the instruction helpfully, accurately and completely?"
 DEFAULT_SCORE_DESCRIPTIONS = (
     "The response is irrelevant or wrong, and does not help with the instruction.",
@@ -101,12 +104,11 @@ class UltraCMPrompt:
     """``build_prompt`` of :func:`ultracm`."""
 
     system_prompt: str = ULTRACM_SYSTEM_PROMPT
+    template: str = ULTRACM_TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
-        body = ULTRACM_TEMPLATE.format(
-            input=inputs.text(row, "input").strip(), answer=inputs.single_text(row, "generations").strip()
-        )
-        return Prompt(self.system_prompt, body)
+        values = {"input": inputs.text(row, "input").strip(), "answer": inputs.single_text(row, "generations").strip()}
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 def _critique(text: str) -> str:
@@ -159,8 +161,13 @@ def format_ultracm(output: Mapping[str, Any]) -> str:
     return f"### Feedback\nOverall Score: {format_score(output['score'])}\n{output['critique']}"
 
 
-def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT) -> Task:
+def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT, template: str | None = None) -> Task:
     """UltraCM: critique the answer in ``generations`` to ``input`` and score it from 1 to 10.
+
+    Args:
+        system_prompt: the system prompt of every request.
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`),
+            with the placeholders ``{input}`` and ``{answer}``.
 
     Examples:
         >>> task = ultracm()
@@ -169,7 +176,14 @@ def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT) -> Task:
     """
     return Task(
         name="ultracm",
-        build_prompt=UltraCMPrompt(system_prompt),
+        build_prompt=UltraCMPrompt(
+            system_prompt,
+            ULTRACM_TEMPLATE
+            if template is None
+            else read_template(
+                template, task="ultracm", placeholders=("input", "answer"), required=("input", "answer")
+            ),
+        ),
         parse=parse_ultracm,
         input_keys=("input", "generations"),
         output_keys=("critique", "score"),
@@ -195,18 +209,18 @@ class PrometheusPrompt:
     scoring_criteria: str = DEFAULT_CRITERIA
     score_descriptions: tuple[str, ...] = attrs.field(default=DEFAULT_SCORE_DESCRIPTIONS, converter=_descriptions)
     system_prompt: str = PROMETHEUS_SYSTEM_PROMPT
+    template: str = PROMETHEUS_TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
-        levels = "\n".join(f"Score {i}: {d.strip()}" for i, d in enumerate(self.score_descriptions, start=1))
-        body = PROMETHEUS_TEMPLATE.format(
-            high=len(self.score_descriptions),
-            input=inputs.text(row, "input").strip(),
-            answer=inputs.single_text(row, "generations").strip(),
-            reference=inputs.text(row, "ref_completion").strip(),
-            criteria=self.scoring_criteria.strip(),
-            levels=levels,
-        )
-        return Prompt(self.system_prompt, body)
+        values = {
+            "high": len(self.score_descriptions),
+            "input": inputs.text(row, "input").strip(),
+            "answer": inputs.single_text(row, "generations").strip(),
+            "reference": inputs.text(row, "ref_completion").strip(),
+            "criteria": self.scoring_criteria.strip(),
+            "levels": "\n".join(f"Score {i}: {d.strip()}" for i, d in enumerate(self.score_descriptions, start=1)),
+        }
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 _RESULT = re.compile(r"\[\s*result\s*\]\s*:?", re.IGNORECASE)
@@ -245,6 +259,7 @@ def prometheus(
     scoring_criteria: str = DEFAULT_CRITERIA,
     score_descriptions: tuple[str, ...] = DEFAULT_SCORE_DESCRIPTIONS,
     system_prompt: str = PROMETHEUS_SYSTEM_PROMPT,
+    template: str | None = None,
 ) -> Task:
     """Prometheus: critique the answer in ``generations`` against the ``ref_completion``
     reference answer and a rubric, and score it from 1 to N.
@@ -254,13 +269,20 @@ def prometheus(
         score_descriptions: what scores 1..N mean, lowest first (N = len; the
             reference answer gets N). A ``{score: description}`` mapping works too.
         system_prompt: the system prompt of every request.
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
+            it must use ``{input}``, ``{answer}`` and ``{reference}`` and may use ``{criteria}``,
+            ``{levels}`` (the rubric's "Score i: ..." lines) and ``{high}`` (the top score).
 
     Examples:
         >>> task = prometheus()
         >>> task.parse("Feedback: Accurate but brief. [RESULT] 4")
         {'critique': 'Accurate but brief.', 'score': 4.0}
     """
-    prompt = PrometheusPrompt(scoring_criteria, score_descriptions, system_prompt)
+    if template is not None:
+        template = read_template(
+            template, task="prometheus", placeholders=PROMETHEUS_PLACEHOLDERS, required=("input", "answer", "reference")
+        )
+    prompt = PrometheusPrompt(scoring_criteria, score_descriptions, system_prompt, template or PROMETHEUS_TEMPLATE)
     return Task(
         name="prometheus",
         build_prompt=prompt,

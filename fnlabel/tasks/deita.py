@@ -17,6 +17,7 @@ import attrs
 
 from fnlabel.tasks import inputs
 from fnlabel.tasks.parsing import format_score, indexed_scores
+from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
 
 __all__ = [
@@ -58,17 +59,18 @@ class ComplexityScorerPrompt:
     """``build_prompt`` of :func:`complexity_scorer`."""
 
     system_prompt: str = ""
+    template: str = COMPLEXITY_TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
         items = inputs.texts(row, "generations")
         n = len(items)
-        body = COMPLEXITY_TEMPLATE.format(
-            n=n,
-            n_plus_one=n + 1,
-            format_lines="\n".join(f"[{i}] Score: [score of question {i}]" for i in range(1, n + 1)),
-            items="\n".join(f"[{i}] {q.strip()}" for i, q in enumerate(items, start=1)),
-        )
-        return Prompt(self.system_prompt, body)
+        values = {
+            "n": n,
+            "n_plus_one": n + 1,
+            "format_lines": "\n".join(f"[{i}] Score: [score of question {i}]" for i in range(1, n + 1)),
+            "items": "\n".join(f"[{i}] {q.strip()}" for i, q in enumerate(items, start=1)),
+        }
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 @attrs.frozen
@@ -77,20 +79,20 @@ class QualityScorerPrompt:
 
     system_prompt: str = ""
     task_description: str = QUALITY_DESCRIPTION
+    template: str = QUALITY_TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
-        question = inputs.text(row, "input").strip()
         items = inputs.texts(row, "generations")
         n = len(items)
-        body = QUALITY_TEMPLATE.format(
-            n=n,
-            n_plus_one=n + 1,
-            task_description=self.task_description.strip(),
-            format_lines="\n".join(f"[Response {i}] Score: [score of response {i}]" for i in range(1, n + 1)),
-            input=question,
-            items="\n".join(f"[Response {i}] {r.strip()}" for i, r in enumerate(items, start=1)),
-        )
-        return Prompt(self.system_prompt, body)
+        values = {
+            "n": n,
+            "n_plus_one": n + 1,
+            "task_description": self.task_description.strip(),
+            "format_lines": "\n".join(f"[Response {i}] Score: [score of response {i}]" for i in range(1, n + 1)),
+            "input": inputs.text(row, "input").strip(),
+            "items": "\n".join(f"[Response {i}] {r.strip()}" for i, r in enumerate(items, start=1)),
+        }
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 def parse_indexed_scores(raw: str) -> dict[str, Any]:
@@ -113,8 +115,14 @@ def format_quality_scores(output: Mapping[str, Any]) -> str:
     return "\n".join(f"[Response {i}] Score: {format_score(s)}" for i, s in enumerate(output["rating"], start=1))
 
 
-def complexity_scorer(system_prompt: str = "") -> Task:
+def complexity_scorer(system_prompt: str = "", template: str | None = None) -> Task:
     """Deita's complexity scorer: score each instruction in ``generations`` by complexity.
+
+    Args:
+        system_prompt: the system prompt of every request (none by default).
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
+            it must use ``{items}`` (the numbered instructions) and may use ``{n}``, ``{n_plus_one}``
+            and ``{format_lines}``.
 
     Examples:
         >>> task = complexity_scorer()
@@ -125,19 +133,34 @@ def complexity_scorer(system_prompt: str = "") -> Task:
     """
     return Task(
         name="complexity-scorer",
-        build_prompt=ComplexityScorerPrompt(system_prompt),
+        build_prompt=ComplexityScorerPrompt(
+            system_prompt,
+            COMPLEXITY_TEMPLATE
+            if template is None
+            else read_template(
+                template,
+                task="complexity-scorer",
+                placeholders=("items", "n", "n_plus_one", "format_lines"),
+                required=("items",),
+            ),
+        ),
         parse=parse_indexed_scores,
         input_keys=("generations",),
         output_keys=("rating",),
     )
 
 
-def quality_scorer(system_prompt: str = "", task_description: str = QUALITY_DESCRIPTION) -> Task:
+def quality_scorer(
+    system_prompt: str = "", task_description: str = QUALITY_DESCRIPTION, template: str | None = None
+) -> Task:
     """Deita's quality scorer: score each answer in ``generations`` to ``input`` by quality.
 
     Args:
         system_prompt: the system prompt of every request (none by default).
         task_description: what the evaluation should consider.
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
+            it must use ``{input}`` and ``{items}`` (the numbered responses) and may use ``{n}``,
+            ``{n_plus_one}``, ``{format_lines}`` and ``{task_description}``.
 
     Examples:
         >>> quality_scorer().parse("[Response 1] Score: 2\\n[Response 2] Score: 3")
@@ -145,7 +168,18 @@ def quality_scorer(system_prompt: str = "", task_description: str = QUALITY_DESC
     """
     return Task(
         name="quality-scorer",
-        build_prompt=QualityScorerPrompt(system_prompt, task_description),
+        build_prompt=QualityScorerPrompt(
+            system_prompt,
+            task_description,
+            QUALITY_TEMPLATE
+            if template is None
+            else read_template(
+                template,
+                task="quality-scorer",
+                placeholders=("input", "items", "n", "n_plus_one", "format_lines", "task_description"),
+                required=("input", "items"),
+            ),
+        ),
         parse=parse_indexed_scores,
         input_keys=("input", "generations"),
         output_keys=("rating",),

@@ -23,6 +23,7 @@ import attrs
 from fnlabel.errors import InputError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.parsing import normalize, strip_label, strip_quotes
+from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
 from fnlabel.validators import check_one_of
 
@@ -119,134 +120,15 @@ LEADING_LABELS = ("rewritten prompt", "created prompt", "new prompt", "rewritten
 
 # English function words: an "evolution" made only of these says nothing
 STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "herself",
-        "him",
-        "himself",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "myself",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "ourselves",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "themselves",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "yourself",
-        "yourselves",
-    ]
+    """
+    a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most
+    my myself no nor not now of off on once only or other our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves
+    """.split()
 )
 
 
@@ -293,6 +175,8 @@ class EvolPrompt:
     evolution_method: str | None = attrs.field(default=None)
     seed: int = 0
     system_prompt: str = ""
+    #: one template for every method (``{input}``, ``{method}``, and ``{generation}`` for evol-quality)
+    template: str | None = None
 
     @evolution_method.validator
     def _check(self, _attr: attrs.Attribute, value: Any) -> None:
@@ -311,18 +195,29 @@ class EvolPrompt:
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
         method = self.method_for(row)
-        instruction = inputs.text(row, "input").strip()
+        values = {"input": inputs.text(row, "input").strip(), "method": METHOD_TEXT.get(method, "")}
         if method in QUALITY_METHODS:
-            generation = inputs.text(row, "generation").strip()
-            body = QUALITY_TEMPLATE.format(input=instruction, generation=generation, method=METHOD_TEXT[method])
-        elif method == "breadth":
-            body = BREADTH_TEMPLATE.format(input=instruction)
+            values["generation"] = inputs.text(row, "generation").strip()
+            template = QUALITY_TEMPLATE
         else:
-            body = DEPTH_TEMPLATE.format(input=instruction, method=METHOD_TEXT[method])
-        return Prompt(self.system_prompt, body)
+            template = BREADTH_TEMPLATE if method == "breadth" else DEPTH_TEMPLATE
+        return Prompt(self.system_prompt, fill(self.template or template, values))
 
 
-def evol_instruct(evolution_method: EvolInstructMethod | None = None, seed: int = 0, system_prompt: str = "") -> Task:
+def _template(path: str | None, task: str, quality: bool = False) -> str | None:
+    """A user's template for an evol task: ``{input}`` and ``{method}`` (and ``{generation}``)."""
+    if path is None:
+        return None
+    names = ("input", "method", "generation") if quality else ("input", "method")
+    return read_template(path, task=task, placeholders=names, required=names[::2])
+
+
+def evol_instruct(
+    evolution_method: EvolInstructMethod | None = None,
+    seed: int = 0,
+    system_prompt: str = "",
+    template: str | None = None,
+) -> Task:
     """Evolve each ``input`` instruction into a harder one (in depth) or a new one (in breadth).
 
     Args:
@@ -331,6 +226,9 @@ def evol_instruct(evolution_method: EvolInstructMethod | None = None, seed: int 
             A row's own ``evolution_method`` key, when set, wins (as in distilabel 0.x).
         seed: makes the per-row choice of method reproducible.
         system_prompt: the system prompt of every request (none by default).
+        template: a file whose text replaces the built-in templates of every method (see
+            :mod:`fnlabel.tasks.templates`), with the placeholders ``{input}`` and ``{method}``
+            (the method's instruction, empty for ``breadth``; evol-quality adds ``{generation}``).
 
     Examples:
         >>> task = evol_instruct(evolution_method="constraints")
@@ -341,7 +239,9 @@ def evol_instruct(evolution_method: EvolInstructMethod | None = None, seed: int 
     """
     return Task(
         name="evol-instruct",
-        build_prompt=EvolPrompt(INSTRUCT_METHODS, evolution_method, seed, system_prompt),
+        build_prompt=EvolPrompt(
+            INSTRUCT_METHODS, evolution_method, seed, system_prompt, _template(template, "evol-instruct")
+        ),
         parse=EvolParser("instructions", PROMPT_MARKERS),
         input_keys=("input",),
         output_keys=("instructions",),
@@ -349,7 +249,10 @@ def evol_instruct(evolution_method: EvolInstructMethod | None = None, seed: int 
 
 
 def evol_complexity(
-    evolution_method: EvolComplexityMethod | None = None, seed: int = 0, system_prompt: str = ""
+    evolution_method: EvolComplexityMethod | None = None,
+    seed: int = 0,
+    system_prompt: str = "",
+    template: str | None = None,
 ) -> Task:
     """Deita's Evol-Complexity: :func:`evol_instruct` with the in-depth methods only
     (``constraints``, ``deepen``, ``concretizing``, ``reasoning``).
@@ -360,14 +263,21 @@ def evol_complexity(
     """
     return Task(
         name="evol-complexity",
-        build_prompt=EvolPrompt(COMPLEXITY_METHODS, evolution_method, seed, system_prompt),
+        build_prompt=EvolPrompt(
+            COMPLEXITY_METHODS, evolution_method, seed, system_prompt, _template(template, "evol-complexity")
+        ),
         parse=EvolParser("instructions", PROMPT_MARKERS),
         input_keys=("input",),
         output_keys=("instructions",),
     )
 
 
-def evol_quality(evolution_method: EvolQualityMethod | None = None, seed: int = 0, system_prompt: str = "") -> Task:
+def evol_quality(
+    evolution_method: EvolQualityMethod | None = None,
+    seed: int = 0,
+    system_prompt: str = "",
+    template: str | None = None,
+) -> Task:
     """Deita's Evol-Quality: rewrite the ``generation`` answering ``input`` into a better one.
 
     Args:
@@ -375,6 +285,9 @@ def evol_quality(evolution_method: EvolQualityMethod | None = None, seed: int = 
             ``details``; None picks one per row from ``seed`` and the row.
         seed: makes the per-row choice of method reproducible.
         system_prompt: the system prompt of every request (none by default).
+        template: a file whose text replaces the built-in templates of every method (see
+            :mod:`fnlabel.tasks.templates`), with the placeholders ``{input}`` and ``{method}``
+            (the method's instruction, empty for ``breadth``; evol-quality adds ``{generation}``).
 
     Examples:
         >>> task = evol_quality(evolution_method="details")
@@ -383,7 +296,9 @@ def evol_quality(evolution_method: EvolQualityMethod | None = None, seed: int = 
     """
     return Task(
         name="evol-quality",
-        build_prompt=EvolPrompt(QUALITY_METHODS, evolution_method, seed, system_prompt),
+        build_prompt=EvolPrompt(
+            QUALITY_METHODS, evolution_method, seed, system_prompt, _template(template, "evol-quality", True)
+        ),
         parse=EvolParser("generations", PROMPT_MARKERS + RESPONSE_MARKERS),
         input_keys=("input", "generation"),
         output_keys=("generations",),

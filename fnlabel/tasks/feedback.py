@@ -15,6 +15,7 @@ import attrs
 from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.parsing import excerpt, format_score, label_value, normalize, parse_score, starts_with_score
+from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
 from fnlabel.validators import check_one_of, check_texts
 
@@ -121,6 +122,39 @@ def _ratings(value: Any) -> tuple[str, ...] | None:
     return None if value is None else check_texts(value, "ratings", min_len=2)
 
 
+TEMPLATE = """\
+{task_description}
+{ratings}
+
+---
+
+## Format
+
+### Input
+Instruction: [Specify task goal and restrictions]
+
+Texts:
+{text_placeholders}
+
+### Output
+{output_format}
+
+---
+
+## Annotation
+
+### Input
+Instruction: {input}
+
+Texts:
+{texts}
+
+### Output
+"""
+#: what a template of :func:`ultrafeedback` may use; it must use ``{input}`` and ``{texts}``
+PLACEHOLDERS = ("input", "texts", "task_description", "ratings", "text_placeholders", "output_format")
+
+
 @attrs.frozen
 class UltraFeedbackPrompt:
     """``build_prompt`` of :func:`ultrafeedback`."""
@@ -128,26 +162,24 @@ class UltraFeedbackPrompt:
     task_description: str
     ratings: tuple[str, ...]
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    template: str = TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
-        instruction = inputs.text(row, "input").strip()
         texts = [t.strip() for t in inputs.texts(row, "generations")]
         n = len(texts)
-        scale = "\n".join(f"{i}. {d}" for i, d in enumerate(self.ratings, start=1))
-        placeholders = "\n".join(f"<text {i}> [Text {i}]" for i in range(1, n + 1))
-        outputs = "\n\n".join(
-            f"#### Output for Text {i}\nRating: [Rating for text {i}]\n"
-            "Rationale: [Rationale for the rating, in short sentences]"
-            for i in range(1, n + 1)
-        )
-        shown = "\n".join(f"<text {i}> {t}" for i, t in enumerate(texts, start=1))
-        body = (
-            f"{self.task_description.strip()}\n{scale}\n\n---\n\n## Format\n\n### Input\n"
-            f"Instruction: [Specify task goal and restrictions]\n\nTexts:\n{placeholders}\n\n"
-            f"### Output\n{outputs}\n\n---\n\n## Annotation\n\n### Input\nInstruction: {instruction}\n\n"
-            f"Texts:\n{shown}\n\n### Output\n"
-        )
-        return Prompt(self.system_prompt, body)
+        values = {
+            "input": inputs.text(row, "input").strip(),
+            "texts": "\n".join(f"<text {i}> {t}" for i, t in enumerate(texts, start=1)),
+            "task_description": self.task_description.strip(),
+            "ratings": "\n".join(f"{i}. {d}" for i, d in enumerate(self.ratings, start=1)),
+            "text_placeholders": "\n".join(f"<text {i}> [Text {i}]" for i in range(1, n + 1)),
+            "output_format": "\n\n".join(
+                f"#### Output for Text {i}\nRating: [Rating for text {i}]\n"
+                "Rationale: [Rationale for the rating, in short sentences]"
+                for i in range(1, n + 1)
+            ),
+        }
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 _HEADER_PREFIX = re.compile(r"^[\s#>*_\-]*(?:output\s+for\s+)?text\s*#?\d+[\s*_]*[:.)\-–]?\s*", re.IGNORECASE)
@@ -222,6 +254,7 @@ def ultrafeedback(
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     task_description: str | None = None,
     ratings: tuple[str, ...] | None = None,
+    template: str | None = None,
 ) -> Task:
     """Rate each of the ``generations`` for ``input`` on one UltraFeedback aspect.
 
@@ -231,6 +264,9 @@ def ultrafeedback(
         system_prompt: the system prompt of every request.
         task_description: replaces the aspect's description of the assessment.
         ratings: replaces the aspect's descriptions of ratings 1..N (N = len(ratings)).
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
+            it must use ``{input}`` and ``{texts}`` (the numbered texts) and may use
+            ``{task_description}``, ``{ratings}``, ``{text_placeholders}`` and ``{output_format}``.
 
     Examples:
         >>> task = ultrafeedback("helpfulness")
@@ -245,7 +281,14 @@ def ultrafeedback(
     scale = _ratings(ratings) or default_ratings
     return Task(
         name="ultrafeedback",
-        build_prompt=UltraFeedbackPrompt(task_description or default_description, scale, system_prompt),
+        build_prompt=UltraFeedbackPrompt(
+            task_description or default_description,
+            scale,
+            system_prompt,
+            TEMPLATE
+            if template is None
+            else read_template(template, task="ultrafeedback", placeholders=PLACEHOLDERS, required=("input", "texts")),
+        ),
         parse=UltraFeedbackParser(1, len(scale)),
         input_keys=("input", "generations"),
         output_keys=("rating", "rationale"),

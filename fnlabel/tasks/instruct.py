@@ -16,6 +16,7 @@ import attrs
 from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.parsing import excerpt, list_items
+from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
 from fnlabel.validators import check_texts, integer
 
@@ -51,6 +52,9 @@ Write exactly {num_instructions} queries as a numbered list, one query per line 
 Write nothing else: no title, no introduction, no answers."""
 
 
+PLACEHOLDERS = ("input", "num_instructions", "criteria", "application_description")
+
+
 def _criteria(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):  # one criterion per line, like distilabel 0.x's string
         value = [line for line in value.splitlines() if line.strip()]
@@ -65,16 +69,17 @@ class SelfInstructPrompt:
     application_description: str = "AI assistant"
     num_instructions: int = attrs.field(default=5, validator=integer(1))
     criteria_for_query_generation: tuple[str, ...] = attrs.field(default=DEFAULT_CRITERIA, converter=_criteria)
+    template: str = TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
         criteria = "\n".join(f"- {c.strip()}" for c in self.criteria_for_query_generation)
-        body = TEMPLATE.format(
-            num_instructions=self.num_instructions,
-            criteria=criteria,
-            application_description=self.application_description.strip(),
-            input=inputs.text(row, "input").strip(),
-        )
-        return Prompt(self.system_prompt, body)
+        values = {
+            "num_instructions": self.num_instructions,
+            "criteria": criteria,
+            "application_description": self.application_description.strip(),
+            "input": inputs.text(row, "input").strip(),
+        }
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 def parse_instructions(raw: str) -> dict[str, Any]:
@@ -100,6 +105,7 @@ def self_instruct(
     application_description: str = "AI assistant",
     num_instructions: int = 5,
     criteria_for_query_generation: tuple[str, ...] = DEFAULT_CRITERIA,
+    template: str | None = None,
 ) -> Task:
     """Write ``num_instructions`` user queries about each ``input`` context.
 
@@ -109,6 +115,8 @@ def self_instruct(
         num_instructions: how many queries to ask for (models may write fewer or more;
             all are kept).
         criteria_for_query_generation: the rules the queries follow, one per item.
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`),
+            with the placeholders ``{input}``, ``{num_instructions}``, ``{criteria}``, ``{application_description}``.
 
     Examples:
         >>> task = self_instruct(num_instructions=2, application_description="A cooking assistant")
@@ -120,7 +128,13 @@ def self_instruct(
     return Task(
         name="self-instruct",
         build_prompt=SelfInstructPrompt(
-            system_prompt, application_description, num_instructions, criteria_for_query_generation
+            system_prompt,
+            application_description,
+            num_instructions,
+            criteria_for_query_generation,
+            TEMPLATE
+            if template is None
+            else read_template(template, task="self-instruct", placeholders=PLACEHOLDERS, required=("input",)),
         ),
         parse=parse_instructions,
         input_keys=("input",),

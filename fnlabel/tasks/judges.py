@@ -17,6 +17,7 @@ import attrs
 from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
 from fnlabel.tasks.parsing import excerpt, format_score, normalize, parse_score, parse_score_list
+from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
 from fnlabel.validators import check_texts
 
@@ -73,22 +74,30 @@ def _fill(description: str, **values: str) -> str:
     return description.strip()
 
 
+JUDGELM_TEMPLATE = "[Question]\n{input}\n\n{answers}\n\n[System]\n{task_description}\n"
+JUDGELM_PLACEHOLDERS = ("input", "answers", "task_description", "num_responses")
+
+
 @attrs.frozen
 class JudgeLMPrompt:
     """``build_prompt`` of :func:`judgelm`."""
 
     system_prompt: str = JUDGELM_SYSTEM_PROMPT
     task_description: str = JUDGELM_DESCRIPTION
+    template: str = JUDGELM_TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
-        question = inputs.text(row, "input").strip()
         answers = inputs.texts(row, "generations")
-        blocks = "\n\n".join(
-            f"[The Start of Assistant {i}'s Answer]\n{a.strip()}\n[The End of Assistant {i}'s Answer]"
-            for i, a in enumerate(answers, start=1)
-        )
-        system = _fill(self.task_description, num_responses=str(len(answers)))
-        return Prompt(self.system_prompt, f"[Question]\n{question}\n\n{blocks}\n\n[System]\n{system}\n")
+        values = {
+            "input": inputs.text(row, "input").strip(),
+            "answers": "\n\n".join(
+                f"[The Start of Assistant {i}'s Answer]\n{a.strip()}\n[The End of Assistant {i}'s Answer]"
+                for i, a in enumerate(answers, start=1)
+            ),
+            "task_description": _fill(self.task_description, num_responses=str(len(answers))),
+            "num_responses": len(answers),
+        }
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 def parse_judgelm(raw: str) -> dict[str, Any]:
@@ -129,13 +138,18 @@ def format_judgelm(output: Mapping[str, Any]) -> str:
     return " ".join(format_score(s) for s in output["rating"]) + "\n" + output["rationale"]
 
 
-def judgelm(system_prompt: str = JUDGELM_SYSTEM_PROMPT, task_description: str = JUDGELM_DESCRIPTION) -> Task:
+def judgelm(
+    system_prompt: str = JUDGELM_SYSTEM_PROMPT, task_description: str = JUDGELM_DESCRIPTION, template: str | None = None
+) -> Task:
     """JudgeLM: score each of the ``generations`` for ``input`` from 1 to 10, with one explanation.
 
     Args:
         system_prompt: the system prompt of every request.
         task_description: the instructions after the answers; ``{num_responses}`` is
             replaced by the number of answers.
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
+            it must use ``{input}`` and ``{answers}`` (each answer between JudgeLM's start and end
+            marks) and may use ``{task_description}`` and ``{num_responses}``.
 
     Examples:
         >>> task = judgelm()
@@ -144,7 +158,15 @@ def judgelm(system_prompt: str = JUDGELM_SYSTEM_PROMPT, task_description: str = 
     """
     return Task(
         name="judgelm",
-        build_prompt=JudgeLMPrompt(system_prompt, task_description),
+        build_prompt=JudgeLMPrompt(
+            system_prompt,
+            task_description,
+            JUDGELM_TEMPLATE
+            if template is None
+            else read_template(
+                template, task="judgelm", placeholders=JUDGELM_PLACEHOLDERS, required=("input", "answers")
+            ),
+        ),
         parse=parse_judgelm,
         input_keys=("input", "generations"),
         output_keys=("rating", "rationale"),
@@ -161,6 +183,37 @@ def _areas_text(areas: Sequence[str]) -> str:
     return ", ".join(areas[:-1]) + " and " + areas[-1]
 
 
+ULTRAJUDGE_TEMPLATE = """\
+{task_description}
+
+---
+
+## Format
+
+### Input
+Instruction: [the instruction]
+
+{answer_placeholders}
+
+### Output
+{output_format}
+
+Final scores: {final_scores_format}
+
+---
+
+### Input
+Instruction: {input}
+
+{answers}
+
+### Output
+"""
+ULTRAJUDGE_PLACEHOLDERS = (
+    "input", "answers", "task_description", "answer_placeholders", "output_format", "final_scores_format", "areas",
+)  # fmt: skip
+
+
 @attrs.frozen
 class UltraJudgePrompt:
     """``build_prompt`` of :func:`ultrajudge`."""
@@ -168,23 +221,22 @@ class UltraJudgePrompt:
     areas: tuple[str, ...] = attrs.field(default=DEFAULT_AREAS, converter=_areas)
     system_prompt: str = ULTRAJUDGE_SYSTEM_PROMPT
     task_description: str = ULTRAJUDGE_DESCRIPTION
+    template: str = ULTRAJUDGE_TEMPLATE
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
-        instruction = inputs.text(row, "input").strip()
         answers = inputs.texts(row, "generations")
         n = len(answers)
-        description = _fill(self.task_description, num_responses=str(n), areas=_areas_text(self.areas))
-        placeholders = "\n".join(f"Assistant {i}: [answer]" for i in range(1, n + 1))
         per_area = "\n".join(f"{a} - [score from 0 to 10]\n[feedback on {a}]" for a in self.areas)
-        outputs = "\n\n".join(f"Assistant {i}:\n{per_area}" for i in range(1, n + 1))
-        finals = " ".join(f"[score of Assistant {i}]" for i in range(1, n + 1))
-        shown = "\n\n".join(f"Assistant {i}: {a.strip()}" for i, a in enumerate(answers, start=1))
-        body = (
-            f"{description}\n\n---\n\n## Format\n\n### Input\nInstruction: [the instruction]\n\n{placeholders}\n\n"
-            f"### Output\n{outputs}\n\nFinal scores: {finals}\n\n---\n\n"
-            f"### Input\nInstruction: {instruction}\n\n{shown}\n\n### Output\n"
-        )
-        return Prompt(self.system_prompt, body)
+        values = {
+            "input": inputs.text(row, "input").strip(),
+            "answers": "\n\n".join(f"Assistant {i}: {a.strip()}" for i, a in enumerate(answers, start=1)),
+            "task_description": _fill(self.task_description, num_responses=str(n), areas=_areas_text(self.areas)),
+            "answer_placeholders": "\n".join(f"Assistant {i}: [answer]" for i in range(1, n + 1)),
+            "output_format": "\n\n".join(f"Assistant {i}:\n{per_area}" for i in range(1, n + 1)),
+            "final_scores_format": " ".join(f"[score of Assistant {i}]" for i in range(1, n + 1)),
+            "areas": _areas_text(self.areas),
+        }
+        return Prompt(self.system_prompt, fill(self.template, values))
 
 
 _ASSISTANT_HEADER = re.compile(r"^[\s#>*_\-]*assistant\s*#?(\d+)\s*[:.\-]?\s*$", re.IGNORECASE)
@@ -276,6 +328,7 @@ def ultrajudge(
     areas: tuple[str, ...] = DEFAULT_AREAS,
     system_prompt: str = ULTRAJUDGE_SYSTEM_PROMPT,
     task_description: str = ULTRAJUDGE_DESCRIPTION,
+    template: str | None = None,
 ) -> Task:
     """UltraJudge: score each of the ``generations`` per area and overall, from 0 to 10.
 
@@ -283,6 +336,9 @@ def ultrajudge(
         areas: the areas judged for each answer.
         system_prompt: the system prompt of every request.
         task_description: the task's instructions; ``{num_responses}`` and ``{areas}`` are filled in.
+        template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
+            it must use ``{input}`` and ``{answers}`` and may use ``{task_description}``, ``{areas}``,
+            ``{answer_placeholders}``, ``{output_format}`` and ``{final_scores_format}``.
 
     Examples:
         >>> task = ultrajudge(areas=["Accuracy", "Clarity"])
@@ -292,7 +348,16 @@ def ultrajudge(
     """
     return Task(
         name="ultrajudge",
-        build_prompt=UltraJudgePrompt(areas, system_prompt, task_description),
+        build_prompt=UltraJudgePrompt(
+            areas,
+            system_prompt,
+            task_description,
+            ULTRAJUDGE_TEMPLATE
+            if template is None
+            else read_template(
+                template, task="ultrajudge", placeholders=ULTRAJUDGE_PLACEHOLDERS, required=("input", "answers")
+            ),
+        ),
         parse=UltraJudgeParser(areas),
         input_keys=("input", "generations"),
         output_keys=("rating", "areas"),
