@@ -13,7 +13,18 @@ from fnlabel.errors import BackendError, ConfigError, FnlabelError, InputError, 
 from fnlabel.formats import FORMATS, format_prompt
 from fnlabel.llm import LLM, llm, max_concurrency
 from fnlabel.registry import lazy_exports
-from fnlabel.types import GenerationFailure, GenerationParams, LLMLike, LLMOutput, Prompt, RowFailure, RunResult, Task
+from fnlabel.types import (
+    Generation,
+    GenerationFailure,
+    GenerationParams,
+    LLMLike,
+    LLMOutput,
+    Prompt,
+    RowFailure,
+    RunResult,
+    Task,
+    text_of,
+)
 
 __version__ = "0.1.0"
 
@@ -40,6 +51,7 @@ __all__ = [
     "ConfigError",
     "FORMATS",
     "FnlabelError",
+    "Generation",
     "GenerationFailure",
     "GenerationParams",
     "InputError",
@@ -68,6 +80,7 @@ __all__ = [
     "on_ray",
     "pooled",
     "tasks",
+    "text_of",
     "threaded",
     "with_prompt_format",
     "with_prompt_formatting_fn",

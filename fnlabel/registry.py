@@ -71,6 +71,8 @@ class Registry(Mapping[str, T], Generic[T]):
                 else:
                     found.setdefault(ep.name, ep)
             self._seen = (key, found)
+            for kind in [k for k in self._loaded if k not in self.builtins]:
+                del self._loaded[kind]  # another sys.path: a plugin kind may name something else now
         return self._seen[1]
 
     def __iter__(self) -> Iterator[str]:

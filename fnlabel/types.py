@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 import attrs
 
 from fnlabel.errors import ConfigError
-from fnlabel.validators import MAX_NEW_TOKENS, MAX_NUM_GENERATIONS, as_float, integer, number
+from fnlabel.validators import MAX_LOGPROBS, MAX_NEW_TOKENS, MAX_NUM_GENERATIONS, as_float, integer, number
 
 __all__ = [
     "LLMOutput",
@@ -35,7 +35,9 @@ __all__ = [
     "FormattedPrompt",
     "GenerationParams",
     "GenerationFailure",
+    "Generation",
     "RawGeneration",
+    "text_of",
     "Task",
     "RowFailure",
     "RunResult",
@@ -46,13 +48,23 @@ __all__ = [
 ]
 
 
-class LLMOutput(TypedDict):
-    """One generation for one input (the same keys as distilabel 0.x)."""
-
+class _SeedOutput(TypedDict):
     model_name: str
     prompt_used: Any
     raw_output: str | None
     parsed_output: dict[str, Any] | None
+
+
+class LLMOutput(_SeedOutput, total=False):
+    """One generation for one input (the same four keys as distilabel 0.x, plus an optional fifth).
+
+    ``metadata`` (only when asked for: ``fnlabel.llm(..., metadata=True)``, and in ``fnlabel run``)
+    says why and at what cost the generation ended: ``{"finish_reason", "input_tokens",
+    "output_tokens"}`` plus ``"logprobs"`` when ``GenerationParams.logprobs`` is set; a value the
+    backend did not report is None.
+    """
+
+    metadata: dict[str, Any]
 
 
 class ChatMessage(TypedDict):
@@ -92,7 +104,57 @@ class GenerationFailure:
     error: str
 
 
-RawGeneration = str | GenerationFailure
+@attrs.frozen(slots=True)
+class Generation:
+    """One generation with what the backend knows of it (a plain string is a generation too).
+
+    Attributes:
+        text: what the model wrote.
+        finish_reason: why it stopped: ``"stop"`` (an end token or a stop string), ``"length"``
+            (``max_new_tokens`` reached: the text is cut), or the server's own word; None if unknown.
+        input_tokens: the prompt's tokens (a request of several choices splits its usage over them,
+            so that totals stay exact).
+        output_tokens: the tokens of ``text``.
+        logprobs: when ``GenerationParams.logprobs`` asked for them: one
+            ``{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}`` per output token.
+
+    Examples:
+        >>> Generation("Paris.", finish_reason="stop", input_tokens=12, output_tokens=2).metadata()
+        {'finish_reason': 'stop', 'input_tokens': 12, 'output_tokens': 2}
+    """
+
+    text: str
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    logprobs: tuple[dict[str, Any], ...] | None = None
+
+    def metadata(self, logprobs: bool = False) -> dict[str, Any]:
+        """The ``metadata`` of an :class:`LLMOutput` (with ``"logprobs"`` when asked for)."""
+        meta: dict[str, Any] = {
+            "finish_reason": self.finish_reason,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+        if logprobs:
+            meta["logprobs"] = None if self.logprobs is None else list(self.logprobs)
+        return meta
+
+
+#: what a backend returns per generation: the text, the text with its metadata, or a failure
+RawGeneration = str | Generation | GenerationFailure
+
+
+def text_of(generation: RawGeneration) -> str | None:
+    """The text of what a backend returned for one generation (None for a failure).
+
+    Examples:
+        >>> text_of("Paris."), text_of(Generation("Paris.", "stop")), text_of(GenerationFailure("timeout"))
+        ('Paris.', 'Paris.', None)
+    """
+    if isinstance(generation, Generation):
+        return generation.text
+    return generation if isinstance(generation, str) else None
 
 
 def _to_stop(value: Any) -> tuple[str, ...]:
@@ -135,6 +197,8 @@ class GenerationParams:
     seed: int | None = attrs.field(default=None, validator=integer(0, optional=True))
     stop: tuple[str, ...] = attrs.field(default=(), converter=_to_stop)
     num_generations: int = attrs.field(default=1, validator=integer(1, high=MAX_NUM_GENERATIONS))
+    #: the ``logprobs`` of each output token and of its ``logprobs`` most likely alternatives (None: not asked)
+    logprobs: int | None = attrs.field(default=None, validator=integer(0, high=MAX_LOGPROBS, optional=True))
 
     def replace(self, **changes: Any) -> GenerationParams:
         """A copy with ``changes`` applied (and validated)."""
@@ -221,6 +285,7 @@ class Backend(Protocol):
         prompt_format: the backend's natural prompt format (``"openai"`` for chat models), or None.
         max_concurrency: calls worth running at once (HTTP backends: requests in flight).
         cache_identity: a stable string naming what the backend computes (the cache keys on it).
+        supports_logprobs: whether it fills :attr:`Generation.logprobs` (else ``logprobs`` is refused).
     """
 
     @property
@@ -234,6 +299,9 @@ class Backend(Protocol):
 
     @property
     def cache_identity(self) -> str: ...
+
+    @property
+    def supports_logprobs(self) -> bool: ...
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]: ...
 

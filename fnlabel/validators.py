@@ -44,6 +44,7 @@ __all__ = [
     "as_float",
     "MAX_NUM_GENERATIONS",
     "MAX_NEW_TOKENS",
+    "MAX_LOGPROBS",
     "INPUT_SUFFIXES",
     "OUTPUT_SUFFIXES",
     "check_input_source",
@@ -57,6 +58,8 @@ Validator = Callable[[Any, Any, Any], None]
 MAX_NUM_GENERATIONS = 1000
 #: the most new tokens a request may ask for (no model has a longer context)
 MAX_NEW_TOKENS = 2**20
+#: the most alternatives per token ``GenerationParams.logprobs`` may ask for (OpenAI's limit)
+MAX_LOGPROBS = 20
 
 #: what ``fnlabel run`` reads (by extension), besides ``hf:NAME[:SPLIT]``
 INPUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")

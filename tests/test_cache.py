@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 import fnlabel
-from fnlabel import GenerationFailure, GenerationParams, cached, llm, tasks, threaded
+from fnlabel import Generation, GenerationFailure, GenerationParams, cached, llm, tasks, threaded
 from fnlabel import seeds as shared_seeds
 from fnlabel.backends import EchoConfig, echo
 from fnlabel.combinators.cache import (
@@ -56,6 +56,10 @@ class Counting:
     @property
     def cache_identity(self) -> str:
         return cache_identity(self.inner)
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return self.inner.supports_logprobs
 
     def __call__(self, prompts, params):
         self.calls.append((len(prompts), params.num_generations, params.seed))
@@ -554,3 +558,40 @@ def test_close_closes_the_cache_files_of_every_thread(tmp_path):
     assert _open_files(path) == []
     assert plain(ROWS, 2) == first  # a closed store reopens on next use
     plain.close()
+
+
+def test_a_rerun_reports_the_same_usage_without_calling_the_model(tmp_path):
+    backend = Counting(echo())
+    params = GenerationParams(max_new_tokens=3, logprobs=2)
+    gen = cached(llm(tasks.text_generation(), backend, params, metadata=True), tmp_path / "cache.sqlite")
+    first = gen(ROWS, 2)
+    calls = len(backend.calls)
+    again = gen(ROWS, 2)
+    assert len(backend.calls) == calls, "every generation came from the cache"
+    assert again == first
+    meta = [o["metadata"] for row in again for o in row]
+    assert all(m["finish_reason"] == "length" and m["output_tokens"] == 3 and m["input_tokens"] > 0 for m in meta)
+    assert all(len(m["logprobs"]) == 3 for m in meta)
+    # the same cache, read without metadata: the seed's four keys, the same texts
+    plain = cached(llm(tasks.text_generation(), backend, params), tmp_path / "cache.sqlite")(ROWS, 2)
+    assert len(backend.calls) == calls and raws(plain) == raws(first)
+    assert all(set(o) == {"model_name", "prompt_used", "raw_output", "parsed_output"} for row in plain for o in row)
+
+
+def test_a_schema_1_cache_is_migrated_in_place_and_its_entries_still_read(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    with sqlite3.connect(path) as conn:  # the layout fnlabel wrote before generations had metadata
+        conn.executescript(
+            "CREATE TABLE generations (key BLOB NOT NULL, idx INTEGER NOT NULL, output TEXT NOT NULL, "
+            "backend BLOB NOT NULL, created REAL NOT NULL, PRIMARY KEY (key, idx)) WITHOUT ROWID;"
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('schema', '1');"
+            "INSERT INTO generations VALUES (x'01', 0, 'old text', x'00', 0);"
+        )
+    store = SQLiteStore(path)
+    assert store.get([b"\x01"], 1) == {b"\x01": {0: "old text"}}
+    store.put([(b"\x02", 0, Generation("new", "stop", 4, 1))], b"\x00")
+    assert store.get([b"\x02"], 1) == {b"\x02": {0: Generation("new", "stop", 4, 1)}}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == ("2",)
+    assert SQLiteStore(path).get([b"\x01", b"\x02"], 1)[b"\x01"] == {0: "old text"}, "opening it again is a no-op"

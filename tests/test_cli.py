@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fnlabel.cli import ProgressBar
+from fnlabel.cli.display import RunDisplay, status_line
+from fnlabel.run.batch import Usage
+from fnlabel.run.runner import Progress
 from tests.recipe_helpers import ROOT, echo_recipe, fnlabel, make_dist, popen, questions, read_jsonl, write_jsonl
 
 
@@ -20,7 +22,10 @@ def _check_rows(rows: list[dict], inputs: list[dict], k: int) -> None:
     for row in rows:
         assert len(row["outputs"]) == k
         for g, out in enumerate(row["outputs"]):
-            assert set(out) == {"model_name", "prompt_used", "raw_output", "parsed_output"}
+            assert set(out) == {"model_name", "prompt_used", "raw_output", "parsed_output", "metadata"}
+            meta = out["metadata"]  # fnlabel run writes it by default
+            assert set(meta) == {"finish_reason", "input_tokens", "output_tokens"}
+            assert meta["finish_reason"] in ("stop", "length") and meta["output_tokens"] > 0
             assert out["raw_output"].startswith(f"[{g}:") and out["raw_output"].endswith(str(row["input"]))
             assert out["parsed_output"] == {"generations": out["raw_output"]}
 
@@ -355,21 +360,22 @@ def test_default_output_is_named_after_the_recipe(tmp_path: Path) -> None:
 
 
 def test_progress_line() -> None:
-    line = ProgressBar.line(12, 24, 30, 10.0)
-    assert line.startswith("[" + "#" * 12 + "-" * 12 + "] 12/24 rows  3.0 gen/s  ETA 0:00:10")
+    line = status_line(Progress(12, 24, 30, 2, Usage(100, 4000, 3, 1.5), 10.0))
+    assert line == "12/24 rows (50%)  3.0 gen/s  400 tok/s  2 failed  3 truncated  $1.50  ETA 0:00:10"
 
 
-def test_progress_bar_draws_only_on_a_terminal(tmp_path: Path) -> None:
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal() -> None:
     import io
 
     piped = io.StringIO()
-    ProgressBar(piped, 10)(5, 10, 5)
-    assert piped.getvalue() == ""
-    shown = io.StringIO()
-    bar = ProgressBar(shown, 10, enabled=True)
-    bar(10, 10, 20)
-    bar.finish()
-    assert shown.getvalue().startswith("\r[") and "10/10 rows" in shown.getvalue()
+    display = RunDisplay(piped, interval=0)
+    display(Progress(0, 10, 0, 0, Usage(), 0.0))  # the start: nothing to say yet
+    display(Progress(5, 10, 5, 0, Usage(50, 60, 1), 1.0))
+    display(Progress(10, 10, 10, 0, Usage(100, 120, 1), 2.0))  # the end: the summary says it
+    assert piped.getvalue() == "fnlabel: 5/10 rows (50%)  5.0 gen/s  60 tok/s  0 failed  1 truncated  ETA 0:00:01\n"
+    quiet = io.StringIO()
+    RunDisplay(quiet, interval=3600)(Progress(5, 10, 5, 0, Usage(), 1.0))
+    assert quiet.getvalue() == "", "a line every interval, not one per batch"
 
 
 def test_progress_bar_on_a_real_tty(tmp_path: Path) -> None:
@@ -401,7 +407,7 @@ def test_progress_bar_on_a_real_tty(tmp_path: Path) -> None:
     os.close(leader)
     text = b"".join(chunks).decode()
     assert proc.returncode == 0
-    assert "4/4 rows" in text and "gen/s" in text and "ETA" in text
+    assert "4/4 rows" in text and "gen/s" in text and "tok/s" in text and "truncated" in text and "ETA" in text
 
 
 def test_in_process_and_pool_recipes_run(tmp_path: Path) -> None:

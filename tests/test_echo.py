@@ -10,16 +10,29 @@ import pytest
 from fnlabel import BackendError, ConfigError, GenerationFailure, GenerationParams
 from fnlabel.backends import BACKENDS, Echo, EchoConfig, config_class, echo
 from fnlabel.backends.echo import generation, prompt_text
+from fnlabel.types import Generation
 
 P = GenerationParams()
 
 
-def test_returns_num_generations_strings_per_prompt_in_order():
+def test_returns_num_generations_records_per_prompt_in_order():
     out = echo()(["a b", "c", "d e f"], P.replace(num_generations=3))
     assert [len(g) for g in out] == [3, 3, 3]
-    assert all(isinstance(s, str) for g in out for s in g)
-    assert [[s.split("] ", 1)[1] for s in g] for g in out] == [["a b"] * 3, ["c"] * 3, ["d e f"] * 3]
-    assert [[s[:3] for s in g] for g in out] == [["[0:", "[1:", "[2:"]] * 3
+    assert all(isinstance(s, Generation) for g in out for s in g)
+    assert [[s.text.split("] ", 1)[1] for s in g] for g in out] == [["a b"] * 3, ["c"] * 3, ["d e f"] * 3]
+    assert [[s.text[:3] for s in g] for g in out] == [["[0:", "[1:", "[2:"]] * 3
+
+
+def test_words_are_its_tokens_and_a_cut_text_says_length():
+    [[full]] = echo()(["one two three"], P)
+    assert (full.finish_reason, full.input_tokens, full.output_tokens) == ("stop", 3, 3)
+    [[cut]] = echo()(["one two three"], P.replace(max_new_tokens=2))
+    assert (cut.finish_reason, cut.output_tokens) == ("length", 2) and cut.text.endswith("] one two")
+    [[scored]] = echo()(["a b"], P.replace(logprobs=1))
+    assert scored.logprobs == (
+        {"token": "a", "logprob": 0.0, "top_logprobs": [{"token": "a", "logprob": 0.0}]},
+        {"token": "b", "logprob": 0.0, "top_logprobs": [{"token": "b", "logprob": 0.0}]},
+    )
 
 
 def test_is_deterministic_and_pure():
@@ -60,7 +73,7 @@ def test_max_new_tokens_bounds_words_and_stop_cuts():
 def test_chat_messages_become_role_lines():
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]
     assert prompt_text(msgs) == "system: S\nuser: hi"
-    assert echo()([msgs], P)[0][0].endswith("system: S user: hi")
+    assert echo()([msgs], P)[0][0].text.endswith("system: S user: hi")
 
 
 def test_latency_is_slept_per_call_and_per_prompt():
@@ -74,7 +87,7 @@ def test_latency_is_slept_per_call_and_per_prompt():
 
 def test_fail_on_returns_generation_failures_for_matching_prompts_only():
     out = echo(fail_on=["BAD", "WORSE"])(["fine", "a BAD one", "WORSE"], P.replace(num_generations=2))
-    assert all(isinstance(s, str) for s in out[0])
+    assert all(isinstance(s, Generation) for s in out[0])
     for row in out[1:]:
         assert len(row) == 2 and all(isinstance(g, GenerationFailure) and "fail_on" in g.error for g in row)
 

@@ -423,3 +423,46 @@ def test_python_api_mistakes_raise_errors_that_say_what_to_do() -> None:
     formatted = llm(task, backends.echo(), prompt_formatting_fn=broken)
     with pytest.raises(ConfigError, match=r"prompt_formatting_fn .*broken raised on row 0: KeyError"):
         formatted([{"input": "x"}, {"input": "y"}])  # a bug of the caller, not two bad rows
+
+
+# --- metadata ------------------------------------------------------------------------------------
+
+
+def test_metadata_is_a_fifth_key_only_when_asked_for():
+    plain = llm(TG, backends.echo())(rows(2), num_generations=2)
+    assert all(set(o) == {"model_name", "prompt_used", "raw_output", "parsed_output"} for r in plain for o in r)
+    two_words = [{"input": f"q{i} more"} for i in range(2)]
+    out = llm(TG, backends.echo(), GenerationParams(max_new_tokens=1), metadata=True)(two_words, num_generations=2)
+    for i, row in enumerate(out):
+        for o in row:
+            # echo: words are tokens, and max_new_tokens=1 keeps the first word of the prompt
+            assert o["metadata"] == {"finish_reason": "length", "input_tokens": 2, "output_tokens": 1}
+            assert o["raw_output"].endswith(f"] q{i}") and o["prompt_used"] == f"q{i} more"
+    assert [[{k: v for k, v in o.items() if k != "metadata"} for o in r] for r in out] == llm(
+        TG, backends.echo(), GenerationParams(max_new_tokens=1)
+    )(two_words, num_generations=2), "the four keys are the same with or without metadata"
+
+
+def test_metadata_of_plain_strings_failures_and_bad_rows_is_all_none():
+    def gen(prompts, params):
+        return [["x", GenerationFailure("quota")] for _ in prompts]
+
+    res = llm(TG, gen, metadata=True).run([{"input": "a"}, {"nope": 1}], 2)
+    none = {"finish_reason": None, "input_tokens": None, "output_tokens": None}
+    assert [[o["metadata"] for o in row] for row in res.outputs] == [[none, none], [none, none]]
+    assert [o["raw_output"] for o in res.outputs[0]] == ["x", None]
+
+
+def test_logprobs_are_in_the_metadata_when_asked_for_and_refused_where_impossible():
+    out = llm(TG, backends.echo(), GenerationParams(logprobs=0), metadata=True)([{"input": "a b"}])
+    [[o]] = out
+    assert [t["token"] for t in o["metadata"]["logprobs"]][-2:] == ["a", "b"]
+    assert all(t["top_logprobs"] == [] for t in o["metadata"]["logprobs"])
+
+    def gen(prompts, params):
+        return [["x"] for _ in prompts]
+
+    with pytest.raises(ConfigError, match="cannot return logprobs: leave GenerationParams.logprobs"):
+        llm(TG, gen, GenerationParams(logprobs=1))
+    with pytest.raises(ConfigError, match="logprobs"):
+        GenerationParams(logprobs=21)

@@ -103,5 +103,6 @@ def test_prompt_and_failure_records():
     assert f.error == "retries exhausted" and pickle.loads(pickle.dumps(f)) == f
 
 
-def test_llm_output_has_exactly_the_distilabel_keys():
-    assert set(LLMOutput.__annotations__) == {"model_name", "prompt_used", "raw_output", "parsed_output"}
+def test_llm_output_has_the_distilabel_keys_and_an_optional_metadata():
+    assert LLMOutput.__required_keys__ == {"model_name", "prompt_used", "raw_output", "parsed_output"}
+    assert LLMOutput.__optional_keys__ == {"metadata"}

@@ -89,6 +89,8 @@ class BackendBase:
     __slots__ = ()
 
     config: Any = None
+    #: whether it fills ``Generation.logprobs`` when ``GenerationParams.logprobs`` asks for them
+    supports_logprobs: bool = False
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         raise NotImplementedError
@@ -133,7 +135,12 @@ class BackendBase:
         return out
 
     def check_params(self, params: GenerationParams) -> None:
-        """Every param is honoured (a subclass refuses those it cannot honour)."""
+        """Refuse what this backend cannot honour: ``logprobs`` unless it supports them (a subclass adds its own)."""
+        if params.logprobs is not None and not self.supports_logprobs:
+            raise ConfigError(
+                f"backend {describe_backend(self)} cannot return logprobs: leave GenerationParams.logprobs "
+                "([params] logprobs) unset, or use a backend that can (openai, vllm, llama-cpp, transformers)"
+            )
 
     def close(self) -> None:
         """Nothing to release."""
@@ -191,7 +198,12 @@ class FunctionBackend(BackendBase):
         name = getattr(self.fn, "model_name", None)
         return f"{qual}:{name}" if name else qual
 
+    @property
+    def supports_logprobs(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.fn, "supports_logprobs", False))
+
     def check_params(self, params: GenerationParams) -> None:
+        super().check_params(params)
         check = getattr(self.fn, "check_params", None)
         if check is not None:
             check(params)
@@ -207,6 +219,7 @@ _BACKEND_MEMBERS = (
     "prompt_format",
     "max_concurrency",
     "cache_identity",
+    "supports_logprobs",
     "generate_from",
     "check_params",
     "close",

@@ -2,9 +2,11 @@
 
 Its output depends on the prompt, the params and the generation index, so a
 test can see that each of them reached the backend. It behaves like a tiny
-model: ``max_new_tokens`` bounds the number of words and ``stop`` strings cut
-the text. Options script latency and failures, so combinators and retries can
-be tested without a model.
+model whose tokens are words: ``max_new_tokens`` bounds the number of words
+(``finish_reason`` is then ``"length"``), ``stop`` strings cut the text, each
+generation reports its input and output words as tokens, and ``logprobs`` are
+given (0.0 for each word). Options script latency and failures, so combinators
+and retries can be tested without a model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import attrs
 from fnlabel.backends.base import BackendBase
 from fnlabel.errors import BackendError
 from fnlabel.formats import check_format
-from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+from fnlabel.types import FormattedPrompt, Generation, GenerationFailure, GenerationParams, RawGeneration
 from fnlabel.validators import number, text
 
 __all__ = ["EchoConfig", "Echo", "echo", "prompt_text"]
@@ -80,6 +82,7 @@ class Echo(BackendBase):
     """The backend callable itself: ``Echo(config)(prompts, params)``."""
 
     config: EchoConfig = EchoConfig()
+    supports_logprobs = True
 
     @property
     def model_name(self) -> str:
@@ -101,14 +104,14 @@ class Echo(BackendBase):
             time.sleep(delay)
         tag = _params_tag(params)
         out: list[list[RawGeneration]] = [
-            [generation(t, params, i, tag) for i in range(params.num_generations)] for t in texts
+            [_generation(t, params, i, tag) for i in range(params.num_generations)] for t in texts
         ]
         for row, prompt in enumerate(texts):
             hit = next((s for s in cfg.fail_on if s in prompt), None)
             if hit is not None:
                 out[row] = [GenerationFailure(f"echo: prompt contains {hit!r} (fail_on)")] * len(out[row])
         if cfg.call_log:
-            produced = sum(isinstance(g, str) for gens in out for g in gens)
+            produced = sum(isinstance(g, Generation) for gens in out for g in gens)
             with open(cfg.call_log, "a", encoding="utf-8") as fh:
                 fh.write("g\n" * produced)
                 fh.flush()
@@ -117,9 +120,29 @@ class Echo(BackendBase):
 
 
 def _params_tag(params: GenerationParams) -> str:
-    # everything but num_generations: asking for more generations must not change earlier ones
-    key = repr(attrs.astuple(params.replace(num_generations=1)))
+    # everything but num_generations (asking for more generations must not change earlier ones) and
+    # logprobs (they do not change the text)
+    key = repr(attrs.astuple(params.replace(num_generations=1, logprobs=None))[:-1])
     return hashlib.blake2b(key.encode(), digest_size=3).hexdigest()
+
+
+def _generation(text: str, params: GenerationParams, index: int, tag: str) -> Generation:
+    words = text.split()
+    out = generation(text, params, index, tag)
+    said = out.split("] ", 1)[1].split() if "] " in out else []
+    logprobs = None
+    if params.logprobs is not None:
+        top = params.logprobs
+        logprobs = tuple(
+            {"token": w, "logprob": 0.0, "top_logprobs": [{"token": w, "logprob": 0.0}][:top]} for w in said
+        )
+    return Generation(
+        out,
+        finish_reason="length" if len(words) > params.max_new_tokens and len(said) == params.max_new_tokens else "stop",
+        input_tokens=len(words),
+        output_tokens=len(said),
+        logprobs=logprobs,
+    )
 
 
 def generation(text: str, params: GenerationParams, index: int, tag: str | None = None) -> str:
@@ -140,7 +163,10 @@ def echo(**options: object) -> Echo:
     Examples:
         >>> from fnlabel import GenerationParams
         >>> generate = echo()
-        >>> generate(["hello world"], GenerationParams(num_generations=2))  # doctest: +ELLIPSIS
+        >>> [[g.text for g in row] for row in generate(["hello world"], GenerationParams(num_generations=2))]
+        ... # doctest: +ELLIPSIS
         [['[0:...] hello world', '[1:...] hello world']]
+        >>> generate(["one two three"], GenerationParams(max_new_tokens=2))[0][0].finish_reason
+        'length'
     """
     return Echo(EchoConfig(**options))  # type: ignore[arg-type]

@@ -21,10 +21,11 @@ from fnlabel import redact
 from fnlabel.backends.http import MalformedResponse, RetryPolicy, RowError, failed, gather_all, require, with_retries
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend
+from fnlabel.backends.usage import finish_reason, int_or_none
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.seeds import generation_seed
-from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.types import FormattedPrompt, Generation, GenerationParams, RawGeneration
 from fnlabel.validators import integer, number, text, url
 
 __all__ = ["InferenceEndpointsConfig", "InferenceEndpointsBackend", "inference_endpoints"]
@@ -178,11 +179,11 @@ class InferenceEndpointsBackend(LoopBackend):
         else:
             request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))
         try:
-            text = await with_retries(request, self._policy, semaphore, self._what)
+            gen = await with_retries(request, self._policy, semaphore, self._what)
         except RowError as exc:
             return failed(exc, 1)[0]
         # TGI keeps the stop sequence that ended the generation in its text; the other backends do not
-        return cut_at_stop(text, params.stop) if params.stop else text
+        return attrs.evolve(gen, text=cut_at_stop(gen.text, params.stop)) if params.stop else gen
 
     def text_generation_kwargs(self, params: GenerationParams, seed: int) -> dict[str, Any]:
         """``AsyncInferenceClient.text_generation`` kwargs for one generation.
@@ -206,6 +207,8 @@ class InferenceEndpointsBackend(LoopBackend):
             "seed": seed,
             "stop": list(params.stop) or None,
             "return_full_text": False,
+            "details": True,  # finish reason and generated tokens
+            "decoder_input_details": True,  # the prompt's tokens (prefill)
         }
 
     def chat_kwargs(self, params: GenerationParams, seed: int) -> dict[str, Any]:
@@ -222,19 +225,36 @@ class InferenceEndpointsBackend(LoopBackend):
         }
 
 
-async def _text(client: Any, prompt: str, kwargs: dict[str, Any]) -> str:
-    text = await client.text_generation(prompt, **kwargs)
+async def _text(client: Any, prompt: str, kwargs: dict[str, Any]) -> Generation:
+    output = await client.text_generation(prompt, **kwargs)
+    if isinstance(output, str):  # a server that is not TGI ignores details: the text alone
+        return Generation(output)
+    text, details = getattr(output, "generated_text", None), getattr(output, "details", None)
     if not isinstance(text, str):
-        raise MalformedResponse(f"expected generated text, got {str(text)[:200]!r}")
-    return text
+        raise MalformedResponse(f"expected generated text, got {str(output)[:200]!r}")
+    if details is None:
+        return Generation(text)
+    prefill = getattr(details, "prefill", None)
+    return Generation(
+        text,
+        finish_reason=finish_reason(details.finish_reason),
+        input_tokens=len(prefill) if prefill else None,
+        output_tokens=int_or_none(details.generated_tokens),
+    )
 
 
-async def _chat(client: Any, messages: list[Any], kwargs: dict[str, Any]) -> str:
+async def _chat(client: Any, messages: list[Any], kwargs: dict[str, Any]) -> Generation:
     response = await client.chat_completion(messages, **kwargs)
     choices = getattr(response, "choices", None)
     if not choices:
         raise MalformedResponse(f"expected a chat completion with choices, got {str(response)[:200]!r}")
-    return choices[0].message.content or ""
+    usage = getattr(response, "usage", None)
+    return Generation(
+        choices[0].message.content or "",
+        finish_reason=finish_reason(getattr(choices[0], "finish_reason", None)),
+        input_tokens=int_or_none(getattr(usage, "prompt_tokens", None)),
+        output_tokens=int_or_none(getattr(usage, "completion_tokens", None)),
+    )
 
 
 def _endpoint_url(config: InferenceEndpointsConfig, token: str | None) -> str:

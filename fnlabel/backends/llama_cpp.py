@@ -21,9 +21,10 @@ import attrs
 from fnlabel.backends.base import BackendBase
 from fnlabel.backends.local import ModelCache, is_chat
 from fnlabel.backends.models import resolve_gguf
+from fnlabel.backends.usage import chat_logprobs, completion_logprobs, finish_reason, int_or_none
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.seeds import generation_seeds
-from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+from fnlabel.types import FormattedPrompt, Generation, GenerationFailure, GenerationParams, RawGeneration
 from fnlabel.validators import check_text, integer, number
 
 __all__ = ["LlamaCppConfig", "LlamaCpp", "llama_cpp"]
@@ -93,7 +94,7 @@ class LlamaCppConfig:
         return backend
 
 
-def _load(config: LlamaCppConfig) -> Any:
+def _load(config: LlamaCppConfig, logits_all: bool = False) -> Any:
     try:
         import llama_cpp as lib
     except ImportError as exc:
@@ -108,6 +109,7 @@ def _load(config: LlamaCppConfig) -> Any:
             n_gpu_layers=config.n_gpu_layers,
             chat_format=config.chat_format,
             last_n_tokens_size=config.penalty_last_n,
+            logits_all=logits_all,
             verbose=config.verbose,
         )
     except (ValueError, RuntimeError) as exc:
@@ -134,28 +136,38 @@ class LlamaCpp(BackendBase):
         """The loaded ``llama_cpp.Llama`` (loaded on first use, then shared by equal configs)."""
         return _MODELS.get(self.config, lambda: _load(self.config))[0]
 
+    #: logprobs need the model's logits at every position: a second copy of the model is loaded
+    #: with ``logits_all=True`` (n_ctx x vocabulary floats more memory) for calls that ask for them
+    supports_logprobs = True
+
     def check_params(self, params: GenerationParams) -> None:
         """Every general param maps to llama.cpp; only a request longer than the context is refused."""
         self.config.check_params(params)
 
     def close(self) -> None:
         """Free the model; a later call loads it again."""
-        _MODELS.pop(self.config, close=lambda model: model.close())  # after a call still running in it
+        for key in (self.config, (self.config, "logits_all")):
+            _MODELS.pop(key, close=lambda model: model.close())  # after a call still running in it
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         chats = [is_chat(p, j) for j, p in enumerate(prompts)]
         kw = sampling_kwargs(self.config, params)
         n = params.num_generations
         out: list[list[RawGeneration]] = []
-        with _MODELS.using(self.config, lambda: _load(self.config)) as model:
+        if params.logprobs is None:
+            key: Any = self.config
+        else:
+            key = (self.config, "logits_all")
+            kw["logprobs"] = params.logprobs
+        with _MODELS.using(key, lambda: _load(self.config, logits_all=key is not self.config)) as model:
             for j, (prompt, chat) in enumerate(zip(prompts, chats)):
                 # greedy decoding ignores the seed: generate once, copy
                 seeds = generation_seeds(params.seed, 1 if params.temperature == 0 else n)
                 row: list[RawGeneration] = []
                 for seed in seeds:
-                    text = _generate_one(model, prompt, chat, kw, seed, j, self.config.n_ctx)
-                    row.append(text)
-                    if isinstance(text, GenerationFailure):
+                    gen = _generate_one(model, prompt, chat, kw, seed, j, self.config.n_ctx)
+                    row.append(gen)
+                    if isinstance(gen, GenerationFailure):
                         break  # the prompt does not fit: the other generations would fail the same way
                 out.append(row + [row[-1]] * (n - len(row)))
         return out
@@ -181,17 +193,37 @@ def _generate_one(
     model: Any, prompt: FormattedPrompt, chat: bool, kw: dict[str, Any], seed: int, index: int, n_ctx: int
 ) -> RawGeneration:
     try:
+        top = kw.get("logprobs")
         if chat:
-            result = model.create_chat_completion(messages=prompt, seed=seed, **kw)
-            return result["choices"][0]["message"]["content"] or ""
-        text = _prompt_tokens(model, prompt)  # type: ignore[arg-type]  # chat is False: a string prompt
-        return model.create_completion(prompt=text, seed=seed, **kw)["choices"][0]["text"]
+            chat_kw = kw if top is None else {**kw, "logprobs": True, "top_logprobs": top}
+            result = model.create_chat_completion(messages=prompt, seed=seed, **chat_kw)
+        else:
+            tokens = _prompt_tokens(model, prompt)  # type: ignore[arg-type]  # chat is False: a string prompt
+            result = model.create_completion(prompt=tokens, seed=seed, **kw)
+        return _generation(result, chat, top)
     except ValueError as exc:  # llama-cpp-python: "Requested tokens (N) exceed context window of M"
         if "context window" in str(exc):
             return GenerationFailure(f"llama-cpp: prompt {index} does not fit n_ctx={n_ctx}: {exc}; raise n_ctx")
         raise BackendError(f"llama-cpp failed on prompt {index}: {exc}") from exc
     except Exception as exc:
         raise BackendError(f"llama-cpp failed on prompt {index}: {type(exc).__name__}: {exc}") from exc
+
+
+def _generation(result: Any, chat: bool, top: int | None) -> Generation:
+    """The generation of a llama-cpp-python completion (its usage, finish reason and logprobs)."""
+    choice, usage = result["choices"][0], result.get("usage") or {}
+    if chat:
+        text = choice["message"]["content"] or ""
+        logprobs = chat_logprobs((choice.get("logprobs") or {}).get("content"), top or 0)
+    else:
+        text, logprobs = choice["text"], completion_logprobs(choice.get("logprobs"), top or 0)
+    return Generation(
+        text,
+        finish_reason=finish_reason(choice.get("finish_reason")),
+        input_tokens=int_or_none(usage.get("prompt_tokens")),
+        output_tokens=int_or_none(usage.get("completion_tokens")),
+        logprobs=logprobs if top is not None else None,
+    )
 
 
 def _prompt_tokens(model: Any, text: str) -> str | list[int]:
@@ -215,7 +247,7 @@ def llama_cpp(**options: Any) -> LlamaCpp:
         >>> from fnlabel import GenerationParams
         >>> generate = llama_cpp(model="smollm2", n_ctx=512)
         >>> out = generate(["The capital of France is"], GenerationParams(max_new_tokens=4, num_generations=2))
-        >>> len(out), len(out[0]), all(isinstance(t, str) for t in out[0])
-        (1, 2, True)
+        >>> len(out), len(out[0]), [g.input_tokens for g in out[0]]
+        (1, 2, [5, 5])
     """
     return LlamaCppConfig(**options).build()

@@ -34,11 +34,12 @@ from fnlabel.backends.http import (
 )
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend
+from fnlabel.backends.usage import chat_logprobs, completion_logprobs, finish_reason, int_or_none, split_exact
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
 from fnlabel.seeds import generation_seed
-from fnlabel.types import FormattedPrompt, GenerationParams, OnPrompt, RawGeneration
+from fnlabel.types import FormattedPrompt, Generation, GenerationParams, OnPrompt, RawGeneration
 from fnlabel.validators import boolean, integer, number, one_of, text, url
 
 __all__ = ["OpenAIConfig", "OpenAIBackend", "openai", "PLACEHOLDER_KEY"]
@@ -165,6 +166,8 @@ class OpenAIBackend(LoopBackend):
     def model_name(self) -> str:
         return self.config.model
 
+    supports_logprobs = True
+
     def check_params(self, params: GenerationParams) -> None:
         """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``)."""
         self.config.check_params(params)
@@ -216,13 +219,13 @@ class OpenAIBackend(LoopBackend):
 
     async def _request(
         self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int
-    ) -> list[str]:
+    ) -> list[Generation]:
         # The body is plain JSON already, so it goes through the SDK's generic ``post`` (its
         # documented route for any endpoint): the typed ``create`` would transform every param
         # against its TypedDicts and cost ~20% more client CPU per request (benchmarks/openai_bench.py).
         # The response comes back as bytes and is read with json.loads for the same reason.
-        body = self.request_body(params, n, index)
         chat = not isinstance(prompt, str)
+        body = self.request_body(params, n, index, chat)
         body["messages" if chat else "prompt"] = prompt
         content = await client.post(
             "/chat/completions" if chat else "/completions", body=body, cast_to=bytes, options=_POST_OPTIONS
@@ -231,12 +234,12 @@ class OpenAIBackend(LoopBackend):
             data = json.loads(content)
         except ValueError as exc:
             raise MalformedResponse(f"response is not JSON: {content[:200]!r}") from exc
-        texts = _texts(data, chat=chat)
+        gens = _generations(data, chat=chat, top=params.logprobs)
         if params.stop:  # TGI's messages API keeps the stop sequence in the text; OpenAI and vLLM do not
-            return [cut_at_stop(t, params.stop) for t in texts]
-        return texts
+            return [attrs.evolve(g, text=cut_at_stop(g.text, params.stop)) for g in gens]
+        return gens
 
-    def request_body(self, params: GenerationParams, n: int = 1, index: int = 0) -> dict[str, Any]:
+    def request_body(self, params: GenerationParams, n: int = 1, index: int = 0, chat: bool = True) -> dict[str, Any]:
         """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.
 
         ``extra_body`` is merged first, so it cannot override the general params.
@@ -266,21 +269,48 @@ class OpenAIBackend(LoopBackend):
             body["stop"] = list(params.stop)
         if params.top_k is not None:
             body["top_k"] = params.top_k
+        if params.logprobs is not None:
+            body.update({"logprobs": True, "top_logprobs": params.logprobs} if chat else {"logprobs": params.logprobs})
         return body
 
 
-def _texts(data: Any, *, chat: bool) -> list[str]:
-    """The texts of a response's choices in index order; MalformedResponse if it has none or is not one."""
+def _generations(data: Any, *, chat: bool, top: int | None) -> list[Generation]:
+    """A response's choices in index order, with their share of its usage; MalformedResponse if it is not one.
+
+    ``usage`` counts the prompt once and the output of all choices together: the prompt's
+    tokens are split evenly over the choices and the output's in proportion to their texts,
+    so that the sums over a run's generations equal what the server billed.
+    """
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
         raise MalformedResponse(f"expected a completion with choices, got {str(data)[:200]!r}")
     try:
         ordered = sorted(choices, key=lambda c: c.get("index") or 0)
         if chat:
-            return [c["message"].get("content") or "" for c in ordered]
-        return [c.get("text") or "" for c in ordered]
+            texts = [c["message"].get("content") or "" for c in ordered]
+        else:
+            texts = [c.get("text") or "" for c in ordered]
     except (AttributeError, KeyError, TypeError) as exc:
         raise MalformedResponse(f"unexpected choice shape: {str(data)[:200]!r}") from exc
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    inputs = split_exact(int_or_none(usage.get("prompt_tokens")), [1] * len(texts))
+    outputs = split_exact(int_or_none(usage.get("completion_tokens")), [len(t) + 1 for t in texts])
+    return [
+        Generation(
+            text,
+            finish_reason=finish_reason(choice.get("finish_reason")),
+            input_tokens=i,
+            output_tokens=o,
+            logprobs=None if top is None else _logprobs(choice.get("logprobs"), chat, top),
+        )
+        for choice, text, i, o in zip(ordered, texts, inputs, outputs)
+    ]
+
+
+def _logprobs(logprobs: Any, chat: bool, top: int) -> tuple[dict[str, Any], ...] | None:
+    if chat:
+        return chat_logprobs(logprobs.get("content") if isinstance(logprobs, dict) else None, top)
+    return completion_logprobs(logprobs, top)
 
 
 def openai(**options: Any) -> OpenAIBackend:

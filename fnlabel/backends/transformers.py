@@ -13,6 +13,11 @@ general param is honoured (see docs/backends/transformers.md):
   :func:`fnlabel.seeds.generation_seed` ``(seed, i)`` for generation ``i``;
 * stop: ``stop_strings`` ends a sequence early; the text is cut before the stop string.
 
+Each generation reports its prompt's tokens, the tokens it generated (up to, not
+counting, the end-of-sequence token) and ``finish_reason``: ``"length"`` when
+``max_new_tokens`` ran out first, else ``"stop"``. Logprobs come from the model's raw
+logits (before temperature and penalties), recorded one step at a time.
+
 The library is imported inside :meth:`TransformersConfig.build` (as ``hf``): this
 module's name shadows it only within ``fnlabel.backends``.
 """
@@ -29,9 +34,10 @@ import attrs
 from fnlabel.backends.base import BackendBase
 from fnlabel.backends.local import ModelCache, cut_at_stop, is_chat
 from fnlabel.backends.models import EMBEDDED_ALIASES, embedded_gguf
+from fnlabel.backends.usage import token_entry
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.seeds import generation_seed, random_seed
-from fnlabel.types import FormattedPrompt, GenerationParams, RawGeneration
+from fnlabel.types import FormattedPrompt, Generation, GenerationParams, RawGeneration
 from fnlabel.validators import check_text, integer, one_of
 
 __all__ = ["TransformersConfig", "Transformers", "transformers"]
@@ -148,6 +154,7 @@ class Transformers(BackendBase):
     """The backend callable: ``Transformers(config)(prompts, params)``. Pickles as its config."""
 
     config: TransformersConfig = TransformersConfig()
+    supports_logprobs = True
 
     def loaded(self) -> _Loaded:
         """The model, tokenizer and device (loaded on first use, then shared by equal configs)."""
@@ -204,7 +211,7 @@ class Transformers(BackendBase):
         return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def _generate_batch(loaded: _Loaded, ids: list[list[int]], params: GenerationParams) -> list[list[str]]:
+def _generate_batch(loaded: _Loaded, ids: list[list[int]], params: GenerationParams) -> list[list[Generation]]:
     torch, tok = loaded.torch, loaded.tokenizer
     width = max(len(x) for x in ids)
     pad = tok.pad_token_id
@@ -212,12 +219,14 @@ def _generate_batch(loaded: _Loaded, ids: list[list[int]], params: GenerationPar
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=loaded.device)
     greedy = params.temperature == 0
     n = 1 if greedy else params.num_generations  # greedy sequences are identical: make one, copy it
+    recorder = None if params.logprobs is None else _LogprobRecorder(params.logprobs)
+    processors = _processors(loaded, params, width, len(ids) * n)
     kw: dict[str, Any] = {
         "attention_mask": mask,
         "max_new_tokens": params.max_new_tokens,
         "pad_token_id": pad,
         "num_return_sequences": n,
-        "logits_processor": loaded.hf.LogitsProcessorList(_processors(loaded, params, width, len(ids) * n)),
+        "logits_processor": loaded.hf.LogitsProcessorList(processors if recorder is None else [recorder, *processors]),
     }
     if greedy:
         kw["do_sample"] = False
@@ -231,11 +240,70 @@ def _generate_batch(loaded: _Loaded, ids: list[list[int]], params: GenerationPar
             seqs = loaded.model.generate(input_ids, repetition_penalty=1.0, **kw)
     except Exception as exc:
         raise BackendError(f"transformers generate failed on a batch of {len(ids)} prompts: {exc}") from exc
-    texts = tok.batch_decode(seqs[:, width:], skip_special_tokens=True)
-    if params.stop:
-        texts = [cut_at_stop(t, params.stop) for t in texts]
-    k = params.num_generations
-    return [texts[j * n : (j + 1) * n] * (k // n) for j in range(len(ids))]
+    new = seqs[:, width:]
+    ends = _end_ids(loaded)
+    rows = new.tolist()
+    lengths = [next((i for i, t in enumerate(row) if t in ends), len(row)) for row in rows]
+    texts = tok.batch_decode([row[:k] for row, k in zip(rows, lengths)], skip_special_tokens=True)
+    logprobs = recorder.entries(tok, new, lengths) if recorder is not None else [None] * len(rows)
+    gens = []
+    for r, (text, k) in enumerate(zip(texts, lengths)):
+        cut = cut_at_stop(text, params.stop) if params.stop else text
+        reason = "length" if k == params.max_new_tokens and cut == text else "stop"
+        gens.append(Generation(cut, reason, len(ids[r // n]), k, logprobs[r]))
+    copies = params.num_generations // n
+    return [gens[j * n : (j + 1) * n] * copies for j in range(len(ids))]
+
+
+def _end_ids(loaded: _Loaded) -> set[int]:
+    """Token ids that end a sequence: the model's EOS ids and the pad id (what follows an ended sequence)."""
+    eos = loaded.model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    ids.update(i for i in (loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id) if i is not None)
+    return ids
+
+
+class _LogprobRecorder:
+    """A logits processor (first in the list: it sees the raw logits) that keeps each step's top ``n``.
+
+    The logprob of the token chosen at a step is read at the next step (the token is then
+    the last input id), so only one step's full distribution is held at a time.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.previous: Any = None
+        self.chosen: list[Any] = []  # per step: each row's chosen token's logprob
+        self.top: list[tuple[Any, Any]] = []  # per step: (values, ids) of the top n
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.previous is not None:
+            self.chosen.append(self.previous.gather(1, input_ids[:, -1:])[:, 0].cpu())
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        values, ids = self.previous.topk(self.n, dim=-1)
+        self.top.append((values.cpu(), ids.cpu()))
+        return scores
+
+    def entries(self, tok: Any, new: Any, lengths: list[int]) -> list[tuple[dict[str, Any], ...]]:
+        """Each row's logprobs (its first ``lengths[row]`` tokens) in fnlabel's shape; ``new``: the new token ids."""
+        last = len(self.top) - 1
+        if self.previous is not None and len(self.chosen) == last:  # the last step's token is in the output only
+            self.chosen.append(self.previous.gather(1, new[:, last : last + 1].to(self.previous.device))[:, 0].cpu())
+        self.previous = None
+        out = []
+        for r, k in enumerate(lengths):
+            ids = new[r, :k].tolist()
+            top = [(self.top[t][0][r].tolist(), self.top[t][1][r].tolist()) for t in range(k)]
+            names = tok.batch_decode([[i] for i in ids] + [[i] for _, top_ids in top for i in top_ids])
+            tops = [names[k + t * self.n : k + (t + 1) * self.n] for t in range(k)]
+            out.append(
+                tuple(
+                    token_entry(names[t], self.chosen[t][r].item(), zip(tops[t], top[t][0]), self.n) for t in range(k)
+                )
+            )
+        return out
 
 
 def _processors(loaded: _Loaded, params: GenerationParams, prompt_len: int, rows: int) -> list[Any]:
@@ -305,7 +373,7 @@ def transformers(**options: Any) -> Transformers:
         >>> from fnlabel import GenerationParams
         >>> generate = transformers(model="smollm2", batch_size=4)
         >>> out = generate(["Hi", "The sky is"], GenerationParams(max_new_tokens=3, temperature=0))
-        >>> [len(gens) for gens in out]
-        [1, 1]
+        >>> [len(gens) for gens in out], [g.output_tokens for gens in out for g in gens]
+        ([1, 1], [3, 3])
     """
     return TransformersConfig(**options).build()

@@ -28,9 +28,10 @@ from typing import Any, ClassVar
 import attrs
 
 from fnlabel.backends.base import BackendBase
+from fnlabel.backends.usage import token_entry
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
-from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, RawGeneration
+from fnlabel.types import FormattedPrompt, Generation, GenerationFailure, GenerationParams, RawGeneration
 from fnlabel.validators import boolean, integer, number, one_of
 
 __all__ = ["VLLMConfig", "VLLM", "vllm", "sampling_kwargs", "loaded_engines"]
@@ -212,7 +213,7 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
         >>> kw = sampling_kwargs(GenerationParams(max_new_tokens=8, top_k=None, stop=("\\n",), num_generations=2))
         >>> kw
         {'n': 2, 'max_tokens': 8, 'temperature': 0.7, 'top_k': 0, 'top_p': 1.0, 'frequency_penalty': 0.0,
-         'presence_penalty': 0.0, 'seed': None, 'stop': ['\\n']}
+         'presence_penalty': 0.0, 'seed': None, 'stop': ['\\n'], 'logprobs': None}
     """
     greedy = params.temperature == 0
     return {
@@ -225,6 +226,7 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
         "presence_penalty": params.presence_penalty,
         "seed": params.seed,  # vLLM gives generation i the seed (seed + i)
         "stop": list(params.stop) or None,
+        "logprobs": params.logprobs,  # vLLM: the top N of each output token, plus the chosen one
     }
 
 
@@ -251,6 +253,8 @@ class VLLM(BackendBase):
     @property
     def prompt_format(self) -> str:
         return "openai"
+
+    supports_logprobs = True
 
     def check_params(self, params: GenerationParams) -> None:
         """Raise :class:`ConfigError` for params vLLM cannot honour (temperature above 2)."""
@@ -297,7 +301,13 @@ class VLLM(BackendBase):
             return self._run(engine, method, batch[:half], sampling) + self._run(engine, method, batch[half:], sampling)
         except Exception as exc:
             raise BackendError(f"vllm ({engine.model_name}) {method} failed: {type(exc).__name__}: {exc}") from exc
-        return [[o.text for o in sorted(r.outputs, key=lambda o: o.index)] for r in results]
+        return [
+            [
+                _generation(o, len(r.prompt_token_ids or ()), sampling.logprobs)
+                for o in sorted(r.outputs, key=lambda o: o.index)
+            ]
+            for r in results
+        ]
 
     def close(self) -> None:
         """Shut the engine down (for every backend built from an equal config)."""
@@ -322,6 +332,30 @@ def _text_prompts(tokenizer: Any, texts: list[str]) -> list[str | dict[str, Any]
         {"prompt_token_ids": tokenizer.encode(t, add_special_tokens=False), "prompt": t} if t.startswith(bos) else t
         for t in texts
     ]
+
+
+def _generation(output: Any, input_tokens: int, top: int | None) -> Generation:
+    """A ``CompletionOutput`` as a generation: its tokens up to (not counting) the EOS that ended it."""
+    tokens = len(output.token_ids)
+    if (
+        tokens
+        and output.finish_reason == "stop"
+        and (output.stop_reason is None or isinstance(output.stop_reason, int))
+    ):
+        tokens -= 1  # ended by EOS (or a stop token id): vLLM keeps that token in token_ids, not in the text
+    logprobs = None
+    if output.logprobs is not None:
+        logprobs = tuple(
+            _logprob_entry(step, token, top or 0) for step, token in zip(output.logprobs, output.token_ids[:tokens])
+        )
+    return Generation(output.text, output.finish_reason, input_tokens, tokens, logprobs)
+
+
+def _logprob_entry(step: Any, token: int, top: int) -> dict[str, Any]:
+    """One position of vLLM's ``{token_id: Logprob}``: its ``top`` most likely, plus the chosen token."""
+    chosen = step[token]
+    ranked = [(p.decoded_token, p.logprob) for p in step.values() if p.rank is not None and p.rank <= top]
+    return token_entry(chosen.decoded_token, chosen.logprob, ranked, top)
 
 
 def _complete(gens: list[RawGeneration], k: int) -> list[RawGeneration]:

@@ -40,7 +40,15 @@ from fnlabel.backends.models import cache_dir
 from fnlabel.combinators.store import SQLiteStore, identity_hash
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLM, map_llms
-from fnlabel.types import Backend, FormattedPrompt, GenerationParams, OnPrompt, RawGeneration, is_llm_like
+from fnlabel.types import (
+    Backend,
+    FormattedPrompt,
+    Generation,
+    GenerationParams,
+    OnPrompt,
+    RawGeneration,
+    is_llm_like,
+)
 from fnlabel.validators import check_int
 
 __all__ = [
@@ -93,6 +101,8 @@ def params_key(params: GenerationParams) -> str:
     """The params part of a cache key: every field but ``num_generations``."""
     fields = attrs.asdict(params)
     del fields["num_generations"]
+    if fields["logprobs"] is None:  # (a field added later: keys of runs without it stay as they were)
+        del fields["logprobs"]
     return canonical_json(fields)
 
 
@@ -127,6 +137,10 @@ class CachedBackend(BackendBase):
     @property
     def cache_identity(self) -> str:
         return self.identity
+
+    @property
+    def supports_logprobs(self) -> bool:  # type: ignore[override]
+        return self.backend.supports_logprobs
 
     def check_params(self, params: GenerationParams) -> None:
         self.backend.check_params(params)
@@ -198,7 +212,7 @@ class CachedBackend(BackendBase):
         def keep(j: int, gens: list[RawGeneration]) -> None:  # committed now: paid for is kept
             key, missing = batch[j]
             if isinstance(gens, list) and len(gens) == k:
-                self.store.put([(key, i, t) for i, t in zip(missing, gens) if isinstance(t, str)], ident)
+                self.store.put([(key, i, t) for i, t in zip(missing, gens) if isinstance(t, str | Generation)], ident)
 
         raw = self.backend.generate_from(prompts, params, 0, keep)
         ok = isinstance(raw, list) and len(raw) == len(prompts)

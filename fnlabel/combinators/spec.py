@@ -72,6 +72,7 @@ class LLMSpec:
         prompt_formatting_fn: a picklable callable or ``"package.module:function"``.
         cache: a per-sample cache store or file path, applied where the LLM is built (so an
             ``in_process`` child caches in its own process).
+        metadata: as for :func:`fnlabel.llm` (each output's finish reason, tokens and logprobs).
 
     Examples:
         >>> from fnlabel import tasks
@@ -87,6 +88,7 @@ class LLMSpec:
     prompt_format: str | None = None
     prompt_formatting_fn: str | Callable[[Prompt], FormattedPrompt] | None = None
     cache: Any = attrs.field(default=None, eq=False)
+    metadata: bool = False
 
     def build(self) -> Any:
         """The LLM, built in this process (this loads the model)."""
@@ -99,5 +101,6 @@ class LLMSpec:
             model_name=self.model_name,
             prompt_format=self.prompt_format,
             prompt_formatting_fn=import_object(fn) if isinstance(fn, str) else fn,
+            metadata=self.metadata,
         )
         return built if self.cache is None else cached(built, self.cache)

@@ -1,6 +1,7 @@
 """Where the per-sample cache keeps its generations: one SQLite file.
 
-:class:`SQLiteStore` maps ``(entry key, generation index)`` to a raw output.
+:class:`SQLiteStore` maps ``(entry key, generation index)`` to a raw output: its text, and
+the generation's metadata (finish reason, token counts, logprobs) when the backend reported it.
 Many threads and processes may read and write the same file at once: the
 database runs in WAL mode with a busy timeout, every write is one short
 ``BEGIN IMMEDIATE`` transaction committed as soon as a backend call returns,
@@ -12,6 +13,7 @@ connection there.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -22,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from fnlabel.errors import ConfigError
+from fnlabel.types import Generation
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION", "identity_hash"]
 
 log = logging.getLogger("fnlabel")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
@@ -36,10 +39,16 @@ CREATE TABLE IF NOT EXISTS generations (
     output TEXT NOT NULL,
     backend BLOB NOT NULL,
     created REAL NOT NULL,
+    meta TEXT,
     PRIMARY KEY (key, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('schema', '1');
+INSERT OR IGNORE INTO meta VALUES ('schema', '2');
+"""
+#: schema 1 (no metadata) becomes 2 in place: its entries read back as plain texts
+_MIGRATE_1_TO_2 = """
+ALTER TABLE generations ADD COLUMN meta TEXT;
+UPDATE meta SET value = '2' WHERE name = 'schema';
 """
 
 
@@ -107,6 +116,9 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             _retry_locked(lambda: conn.executescript(_SCHEMA), self.timeout)
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+            if row is not None and row[0] == "1":
+                _retry_locked(lambda: _migrate(conn), self.timeout)
+                row = ("2",)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the cache file {self.path}: {exc}; pass another cache path, "
@@ -134,35 +146,41 @@ class SQLiteStore:
             self._conns = [*alive, (os.getpid(), threading.current_thread(), conn)]
         return conn
 
-    def get(self, keys: Sequence[bytes], num_generations: int) -> dict[bytes, dict[int, str]]:
-        """The stored outputs of generations ``0..num_generations-1`` of each key: ``{key: {index: text}}``.
+    def get(self, keys: Sequence[bytes], num_generations: int) -> dict[bytes, dict[int, str | Generation]]:
+        """The stored outputs of generations ``0..num_generations-1`` of each key: ``{key: {index: output}}``.
 
+        An output is its text, or a :class:`~fnlabel.types.Generation` when metadata was stored with it.
         Keys with nothing stored are absent. A read error is logged and read as a miss.
         """
-        found: dict[bytes, dict[int, str]] = {}
+        found: dict[bytes, dict[int, str | Generation]] = {}
         try:
             conn = self._connect()
             for start in range(0, len(keys), _CHUNK):
                 part = keys[start : start + _CHUNK]
                 marks = ",".join("?" * len(part))
                 rows = conn.execute(
-                    f"SELECT key, idx, output FROM generations WHERE idx < ? AND key IN ({marks})",
+                    f"SELECT key, idx, output, meta FROM generations WHERE idx < ? AND key IN ({marks})",
                     (num_generations, *part),
                 )
-                for key, idx, output in rows:
-                    found.setdefault(bytes(key), {})[idx] = output
+                for key, idx, output, meta in rows:
+                    found.setdefault(bytes(key), {})[idx] = output if meta is None else _generation(output, meta)
         except sqlite3.Error as exc:
             self._warn(f"cannot read the cache file {self.path} ({exc}); computing instead")
             return {}
         return found
 
-    def put(self, entries: Iterable[tuple[bytes, int, str]], backend: bytes) -> None:
+    def put(self, entries: Iterable[tuple[bytes, int, str | Generation]], backend: bytes) -> None:
         """Store ``(key, index, output)`` entries in one committed transaction (first value wins).
 
+        An output is a text or a :class:`~fnlabel.types.Generation` (stored with its metadata).
         A write error is logged, not raised: the outputs of the call are still returned.
         """
         now = time.time()
-        rows = [(key, idx, out, backend, now) for key, idx, out in entries if _storable(out)]
+        rows = []
+        for key, idx, out in entries:
+            text, meta = (out.text, _meta_json(out)) if isinstance(out, Generation) else (out, None)
+            if _storable(text):
+                rows.append((key, idx, text, backend, now, meta))
         if not rows:
             return
         try:
@@ -175,7 +193,10 @@ class SQLiteStore:
     def _write(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT OR IGNORE INTO generations (key, idx, output, backend, created, meta) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -231,6 +252,30 @@ class SQLiteStore:
         if not self._warned:
             self._warned = True
             log.warning("%s", msg)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0] == "1":  # (not by another)
+            for statement in filter(str.strip, _MIGRATE_1_TO_2.split(";")):
+                conn.execute(statement)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _meta_json(g: Generation) -> str:
+    return json.dumps([g.finish_reason, g.input_tokens, g.output_tokens, g.logprobs], ensure_ascii=False)
+
+
+def _generation(text: str, meta: str) -> str | Generation:
+    try:
+        finish, tokens_in, tokens_out, logprobs = json.loads(meta)
+    except (ValueError, TypeError):  # written by something else: the text is still good
+        return text
+    return Generation(text, finish, tokens_in, tokens_out, None if logprobs is None else tuple(logprobs))
 
 
 def _storable(text: str) -> bool:

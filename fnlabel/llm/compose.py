@@ -21,6 +21,7 @@ from fnlabel.llm.base import LLMBase, as_rows, check_call
 from fnlabel.types import (
     Backend,
     FormattedPrompt,
+    Generation,
     GenerationFailure,
     GenerationParams,
     Input,
@@ -30,11 +31,20 @@ from fnlabel.types import (
     RunResult,
     Task,
 )
+from fnlabel.validators import boolean
 from fnlabel.validators import text as non_empty_text
 
 __all__ = ["LLM", "llm"]
 
 log = logging.getLogger("fnlabel")
+
+
+def _no_metadata(logprobs: bool) -> dict[str, Any]:
+    """The metadata of a generation the backend said nothing about (a plain string, or a failure)."""
+    meta: dict[str, Any] = {"finish_reason": None, "input_tokens": None, "output_tokens": None}
+    if logprobs:
+        meta["logprobs"] = None
+    return meta
 
 
 def _not_a_dict(task: Task, i: int, row: object) -> str:
@@ -54,6 +64,8 @@ class LLM(LLMBase):
     )
     prompt_format: str | None = None
     prompt_formatting_fn: Callable[[Prompt], FormattedPrompt] | None = None
+    #: give each output a ``metadata`` key (finish reason, tokens, logprobs): see :class:`~fnlabel.types.LLMOutput`
+    metadata: bool = attrs.field(default=False, validator=boolean())
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.task, Task):
@@ -188,6 +200,7 @@ class LLM(LLMBase):
     def _outputs_fast(self, prompts: list[FormattedPrompt], raw: list[list[Any]], k: int) -> list[Any] | None:
         """All outputs when every row is good and every generation a parsable str, else None."""
         name, parse = self.model_name, self.task.parse
+        meta, logprobs = self.metadata, self.params.logprobs is not None
         outputs: list[Any] = []
         add = outputs.append
         try:
@@ -195,11 +208,18 @@ class LLM(LLMBase):
                 if gens.__class__ is not list or len(gens) != k:
                     return None
                 row = []
-                for text in gens:
-                    if text.__class__ is not str:
+                for g in gens:
+                    kind = g.__class__
+                    if kind is str:
+                        text = g
+                    elif kind is Generation:
+                        text = g.text
+                    else:
                         return None
-                    parsed = parse(text)
-                    row.append({"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parsed})
+                    out = {"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parse(text)}
+                    if meta:
+                        out["metadata"] = g.metadata(logprobs) if kind is Generation else _no_metadata(logprobs)
+                    row.append(out)
                 add(row)
         except Exception:
             return None
@@ -216,10 +236,13 @@ class LLM(LLMBase):
     ) -> list[Any]:
         """Outputs row by row: empty ones for bad rows, failed generations and parse errors recorded."""
         name, parse = self.model_name, self.task.parse
+        meta, logprobs = self.metadata, self.params.logprobs is not None
         outputs: list[Any] = [None] * n
-        empty = {"model_name": name, "prompt_used": None, "raw_output": None, "parsed_output": None}
+        empty: dict[str, Any] = {"model_name": name, "prompt_used": None, "raw_output": None, "parsed_output": None}
+        if meta:
+            empty["metadata"] = _no_metadata(logprobs)
         for f in failures:
-            outputs[f.row] = [dict(empty) for _ in range(k)]
+            outputs[f.row] = [{**empty, "metadata": _no_metadata(logprobs)} if meta else dict(empty) for _ in range(k)]
         seen: set[str] = set()
         for j, (i, prompt, gens) in enumerate(zip(rows, prompts, raw)):
             if not isinstance(gens, list) or len(gens) != k:
@@ -230,11 +253,14 @@ class LLM(LLMBase):
             row_out = []
             for g, text in enumerate(gens):
                 parsed = None
-                if not isinstance(text, (str, GenerationFailure)):
+                if not isinstance(text, (str, Generation, GenerationFailure)):
                     raise BackendError(
                         f"backend {describe_backend(self.backend)} returned a {type(text).__name__} ({text!r:.60}) "
-                        f"for prompt {j}, generation {g}: a generation is a str (or a GenerationFailure)"
+                        f"for prompt {j}, generation {g}: a generation is a str, a Generation or a GenerationFailure"
                     )
+                record = text if isinstance(text, Generation) else None
+                if record is not None:
+                    text = record.text
                 if isinstance(text, GenerationFailure):
                     failures.append(RowFailure(i, g, "backend", text.error))
                     log.error("row %d generation %d failed: %s", i, g, text.error)
@@ -248,7 +274,10 @@ class LLM(LLMBase):
                         if msg not in seen:
                             seen.add(msg)
                             log.warning("parse failed (row %d, generation %d; logged once): %s", i, g, msg)
-                row_out.append({"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parsed})
+                out = {"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parsed}
+                if meta:
+                    out["metadata"] = record.metadata(logprobs) if record is not None else _no_metadata(logprobs)
+                row_out.append(out)
             outputs[i] = row_out
         return outputs
 
@@ -272,6 +301,7 @@ def llm(
     model_name: str | None = None,
     prompt_format: str | None = None,
     prompt_formatting_fn: Callable[[Prompt], FormattedPrompt] | None = None,
+    metadata: bool = False,
 ) -> LLM:
     """Compose ``task`` and ``backend`` into an LLM callable.
 
@@ -282,6 +312,9 @@ def llm(
         model_name: reported in each output; default: the backend's ``model_name``.
         prompt_format: one of :data:`fnlabel.formats.FORMATS`; default: the backend's natural format.
         prompt_formatting_fn: ``fn(Prompt) -> str | messages``; when set, it is used instead of the format.
+        metadata: give each output a fifth key, ``metadata``: the finish reason and token counts the
+            backend reported (and ``logprobs`` when ``params.logprobs`` asks for them). Off by default,
+            so the outputs have exactly distilabel's four keys.
 
     Examples:
         >>> from fnlabel import llm, tasks, backends, GenerationParams
@@ -293,4 +326,6 @@ def llm(
     kw: dict[str, Any] = {"params": params or GenerationParams()}
     if model_name is not None:
         kw["model_name"] = model_name
-    return LLM(task, backend, prompt_format=prompt_format, prompt_formatting_fn=prompt_formatting_fn, **kw)
+    return LLM(
+        task, backend, prompt_format=prompt_format, prompt_formatting_fn=prompt_formatting_fn, metadata=metadata, **kw
+    )

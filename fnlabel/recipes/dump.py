@@ -114,6 +114,8 @@ def _stage(lines: list[str], stage: Any, prefix: str, extra: Mapping[str, Any] =
     if stage.backend is not None:
         _table(lines, f"{dot}backend", _backend(stage.backend))
     _table(lines, f"{dot}params", _fields(stage.params, skip=("num_generations",)))
+    if stage.pricing is not None:
+        _table(lines, f"{dot}pricing", _fields(stage.pricing))
     for member in stage.pool:
         own = {
             "prompt_format": member.prompt_format,

@@ -70,15 +70,15 @@ def load_recipe(path: str | Path) -> Recipe:
     return loads_recipe(text, str(path))
 
 
-def build(recipe: Recipe, cache: Any = None) -> Any:
-    """Compose the LLM a recipe describes (``recipe.build(cache)``).
+def build(recipe: Recipe, cache: Any = None, *, metadata: bool = False) -> Any:
+    """Compose the LLM a recipe describes (``recipe.build(cache, metadata)``); see :meth:`Recipe.build`.
 
     Examples:
         >>> gen = build(load_recipe("recipes/echo.toml"))
         >>> len(gen([{"input": "hi"}], num_generations=2)[0])
         2
     """
-    return recipe.build(cache)
+    return recipe.build(cache, metadata)
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -26,6 +26,7 @@ from fnlabel.validators import MAX_NUM_GENERATIONS, check_input_source, check_ou
 
 __all__ = [
     "Recipe",
+    "Pricing",
     "Stage",
     "LabelStage",
     "PoolMember",
@@ -52,6 +53,23 @@ ParamsOverride = NewType("ParamsOverride", FrozenMap)
 KeyMap = NewType("KeyMap", FrozenMap)
 PositiveInt = NewType("PositiveInt", int)
 NonNegativeInt = NewType("NonNegativeInt", int)
+
+
+@attrs.frozen(kw_only=True)
+class Pricing:
+    """``[pricing]``: USD per million tokens (nothing is fetched: the prices are the ones written here).
+
+    Examples:
+        >>> Pricing(input=0.15, output=0.60).cost(input_tokens=2_000_000, output_tokens=500_000)
+        0.6
+    """
+
+    input: float = attrs.field(default=0.0, validator=number(0.0))
+    output: float = attrs.field(default=0.0, validator=number(0.0))
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The USD price of that many prompt and output tokens."""
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +107,8 @@ class Stage:
     in_process: bool = False
     model_name: str | None = None
     pool: tuple[PoolMember, ...] = ()
+    #: the prices of this stage's tokens (every [[pool]] member's too); None: the run's cost leaves it out
+    pricing: Pricing | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.pool and self.backend is None:
@@ -129,18 +149,18 @@ class Stage:
         for spec, _child in self.specs():
             register_config(spec.backend)
 
-    def build(self, cache: Any = None) -> Any:
+    def build(self, cache: Any = None, metadata: bool = False) -> Any:
         """Compose this stage's LLM (in_process children and pools are started here).
 
         ``cache`` (a store or a file path, see :func:`fnlabel.combinators.cache.cached`) caches
-        every generation, in whichever process builds each LLM.
+        every generation, in whichever process builds each LLM; ``metadata``: each output gets its
+        ``metadata`` (see :func:`fnlabel.llm`).
         """
         llms: list[Any] = []
         self.register_secrets()  # this process masks the keys its in_process children read, too
         try:
             for spec, child in self.specs():
-                if cache is not None:
-                    spec = attrs.evolve(spec, cache=cache)
+                spec = attrs.evolve(spec, cache=cache, metadata=metadata)
                 llms.append(in_process(spec) if child else spec.build())
             return pooled(llms) if self.pool else llms[0]
         except BaseException:  # a member that fails must not leave the others' children running
@@ -172,7 +192,11 @@ class RunSpec:
     limit: PositiveInt | None = None
     batch_size: PositiveInt = PositiveInt(16)
     max_failures: NonNegativeInt | None = None
+    #: stop once the run's cost (at the [pricing] prices) is above this many USD
+    max_cost: float | None = attrs.field(default=None, validator=number(0.0, optional=True))
     output_key: str = attrs.field(default="outputs", validator=text())
+    #: each output's ``metadata`` (finish reason, tokens, logprobs) is written; false: the seed's four keys only
+    metadata: bool = True
     #: "ray": run on a Ray cluster (see docs/ray.md and fnlabel.run.ray); the rest are Ray's settings
     engine: Literal["local", "ray"] = "local"
     address: str | None = None
@@ -188,16 +212,17 @@ class Recipe(Stage):
     run: RunSpec = RunSpec()
     label: LabelStage | None = None
 
-    def build(self, cache: Any = None) -> Any:
+    def build(self, cache: Any = None, metadata: bool = False) -> Any:
         """The composed LLM: the generator, or a :class:`~fnlabel.combinators.chain.Chain` when ``[label]`` is set.
 
-        ``cache``: a per-sample cache store or file path for every LLM of the recipe.
+        ``cache``: a per-sample cache store or file path for every LLM of the recipe;
+        ``metadata``: every output gets its ``metadata`` (see :func:`fnlabel.llm`).
         """
-        generator = super().build(cache)
+        generator = super().build(cache, metadata)
         if self.label is None:
             return generator
         try:
-            labeller = self.label.build(cache)
+            labeller = self.label.build(cache, metadata)
         except BaseException:
             generator.close()
             raise

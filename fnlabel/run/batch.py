@@ -17,7 +17,7 @@ from fnlabel.redact import scrub
 from fnlabel.run.journal import to_json_line
 from fnlabel.types import LLMLike, RowFailure
 
-__all__ = ["Batch", "BatchResult", "BatchRunner", "GENERATOR_KEY"]
+__all__ = ["Batch", "BatchResult", "BatchRunner", "Usage", "usd", "GENERATOR_KEY"]
 
 #: where a two-stage run keeps the generator's LLMOutputs (its "outputs" are the labeller's)
 GENERATOR_KEY = "generator_outputs"
@@ -33,6 +33,56 @@ class Batch:
     where: list[str]
 
 
+def usd(amount: float) -> str:
+    """A cost as text: cents for a dollar or more, six decimals below a cent.
+
+    Examples:
+        >>> usd(12.3456), usd(0.0123), usd(0.0000314)
+        ('$12.35', '$0.0123', '$0.000031')
+    """
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}" if amount >= 0.01 else f"${amount:.6f}"
+
+
+@attrs.frozen
+class Usage:
+    """Tokens and cost of some outputs: the sums over their ``metadata``.
+
+    Attributes:
+        input_tokens, output_tokens: as the backends reported them (a generation that reported none adds 0).
+        truncated: generations cut at ``max_new_tokens`` (``finish_reason == "length"``).
+        cost: USD at the recipe's ``[pricing]``; None when no stage has prices.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    truncated: int = 0
+    cost: float | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        costs = [c for c in (self.cost, other.cost) if c is not None]
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.truncated + other.truncated,
+            sum(costs) if costs else None,
+        )
+
+    @staticmethod
+    def of(outputs: list[list[Any]], pricing: Any = None, keep: bool = True) -> Usage:
+        """The usage of rows of outputs, priced by ``pricing`` (a :class:`~fnlabel.recipes.records.Pricing`
+        or None); ``keep=False`` removes each output's ``metadata`` once counted."""
+        inputs = outs = truncated = 0
+        for row in outputs:
+            for o in row:
+                meta = o.get("metadata") if keep else o.pop("metadata", None)
+                if meta:
+                    inputs += meta["input_tokens"] or 0
+                    outs += meta["output_tokens"] or 0
+                    truncated += meta["finish_reason"] == "length"
+        cost = None if pricing is None else pricing.cost(inputs, outs)
+        return Usage(inputs, outs, truncated, cost)
+
+
 @attrs.frozen
 class BatchResult:
     """What one batch produced.
@@ -42,12 +92,14 @@ class BatchResult:
         failures: ``{"row", "where", "generation", "stage", "error"}`` records.
         generations: how many generations were made (not counting failed ones).
         error: the text of the exception when the call raised as a whole (its rows are failures), else None.
+        usage: the tokens and cost of the batch's generations.
     """
 
     lines: list[str]
     failures: list[dict[str, Any]]
     generations: int
     error: str | None = None
+    usage: Usage = Usage()
 
 
 def _empty(model_name: str, k: int) -> list[dict[str, Any]]:
@@ -63,24 +115,30 @@ class BatchRunner:
     """How a batch's results become output lines: ``num_generations`` per row under ``output_key``.
 
     ``feed``: the keys a two-stage run feeds the labeller (empty for one stage);
-    ``two_stage``: the LLM is a :class:`~fnlabel.combinators.chain.Chain`.
+    ``two_stage``: the LLM is a :class:`~fnlabel.combinators.chain.Chain`;
+    ``metadata``: the outputs keep their ``metadata`` (the LLM always makes it: usage is counted from it);
+    ``pricing``, ``label_pricing``: the prices of the generator's and the labeller's tokens (or None).
     """
 
     num_generations: int
     output_key: str
     feed: tuple[str, ...] = ()
     two_stage: bool = False
+    metadata: bool = True
+    pricing: Any = None
+    label_pricing: Any = None
 
     def run(self, llm: LLMLike, batch: Batch) -> BatchResult:
         """Run the batch's rows through ``llm``; whatever fails is recorded, nothing raises for the batch's rows."""
         rows, inputs, where = batch.indices, batch.rows, batch.where
         k, key = self.num_generations, self.output_key
-        error = None
+        error, usage = None, Usage()
         try:
             if isinstance(llm, Chain):
-                objs, failures, gens, error = self._two_stage(llm, inputs)
+                objs, failures, gens, error, usage = self._two_stage(llm, inputs)
             else:
                 res = llm.run(list(inputs), k)
+                usage = Usage.of(res.outputs, self.pricing, self.metadata)
                 objs = [{**row, key: outs} for row, outs in zip(inputs, res.outputs)]
                 failures, gens = list(res.failures), _count(res.outputs)
         except Exception as exc:  # a whole call failed: its rows are recorded, the run goes on
@@ -98,12 +156,14 @@ class BatchRunner:
             }
             for f in failures
         ]
-        return BatchResult([to_json_line(o) for o in objs], records, gens, error)
+        return BatchResult([to_json_line(o) for o in objs], records, gens, error, usage)
 
     def _two_stage(
         self, chain: Chain, inputs: Sequence[dict[str, Any]]
-    ) -> tuple[list[Any], list[RowFailure], int, str | None]:
+    ) -> tuple[list[Any], list[RowFailure], int, str | None, Usage]:
         res = chain.run_stages(list(inputs), self.num_generations)
+        usage = Usage.of(res.generated, self.pricing, self.metadata)
+        usage += Usage.of([row for row in res.labelled if row], self.label_pricing, self.metadata)
         objs = []
         for j, row in enumerate(inputs):
             fed = res.label_rows[j] or {**row, **{f: [] for f in self.feed}}
@@ -111,7 +171,7 @@ class BatchRunner:
         error = None
         if res.label_error is not None:  # the generations are written; the labels are failures
             error = scrub(f"labeller: {type(res.label_error).__name__}: {res.label_error}")
-        return objs, list(res.failures), _count(res.generated) + _count(res.labelled), error
+        return objs, list(res.failures), _count(res.generated) + _count(res.labelled), error, usage
 
     def _failed_row(self, llm: LLMLike, row: dict[str, Any]) -> dict[str, Any]:
         """The output line of a row whose call raised: empty outputs (for a chain: not labelled)."""

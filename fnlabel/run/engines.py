@@ -40,8 +40,9 @@ class Plan:
     wrap: Callable[[Any], Any] | None = None
 
     def build_llm(self) -> LLMLike:
-        """The recipe's LLM, cached when the run has a cache, wrapped when the caller asked."""
-        llm = self.recipe.build(self.cache) if self.cache is not None else self.recipe.build()
+        """The recipe's LLM (its outputs carry their ``metadata``: the run counts tokens and cost from it),
+        cached when the run has a cache, wrapped when the caller asked."""
+        llm = self.recipe.build(self.cache, metadata=True)
         return self.wrap(llm) if self.wrap is not None else llm
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import InputError
-from fnlabel.validators import MAX_NUM_GENERATIONS, OUTPUT_SUFFIXES, check_int
+from fnlabel.errors import InputError, RecipeError
+from fnlabel.validators import MAX_NUM_GENERATIONS, OUTPUT_SUFFIXES, check_int, check_number
 
 __all__ = ["RunOptions", "resolve_options"]
 
@@ -25,6 +25,8 @@ class RunOptions:
     max_failures: int | None = None
     retry_failed: bool = False
     output_key: str = "outputs"
+    max_cost: float | None = None
+    metadata: bool = True
 
     @property
     def journal(self) -> Path:
@@ -63,7 +65,14 @@ def resolve_options(recipe: Any, recipe_path: str | Path | None = None, **overri
         max_failures=check_int(given.get("max_failures", run.max_failures), "max_failures", low=0, optional=True),
         retry_failed=bool(given.get("retry_failed", False)),
         output_key=run.output_key,
+        max_cost=check_number(given.get("max_cost", run.max_cost), "max_cost", low=0.0, optional=True),
+        metadata=run.metadata,
     )
+    if opts.max_cost is not None and recipe.pricing is None and getattr(recipe.label, "pricing", None) is None:
+        raise RecipeError(
+            f"--max-cost {opts.max_cost} needs prices: add a [pricing] table to the recipe "
+            "(input = ..., output = ..., USD per million tokens)"
+        )
     if opts.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"{opts.output}: output must end in .jsonl (or .parquet)")
     if not opts.input.startswith("hf:") and Path(opts.input).resolve() in (

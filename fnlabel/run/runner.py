@@ -29,17 +29,38 @@ from typing import Any
 import attrs
 
 from fnlabel.errors import BackendError
-from fnlabel.run.batch import Batch, BatchResult
+from fnlabel.run.batch import Batch, BatchResult, Usage, usd
 from fnlabel.run.engines import Engine, Log, Plan, make_engine
 from fnlabel.run.journal import output_lock, to_json_line
 from fnlabel.run.options import RunOptions
 from fnlabel.run.parquet import write_parquet
 from fnlabel.run.state import RunState, batch_runner
 
-__all__ = ["Summary", "OnProgress", "run_recipe"]
+__all__ = ["Summary", "Progress", "OnProgress", "run_recipe"]
 
-#: ``progress(rows_done, rows_total, generations)``: called after each batch is written
-OnProgress = Callable[[int, int, int], None]
+
+@attrs.frozen
+class Progress:
+    """Where a run stands after a batch is written (what a progress display shows).
+
+    Attributes:
+        rows_done, rows_todo: rows of this run written so far, and the rows it has to do.
+        generations: generations made (failed ones not counted).
+        failed_rows: this run's rows with failures so far.
+        usage: tokens, generations cut at ``max_new_tokens`` and cost so far.
+        elapsed: seconds since the run started.
+    """
+
+    rows_done: int
+    rows_todo: int
+    generations: int
+    failed_rows: int
+    usage: Usage
+    elapsed: float
+
+
+#: ``progress(Progress)``: called when a run starts (``rows_done == 0``) and after each batch is written
+OnProgress = Callable[[Progress], None]
 
 
 @attrs.define
@@ -47,7 +68,8 @@ class Summary:
     """What a run did (the CLI prints it).
 
     ``failed_rows`` counts this run's rows with failures; ``rows_with_failures`` every row of the
-    output that has failure records after the run (earlier runs' included).
+    output that has failure records after the run (earlier runs' included). ``usage`` sums the
+    ``metadata`` of this run's outputs: tokens, generations cut at ``max_new_tokens``, cost.
     """
 
     output: Path
@@ -62,6 +84,10 @@ class Summary:
     elapsed: float = 0.0
     stopped: str | None = None
     left: int = 0
+    usage: Usage = Usage()
+
+    def progress(self, todo: int, elapsed: float) -> Progress:
+        return Progress(self.rows_run, todo, self.generations, self.failed_rows, self.usage, elapsed)
 
 
 def run_recipe(
@@ -73,7 +99,7 @@ def run_recipe(
     log: Log | None = None,
     cache: Any = None,
 ) -> Summary:
-    """Run ``recipe`` with ``opts``; returns a :class:`Summary` (``stopped`` set if max_failures hit).
+    """Run ``recipe`` with ``opts``; returns a :class:`Summary` (``stopped`` set if max_failures or max_cost hit).
 
     ``cache`` is a per-sample cache store or file path (``recipe.build(cache)``);
     ``wrap_llm`` wraps the built LLM. ``[run] engine`` names the engine that computes the
@@ -107,19 +133,15 @@ def _run(state: RunState, engine: Engine, progress: OnProgress | None, log: Log 
     if not state.total and not opts.journal.exists():
         opts.journal.touch()  # an empty input gives an empty output, which a next step can read
     if progress is not None and todo:
-        progress(0, len(todo), 0)
+        progress(summary.progress(len(todo), 0.0))
     results = engine.results(state.batches(todo))
     try:
         for batch, result in results:
             _write(state, batch, result, summary, log)
             if progress is not None:
-                progress(summary.rows_run, len(todo), summary.generations)
-            if opts.max_failures is not None and summary.failed_rows > opts.max_failures:
-                last = result.failures[-1]["error"] if result.failures else ""
-                summary.stopped = (
-                    f"stopped: {summary.failed_rows} rows failed, more than --max-failures {opts.max_failures} "
-                    f"(last error: {last}); see {opts.failures_path}"
-                )
+                progress(summary.progress(len(todo), time.monotonic() - started))
+            summary.stopped = _stop(summary, result, opts)
+            if summary.stopped is not None:
                 break
     finally:
         results.close()  # a stopped run starts no other batch
@@ -135,6 +157,23 @@ def _run(state: RunState, engine: Engine, progress: OnProgress | None, log: Log 
     elif opts.parquet:  # the rows so far are in the JSONL journal; the Parquet file comes at the end
         summary.output = opts.journal
     return summary
+
+
+def _stop(summary: Summary, result: BatchResult, opts: RunOptions) -> str | None:
+    """Why the run stops after this batch (``--max-failures``, ``--max-cost``), or None."""
+    if opts.max_failures is not None and summary.failed_rows > opts.max_failures:
+        last = result.failures[-1]["error"] if result.failures else ""
+        return (
+            f"stopped: {summary.failed_rows} rows failed, more than --max-failures {opts.max_failures} "
+            f"(last error: {last}); see {opts.failures_path}"
+        )
+    cost = summary.usage.cost
+    if opts.max_cost is not None and cost is not None and cost > opts.max_cost:
+        return (
+            f"stopped: the run has cost {usd(cost)}, more than --max-cost {opts.max_cost:g} "
+            "(at the recipe's [pricing]); everything done so far is kept: rerun to go on"
+        )
+    return None
 
 
 def _write(state: RunState, batch: Batch, result: BatchResult, summary: Summary, log: Log | None) -> None:
@@ -156,5 +195,6 @@ def _write(state: RunState, batch: Batch, result: BatchResult, summary: Summary,
         state.out.append(result.lines)
     summary.rows_run += len(batch.indices)
     summary.generations += result.generations
+    summary.usage += result.usage
     summary.failed_rows += len({r["row"] for r in result.failures})  # (batches never share a row)
     summary.failures.extend(result.failures[: max(0, 20 - len(summary.failures))])

@@ -23,7 +23,16 @@ __all__ = ["RunState", "batch_runner", "scan_input", "written_keys"]
 def batch_runner(recipe: Any, opts: RunOptions) -> BatchRunner:
     """How the batches of ``recipe`` run with ``opts`` become output lines."""
     feed = tuple(k for k, _ in recipe.label_inputs())
-    return BatchRunner(opts.num_generations, opts.output_key, feed, two_stage=recipe.label is not None)
+    label = recipe.label
+    return BatchRunner(
+        opts.num_generations,
+        opts.output_key,
+        feed,
+        two_stage=label is not None,
+        metadata=opts.metadata,
+        pricing=recipe.pricing,
+        label_pricing=None if label is None else label.pricing,
+    )
 
 
 def written_keys(recipe: Any, opts: RunOptions) -> list[str]:

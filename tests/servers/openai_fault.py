@@ -48,9 +48,17 @@ class FaultServer(ServerThread):
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         def answer(body: dict, forced: int | None) -> dict[str, Any]:
             choices = [
-                {"text": reply_text(body, i), "index": i, "finish_reason": "stop", "logprobs": None}
+                {"text": reply_text(body, i), "index": i, "finish_reason": finish(body), "logprobs": None}
                 for i in range(self._n(body, forced))
             ]
+            if body.get("logprobs") is not None:
+                for c in choices:
+                    words = c["text"].split(" ")
+                    c["logprobs"] = {
+                        "tokens": words,
+                        "token_logprobs": [-0.5] * len(words),
+                        "top_logprobs": [{w: -0.5, "x": -2.0} for w in words],
+                    }
             return _envelope("text_completion", body, choices)
 
         return await self.serve(request, answer)
@@ -58,9 +66,22 @@ class FaultServer(ServerThread):
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         def answer(body: dict, forced: int | None) -> dict[str, Any]:
             choices = [
-                {"index": i, "message": {"role": "assistant", "content": reply_text(body, i)}, "finish_reason": "stop"}
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": reply_text(body, i)},
+                    "finish_reason": finish(body),
+                }
                 for i in range(self._n(body, forced))
             ]
+            if body.get("logprobs"):
+                for c in choices:
+                    top = [{"token": "x", "logprob": -2.0, "bytes": None}][: body.get("top_logprobs") or 0]
+                    c["logprobs"] = {
+                        "content": [
+                            {"token": w, "logprob": -0.5, "bytes": None, "top_logprobs": top}
+                            for w in c["message"]["content"].split(" ")
+                        ]
+                    }
             return _envelope("chat.completion", body, choices)
 
         return await self.serve(request, answer)
@@ -69,12 +90,28 @@ class FaultServer(ServerThread):
         return web.json_response({"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
 
 
+def words(text: str) -> int:
+    """The fake's token count: words."""
+    return len(text.split())
+
+
+def finish(body: dict) -> str:
+    """``"length"`` when ``max_tokens`` is under 4 (the fake's way to show a cut generation), else ``"stop"``."""
+    return "length" if (body.get("max_tokens") or body.get("max_completion_tokens") or 99) < 4 else "stop"
+
+
 def _envelope(obj: str, body: dict, choices: list[dict]) -> dict[str, Any]:
+    texts = [c.get("text") or c.get("message", {}).get("content", "") for c in choices]
     return {
         "id": "cmpl-test",
         "object": obj,
         "created": int(time.time()),
         "model": body.get("model", "fault-model"),
         "choices": choices,
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        # the prompt counted once, the output of every choice together (as OpenAI reports n > 1)
+        "usage": {
+            "prompt_tokens": words(prompt_text(body)),
+            "completion_tokens": sum(map(words, texts)),
+            "total_tokens": words(prompt_text(body)) + sum(map(words, texts)),
+        },
     }

@@ -16,6 +16,23 @@ def tgi_text(body: dict) -> str:
     return tgi_stop(f"{body.get('inputs')} [seed {p.get('seed')} sample {p.get('do_sample')}]", p.get("stop"))
 
 
+def tgi_output(body: dict) -> dict[str, Any]:
+    """TGI's answer: the text, and its details when asked (words stand for tokens)."""
+    text, p = tgi_text(body), body.get("parameters") or {}
+    out: dict[str, Any] = {"generated_text": text}
+    if p.get("details"):
+        out["details"] = {
+            "finish_reason": "length" if (p.get("max_new_tokens") or 99) < 4 else "eos_token",
+            "generated_tokens": len(text.split()),
+            "seed": p.get("seed"),
+            "prefill": [{"id": i, "text": w, "logprob": None} for i, w in enumerate(str(body.get("inputs")).split())]
+            if p.get("decoder_input_details")
+            else [],
+            "tokens": [],
+        }
+    return out
+
+
 def tgi_stop(text: str, stop: list[str] | None) -> str:
     """TGI ends a generation at a stop sequence and keeps it in the text (both endpoints)."""
     ends = [text.find(s) + len(s) for s in stop or () if s in text]
@@ -47,11 +64,11 @@ class TGIServer(ServerThread):
         return {"error": fault.message, "error_type": kind}
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
-        return await self.serve(request, lambda body, _n: {"generated_text": tgi_text(body)})
+        return await self.serve(request, lambda body, _n: tgi_output(body))
 
     async def _generate_compat(self, request: web.Request) -> web.StreamResponse:
         # TGI's "/" answers a list of one generation
-        return await self.serve(request, lambda body, _n: [{"generated_text": tgi_text(body)}])
+        return await self.serve(request, lambda body, _n: [tgi_output(body)])
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         def answer(body: dict, forced: int | None) -> dict[str, Any]:
@@ -67,12 +84,16 @@ class TGIServer(ServerThread):
                     {
                         "index": i,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "finish_reason": "length" if (body.get("max_tokens") or 99) < 4 else "stop",
                         "logprobs": None,
                     }
                     for i in range(n)
                 ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                "usage": {
+                    "prompt_tokens": len(prompt_text(body).split()),
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": len(prompt_text(body).split()) + len(text.split()),
+                },
             }
 
         return await self.serve(request, answer)

@@ -7,7 +7,8 @@ exit code. Exit codes:
 * 1: an unexpected error (a bug: the traceback is printed);
 * 2: a bad recipe, input or command line (the message is on stderr, no traceback
   unless ``--debug``);
-* 3: the run stopped because more rows failed than ``--max-failures`` allows;
+* 3: the run stopped because more rows failed than ``--max-failures`` allows, or it cost
+  more than ``--max-cost`` (everything done so far is kept: rerun to go on);
 * 4: the backend failed before any row was done (a model that cannot load, a server
   that is down, a bad key): nothing was written;
 * 130: interrupted (Ctrl-C); rerun the same command to resume.
@@ -22,7 +23,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
 from fnlabel.redact import scrub
 
-__all__ = ["main", "ProgressBar"]
+__all__ = ["main"]
 
 EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="rows per batch (each batch is written when it completes)")
     run.add_argument("--retry-failed", action="store_true", help="rerun only the rows in OUTPUT.failures.jsonl")
     run.add_argument("--max-failures", type=int, help="stop (exit 3) once more than N rows have failed")
+    run.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="stop (exit 3) once this run has cost more than USD at the recipe's [pricing]",
+    )
     run.add_argument("--no-cache", action="store_true", help="do not use the per-sample cache")
     run.add_argument(
         "--cache",
@@ -78,45 +84,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, stream: TextIO, total: int, enabled: bool | None = None) -> None:
-        self.stream, self.total = stream, total
-        self.enabled = stream.isatty() if enabled is None else enabled
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int, generations: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        self.stream.write("\r" + self.line(done, total, generations, now - self.start))
-        self.stream.flush()
-
-    @staticmethod
-    def line(done: int, total: int, generations: int, elapsed: float, width: int = 24) -> str:
-        """The bar's text, e.g. ``[######------] 12/24 rows  3.1 gen/s  ETA 0:00:04``."""
-        frac = done / total if total else 1.0
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        rate = generations / elapsed if elapsed > 0 else 0.0
-        eta = _clock(elapsed / done * (total - done)) if done else "?"
-        return f"[{bar}] {done}/{total} rows  {rate:.1f} gen/s  ETA {eta} "
-
-    def finish(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds + 0.5)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
 def _cache_store(args: argparse.Namespace, opts: Any, log: Any = None) -> Any:
     """The per-sample cache of this run: on by default, off with ``--no-cache``."""
     from fnlabel.combinators.cache import cache_for_run
@@ -127,6 +94,7 @@ def _cache_store(args: argparse.Namespace, opts: Any, log: Any = None) -> Any:
 def _cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
+    from fnlabel.cli.display import RunDisplay, print_summary
     from fnlabel.recipes import load_recipe
     from fnlabel.run import resolve_options, run_recipe
 
@@ -144,61 +112,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_failures=args.max_failures,
         retry_failed=args.retry_failed,
+        max_cost=args.max_cost,
     )
-    progress = ProgressBar(sys.stderr, 0)
-
-    def log(msg: str) -> None:
-        if progress.enabled:
-            sys.stderr.write("\r\x1b[K")
-        print(f"fnlabel: {msg}", file=sys.stderr)
-
+    display = RunDisplay(sys.stderr)
     try:
-        summary = run_recipe(recipe, opts, progress=progress, log=log, cache=_cache_store(args, opts, log))
+        cache = _cache_store(args, opts, display.log)
+        summary = run_recipe(recipe, opts, progress=display, log=display.log, cache=cache)
     except ConfigError as exc:  # raised while composing the LLM (e.g. a param the backend cannot honour)
         if isinstance(exc, RecipeError):
             raise
         raise RecipeError(f"{args.recipe}: {exc}") from exc
     finally:
-        progress.finish()
-    _print_summary(summary, opts, cached=not args.no_cache)
+        display.finish()
+    print_summary(summary, opts, sys.stderr, cached=not args.no_cache)
     if summary.stopped:
         print(f"fnlabel: {summary.stopped}", file=sys.stderr)
         return EXIT_STOPPED
     return EXIT_OK
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _print_summary(s: Any, opts: Any, cached: bool = False) -> None:
-    err = sys.stderr
-    if opts.retry_failed:
-        head = f"retried {_count(s.rows_run, 'failed row')}"
-    elif s.rows_total == 0:
-        head = "nothing to do: the input has no rows"
-    elif s.rows_run == 0 and s.left == 0:
-        head = f"nothing to do: {s.output} already has all {s.rows_total} rows"
-    else:
-        head = f"{_count(s.rows_run, 'row')} run"
-    # the rows of the whole output that have failure records (earlier runs' too), not only this run's
-    print(
-        f"fnlabel: {head}; {_count(s.generations, 'generation')}; {_count(s.rows_with_failures, 'row')} with "
-        f"failures; {s.rows_done}/{s.rows_total} rows in {s.output}; {s.elapsed:.1f}s",
-        file=err,
-    )
-    for rec in s.failures[:5]:
-        gen = f" generation {rec['generation']}" if rec["generation"] is not None else ""
-        print(f"  {opts.input} {rec['where']}{gen}: {rec['stage']}: {rec['error']}", file=err)
-    if s.rows_with_failures:
-        print(f"  every failure is recorded in {s.failures_path}; rerun with --retry-failed to retry them", file=err)
-        if cached and any(rec["stage"].endswith("parse") for rec in s.failures):
-            # the cache keeps the raw output, so a retry parses the same text again
-            print("  a parse failure comes back from the cache: add --no-cache to sample it again", file=err)
-    if opts.parquet and s.output != opts.output and not opts.retry_failed:
-        print(f"  {opts.output} is written when every row is done: rerun the same command to complete it", file=err)
-    if s.left and not s.stopped and opts.retry_failed:
-        print(f"  {s.left} rows not run yet: rerun without --retry-failed to complete", file=err)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
