@@ -114,7 +114,9 @@ class Generation:
             (``max_new_tokens`` reached: the text is cut), or the server's own word; None if unknown.
         input_tokens: the prompt's tokens (a request of several choices splits its usage over them,
             so that totals stay exact).
-        output_tokens: the tokens of ``text``.
+        output_tokens: the tokens the model generated for it: those of a stop string that cut the
+            text included (servers bill them), the end-of-sequence token that ended it not. A
+            greedy generation repeated for ``num_generations`` repeats its counts too.
         logprobs: when ``GenerationParams.logprobs`` asked for them: one
             ``{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}`` per output token.
 

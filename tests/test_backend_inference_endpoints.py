@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fnlabel import ConfigError, GenerationFailure, GenerationParams, llm, tasks
+from fnlabel import ConfigError, Generation, GenerationFailure, GenerationParams, llm, tasks, text_of
 from fnlabel.backends import config_class
 from fnlabel.backends.inference_endpoints import InferenceEndpointsConfig, inference_endpoints
 from tests.servers import Fault, TGIServer, shared_llama_server
@@ -20,6 +20,11 @@ SECRET = "hf_SECRETtoken0123456789"
 def fast(url: str, **kw) -> object:
     options = {"base_url": url, "model_id": "org/model", "backoff": 0.01, "max_retries": 3, "timeout": 2.0}
     return inference_endpoints(**{**options, **kw})
+
+
+def texts(out: list) -> list[list[str | None]]:
+    """The texts of a backend's output (None for a failure)."""
+    return [[text_of(g) for g in row] for row in out]
 
 
 def params_of(seen) -> dict:
@@ -50,6 +55,7 @@ def test_text_generation_params_and_distinct_seeds_per_generation():
             ["</s>"],
             False,
         )
+    out = texts(out)
     for text, row in zip(["one", "two"], out):
         seeds = [g.split("seed ")[1].split()[0] for g in row]
         assert all(g.startswith(text) for g in row)
@@ -79,7 +85,7 @@ def test_chat_prompts_go_to_chat_completion_with_fan_out():
     assert all(b["model"] == "org/model" and b["max_tokens"] == 5 and b["presence_penalty"] == 0.4 for b in bodies)
     assert all(b["messages"] == chat for b in bodies)
     assert sorted(b["seed"] for b in bodies)[0] != sorted(b["seed"] for b in bodies)[1]
-    assert out[0][0] == "Be brief.\nhello [chat seed 3]" and out[0][1] != out[0][0]
+    assert out[0][0].text == "Be brief.\nhello [chat seed 3]" and out[0][1].text != out[0][0].text
 
 
 def test_stop_sequences_are_not_part_of_the_output():
@@ -91,7 +97,44 @@ def test_stop_sequences_are_not_part_of_the_output():
         gen.close()
     sent = [params_of(s) if s.path == "/" else s.body for s in srv.requests]
     assert [p["stop"] for p in sent] == [[". ", "zzz"]] * 4
-    assert out == [["alpha"] * 2, ["alpha"] * 2]
+    assert texts(out) == [["alpha"] * 2, ["alpha"] * 2]
+
+
+def test_text_generation_reports_finish_reason_and_token_counts():
+    # the fake counts words: the prompt's (prefill) and the generated text's
+    with TGIServer() as srv:
+        gen = fast(srv.url)
+        [[done]], [[cut]] = (
+            gen(["three word prompt"], GenerationParams(seed=1)),
+            gen(["three word prompt"], GenerationParams(max_new_tokens=3, seed=1)),
+        )
+        gen.close()
+    assert all(params_of(s)["details"] is True and params_of(s)["decoder_input_details"] is True for s in srv.requests)
+    assert done.text == "three word prompt [seed 1 sample True]"
+    assert (done.finish_reason, done.input_tokens, done.output_tokens) == ("stop", 3, 7)  # TGI's "eos_token"
+    assert (cut.finish_reason, cut.input_tokens) == ("length", 3) and done.logprobs is None
+
+
+def test_chat_completion_reports_finish_reason_and_usage():
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]
+    with TGIServer() as srv:
+        gen = fast(srv.url)
+        [[done]], [[cut]] = gen([chat], GenerationParams(seed=3)), gen([chat], GenerationParams(max_new_tokens=3))
+        gen.close()
+    assert done.text == "Be brief.\nhello there [chat seed 3]"
+    # usage: the messages' words (4) and the answer's (7)
+    assert (done.finish_reason, done.input_tokens, done.output_tokens) == ("stop", 4, 7)
+    assert cut.finish_reason == "length"
+
+
+def test_logprobs_are_refused_when_composed():
+    with TGIServer() as srv:
+        gen = fast(srv.url)
+        with pytest.raises(ConfigError, match="cannot return logprobs"):
+            llm(tasks.text_generation(), gen, GenerationParams(logprobs=1))
+        assert not gen.supports_logprobs
+        gen.close()
+    assert srv.requests == []
 
 
 def test_params_it_cannot_honour_are_refused_before_any_request():
@@ -141,7 +184,7 @@ def test_faults_are_retried_and_a_dead_row_fails_alone():
     for i, row in enumerate(result.outputs):
         if i not in by_row:
             assert row[0]["raw_output"] == f"{rows[i]} [seed 1 sample True]"
-    assert chat == [["flaky chat [chat seed 1]"]]
+    assert texts(chat) == [["flaky chat [chat seed 1]"]]
     overloaded = [s for s in srv.requests if "overloaded" in str(s.body)]
     assert overloaded[1].at - overloaded[0].at >= 0.25, "Retry-After of the 429 was honoured"
 
@@ -152,7 +195,7 @@ def test_exhausted_retries_give_generation_failures():
         out = gen(["down", "up"], GenerationParams(num_generations=2))
         gen.close()
     assert all(isinstance(g, GenerationFailure) and "bad gateway" in g.error for g in out[0])
-    assert all(isinstance(g, str) and g.startswith("up") for g in out[1])
+    assert all(isinstance(g, Generation) and g.text.startswith("up") for g in out[1])
 
 
 def test_concurrency_is_bounded():
@@ -160,7 +203,7 @@ def test_concurrency_is_bounded():
         gen = fast(srv.url, max_concurrency=3)
         out = gen([f"p{i}" for i in range(4)], GenerationParams(num_generations=3))
         gen.close()
-    assert [[g.split()[0] for g in row] for row in out] == [[f"p{i}"] * 3 for i in range(4)]
+    assert [[g.text.split()[0] for g in row] for row in out] == [[f"p{i}"] * 3 for i in range(4)]
     assert srv.max_in_flight == 3
 
 
@@ -172,7 +215,7 @@ def test_chat_completion_against_a_real_server():
         [[{"role": "user", "content": "Say hi."}]],
         GenerationParams(max_new_tokens=6, temperature=0.0, num_generations=2),
     )
-    assert len(out[0]) == 2 and all(isinstance(g, str) and g.strip() for g in out[0])
+    assert len(out[0]) == 2 and all(isinstance(g, Generation) and g.text.strip() for g in out[0])
     gen.close()
 
 

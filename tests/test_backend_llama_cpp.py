@@ -8,7 +8,7 @@ import llama_cpp as llama_cpp_library  # noqa: F401 - the library must be instal
 import pytest
 
 import fnlabel
-from fnlabel import ConfigError, GenerationFailure, GenerationParams
+from fnlabel import ConfigError, Generation, GenerationFailure, GenerationParams, text_of
 from fnlabel.backends import config_class
 from fnlabel.backends.llama_cpp import LlamaCpp, LlamaCppConfig, _prompt_tokens, llama_cpp, sampling_kwargs
 from fnlabel.seeds import generation_seed
@@ -23,6 +23,11 @@ GREEDY = GenerationParams(max_new_tokens=10, temperature=0.0)
 @pytest.fixture(scope="session")
 def backend() -> LlamaCpp:
     return llama_cpp(model="smollm2", n_ctx=512)
+
+
+def texts(out: list) -> list[list[str | None]]:
+    """The texts of a backend's output (None for a failure)."""
+    return [[text_of(g) for g in row] for row in out]
 
 
 def n_tokens(backend: LlamaCpp, text: str) -> int:
@@ -52,24 +57,24 @@ def test_backend_reports_real_model_and_natural_format(backend):
 def test_shapes_for_string_and_chat_prompts(backend):
     out = backend(["The sky is", CHAT, "1, 2, 3,"], SAMPLE.replace(num_generations=2))
     assert [len(gens) for gens in out] == [2, 2, 2]
-    assert all(isinstance(g, str) for gens in out for g in gens)
+    assert all(isinstance(g, Generation) for gens in out for g in gens)
     assert backend([], SAMPLE) == []
 
 
 def test_seed_reproduces_and_generations_differ(backend):
     params = SAMPLE.replace(num_generations=3)
-    first = backend(["Once upon a time", CHAT], params)
-    assert backend(["Once upon a time", CHAT], params) == first
+    first = texts(backend(["Once upon a time", CHAT], params))
+    assert texts(backend(["Once upon a time", CHAT], params)) == first
     for gens in first:
         assert len(set(gens)) >= 2, gens
     # asking for more generations keeps the earlier ones
-    assert backend(["Once upon a time"], params.replace(num_generations=4))[0][:3] == first[0]
-    assert backend(["Once upon a time"], params.replace(seed=124))[0] != first[0]
+    assert texts(backend(["Once upon a time"], params.replace(num_generations=4)))[0][:3] == first[0]
+    assert texts(backend(["Once upon a time"], params.replace(seed=124)))[0] != first[0]
 
 
 def test_generation_i_uses_the_derived_seed(backend):
     # generation 1 of seed s is what llama.cpp gives for seed generation_seed(s, 1)
-    got = backend(["Once upon a time"], SAMPLE.replace(num_generations=2))[0][1]
+    got = backend(["Once upon a time"], SAMPLE.replace(num_generations=2))[0][1].text
     raw = backend.llama().create_completion(
         "Once upon a time", seed=generation_seed(123, 1), **sampling_kwargs(backend.config, SAMPLE)
     )
@@ -78,50 +83,99 @@ def test_generation_i_uses_the_derived_seed(backend):
 
 def test_unseeded_runs_differ(backend):
     params = SAMPLE.replace(seed=None, max_new_tokens=16)
-    assert backend(["Once upon a time"], params) != backend(["Once upon a time"], params)
+    assert texts(backend(["Once upon a time"], params)) != texts(backend(["Once upon a time"], params))
 
 
 def test_max_new_tokens_bounds_length(backend):
     for limit in (1, 7):
-        out = backend(["Once upon a time"], GREEDY.replace(max_new_tokens=limit))[0][0]
+        out = backend(["Once upon a time"], GREEDY.replace(max_new_tokens=limit))[0][0].text
         assert 0 < n_tokens(backend, out) <= limit
 
 
+SAY_HI = [{"role": "user", "content": "Say hi"}]
+
+
+def template_tokens(backend: LlamaCpp, messages: list[dict[str, str]]) -> int:
+    """The tokens of ``messages`` as the GGUF's own chat template renders them (its default system turn included)."""
+    import jinja2
+
+    template = backend.llama().metadata["tokenizer.chat_template"]
+    return n_tokens(backend, jinja2.Template(template).render(messages=messages, add_generation_prompt=True))
+
+
+def assert_logprobs(gen: Generation, n: int) -> None:
+    """One entry per output token, each with its ``n`` most likely tokens, most likely first; greedy picks the top."""
+    assert gen.logprobs is not None and len(gen.logprobs) == gen.output_tokens > 0
+    assert "".join(e["token"] for e in gen.logprobs) == gen.text
+    for entry in gen.logprobs:
+        top = [t["logprob"] for t in entry["top_logprobs"]]
+        assert len(top) == n and top == sorted(top, reverse=True), entry
+        assert entry["logprob"] <= 0
+        assert entry["top_logprobs"][0]["token"] == entry["token"], "greedy: the chosen token is the most likely"
+        assert entry["logprob"] == pytest.approx(top[0])
+
+
+def test_a_generation_ended_by_eos_reports_stop_and_its_tokens(backend):
+    [[gen]] = backend([SAY_HI], GenerationParams(max_new_tokens=64, temperature=0.0))
+    assert gen.finish_reason == "stop" and gen.text and gen.logprobs is None
+    assert gen.output_tokens == n_tokens(backend, gen.text) < 64, "the tokens it wrote, not the EOS that ended it"
+    assert gen.input_tokens == template_tokens(backend, SAY_HI) > n_tokens(backend, "Say hi") + 10
+    [[plain]] = backend(["The capital of France is"], GREEDY)
+    assert plain.input_tokens == n_tokens(backend, "The capital of France is")
+
+
+def test_a_generation_cut_by_max_new_tokens_reports_length(backend):
+    for prompt in (SAY_HI, "The capital of France is"):
+        [[gen]] = backend([prompt], GenerationParams(max_new_tokens=5, temperature=0.0))
+        assert (gen.finish_reason, gen.output_tokens) == ("length", 5), gen
+
+
+def test_logprobs_of_each_output_token(backend):
+    params = GREEDY.replace(max_new_tokens=8, logprobs=2)
+    [[chat]], [[plain]] = backend([SAY_HI], params), backend(["The capital of France is"], params)
+    for gen in (chat, plain):
+        assert_logprobs(gen, 2)
+    # logprobs load a second copy of the model (logits_all=True): the greedy text is the same
+    assert chat.text == backend([SAY_HI], GREEDY.replace(max_new_tokens=8))[0][0].text
+    [[one]] = backend([SAY_HI], params.replace(logprobs=1))
+    assert [len(e["top_logprobs"]) for e in one.logprobs] == [1] * 8
+
+
 def test_stop_strings_stop(backend):
-    full = backend(["Count: 1, 2, 3,"], GREEDY.replace(max_new_tokens=16))[0][0]
+    full = backend(["Count: 1, 2, 3,"], GREEDY.replace(max_new_tokens=16))[0][0].text
     assert " 5," in full, full
-    cut = backend(["Count: 1, 2, 3,"], GREEDY.replace(max_new_tokens=16, stop=(" 5,",)))[0][0]
+    cut = backend(["Count: 1, 2, 3,"], GREEDY.replace(max_new_tokens=16, stop=(" 5,",)))[0][0].text
     assert cut == full[: full.index(" 5,")]
 
 
 def test_chat_messages_use_the_chat_template_and_strings_do_not(backend):
     raw = backend.llama()
     kw = sampling_kwargs(backend.config, GREEDY)
-    chat_out, text_out = backend([CHAT, "Name a fruit."], GREEDY)
+    chat_out, text_out = texts(backend([CHAT, "Name a fruit."], GREEDY))
     assert chat_out[0] == raw.create_chat_completion(messages=CHAT, seed=0, **kw)["choices"][0]["message"]["content"]
     assert text_out[0] == raw.create_completion("Name a fruit.", seed=0, **kw)["choices"][0]["text"]
     assert chat_out[0] != text_out[0]
 
 
 def test_greedy_generations_are_identical(backend):
-    gens = backend(["The sky is"], GREEDY.replace(num_generations=3))[0]
+    gens = texts(backend(["The sky is"], GREEDY.replace(num_generations=3)))[0]
     assert len(gens) == 3 and len(set(gens)) == 1
 
 
 def test_general_params_reach_the_sampler(backend):
     repetitive = "nine nine nine nine nine nine nine nine"
-    plain = backend([repetitive], GREEDY.replace(max_new_tokens=8))[0][0]
+    plain = backend([repetitive], GREEDY.replace(max_new_tokens=8))[0][0].text
     penalized = backend([repetitive], GREEDY.replace(max_new_tokens=8, presence_penalty=2.0, frequency_penalty=2.0))
-    assert penalized[0][0] != plain
+    assert penalized[0][0].text != plain
     # top_k=1 leaves one candidate: sampling at a high temperature is greedy
-    top1 = backend(["The sky is"], SAMPLE.replace(temperature=1.5, top_k=1, num_generations=2))[0]
-    assert top1 == backend(["The sky is"], GREEDY.replace(num_generations=2))[0]
+    top1 = texts(backend(["The sky is"], SAMPLE.replace(temperature=1.5, top_k=1, num_generations=2)))[0]
+    assert top1 == texts(backend(["The sky is"], GREEDY.replace(num_generations=2)))[0]
 
 
 def test_prompt_too_long_fails_only_its_row(backend):
     out = backend(["word " * 600, "The sky is"], GREEDY.replace(num_generations=2))
     assert all(isinstance(g, GenerationFailure) and "n_ctx" in g.error for g in out[0])
-    assert all(isinstance(g, str) for g in out[1])
+    assert all(isinstance(g, Generation) for g in out[1])
 
 
 def test_composed_with_text_generation(backend):
@@ -134,7 +188,7 @@ def test_composed_with_text_generation(backend):
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Name a fruit."},
     ]
-    assert first["raw_output"] == backend([first["prompt_used"]], GREEDY)[0][0]
+    assert first["raw_output"] == backend([first["prompt_used"]], GREEDY)[0][0].text
     assert first["parsed_output"] == {"generations": first["raw_output"]}
     with pytest.raises(ConfigError, match="n_ctx"):
         fnlabel.llm(fnlabel.tasks.text_generation(), backend, GenerationParams(max_new_tokens=512))
@@ -143,7 +197,7 @@ def test_composed_with_text_generation(backend):
 def test_backend_pickles_as_its_config(backend):
     clone = pickle.loads(pickle.dumps(backend))
     assert clone == backend
-    assert clone(["The sky is"], GREEDY) == backend(["The sky is"], GREEDY)
+    assert texts(clone(["The sky is"], GREEDY)) == texts(backend(["The sky is"], GREEDY))
 
 
 def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
@@ -168,7 +222,7 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # llama-cpp-python warns on a duplicate leading BOS
         [[answer]] = gen([text], GREEDY)
-    assert isinstance(answer, str) and answer
+    assert isinstance(answer, Generation) and answer.text
     # what the model was fed: the string's own tokens, its one leading BOS included, nothing added
     model = gen.llama()
     fed = _prompt_tokens(model, text)

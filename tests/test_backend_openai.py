@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import attrs
 import pytest
 
-from fnlabel import BackendError, ConfigError, GenerationFailure, GenerationParams, llm, tasks
+from fnlabel import BackendError, ConfigError, Generation, GenerationFailure, GenerationParams, llm, tasks, text_of
 from fnlabel.backends import config_class
 from fnlabel.backends.openai import PLACEHOLDER_KEY, OpenAIConfig, openai
 from tests.servers import Fault, FaultServer, shared_llama_server
+from tests.servers.openai_fault import words
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,6 +30,11 @@ def _no_real_key(monkeypatch):
 @pytest.fixture(scope="module")
 def llama_url():
     return shared_llama_server().url
+
+
+def texts(out: list) -> list[list[str | None]]:
+    """The texts of a backend's output (None for a failure)."""
+    return [[text_of(g) for g in row] for row in out]
 
 
 def fast(url: str, **kw) -> object:
@@ -47,9 +53,32 @@ def test_llama_cpp_chat_and_completions(llama_url):
     chat = [{"role": "user", "content": "Say hello."}]
     out = gen([chat, "The capital of France is"], params)
     assert [len(row) for row in out] == [1, 1]
-    assert all(isinstance(g, str) and g.strip() for row in out for g in row)
+    assert all(isinstance(g, Generation) and g.text.strip() for row in out for g in row)
     # greedy: the same request gives the same text
-    assert gen([chat], params) == [out[0]]
+    assert texts(gen([chat], params)) == texts([out[0]])
+    gen.close()
+
+
+@pytest.mark.slow
+def test_llama_cpp_reports_usage_finish_reasons_and_logprobs(llama_url):
+    gen = openai(model="smollm2", base_url=llama_url)
+    chat = [{"role": "user", "content": "Say hi"}]
+    [[done]] = gen([chat], GenerationParams(max_new_tokens=64, temperature=0.0))
+    [[cut]] = gen([chat], GenerationParams(max_new_tokens=3, temperature=0.0))
+    assert (done.finish_reason, cut.finish_reason) == ("stop", "length") and done.logprobs is None
+    for g in (done, cut):
+        assert all(type(v) is int and v > 0 for v in (g.input_tokens, g.output_tokens)), g
+    # the chat template's tokens (turn markers, a default system turn), the same for both
+    assert done.input_tokens == cut.input_tokens > 10
+    assert cut.output_tokens == 3 < done.output_tokens < 64
+    [[scored]] = gen([chat], GenerationParams(max_new_tokens=6, temperature=0.0, logprobs=2))
+    assert scored.logprobs is not None and len(scored.logprobs) == scored.output_tokens == 6
+    assert "".join(e["token"] for e in scored.logprobs) == scored.text
+    for entry in scored.logprobs:
+        top = [t["logprob"] for t in entry["top_logprobs"]]
+        # (the server's default repeat_penalty may pick a token below the top one, never above it)
+        assert len(top) == 2 and top == sorted(top, reverse=True) and entry["logprob"] <= top[0] + 1e-6
+        assert top[0] <= 0
     gen.close()
 
 
@@ -92,7 +121,7 @@ def test_llama_cpp_inside_a_running_event_loop(llama_url):
         return sync, awaited
 
     sync, awaited = asyncio.run(main())
-    assert sync == awaited and isinstance(sync[0][0], str)
+    assert sync == awaited and isinstance(sync[0][0], Generation) and sync[0][0].text
     gen.close()
 
 
@@ -170,16 +199,16 @@ def test_random_faults_never_lose_or_mix_up_a_generation():
                 failures += 1
                 assert "refused" in g.error or "gave up" in g.error
             else:
-                assert g.startswith(f"row-{i} [gen "), (i, g)
-        texts = [g for g in row if isinstance(g, str)]
-        assert len(set(texts)) == len(texts), "no generation is duplicated by a refill"
+                assert g.text.startswith(f"row-{i} [gen "), (i, g)
+        arrived = [g.text for g in row if isinstance(g, Generation)]
+        assert len(set(arrived)) == len(arrived), "no generation is duplicated by a refill"
     assert 0 < failures < 120, "some requests were refused (400), most arrived"
 
 
 def test_retry_after_is_honoured():
     with FaultServer(script={"slow-down": [Fault.rate_limit(0.6)]}) as srv:
         gen = fast(srv.url)
-        assert gen(["slow-down"], GenerationParams()) == [["slow-down [gen 0 seed None]"]]
+        assert texts(gen(["slow-down"], GenerationParams())) == [["slow-down [gen 0 seed None]"]]
         gen.close()
     first, second = srv.requests
     assert first.fault == "status" and second.fault == "ok"
@@ -195,7 +224,7 @@ def test_other_4xx_fail_fast_with_the_server_message():
     failure = out[0][0]
     assert isinstance(failure, GenerationFailure)
     assert "HTTP 400" in failure.error and "maximum context length is 2048 tokens" in failure.error
-    assert out[1] == ["fine [gen 0 seed None]"]
+    assert texts(out[1:]) == [["fine [gen 0 seed None]"]]
 
 
 def test_auth_error_aborts_the_call_and_says_how_to_fix():
@@ -217,7 +246,7 @@ def test_timeouts_and_dropped_connections_exhaust_retries_without_hanging():
     assert elapsed < 5
     assert "TimeoutError" in out[0][0].error and "gave up after 3 attempts" in out[0][0].error
     assert isinstance(out[1][0], GenerationFailure) and "gave up after 3 attempts" in out[1][0].error
-    assert out[2] == ["fine [gen 0 seed None]"]
+    assert texts(out[2:]) == [["fine [gen 0 seed None]"]]
     assert srv.count("stuck") == 3 and srv.count("gone") == 3
 
 
@@ -242,7 +271,8 @@ def test_sync_generate_inside_a_running_event_loop():
 
         awaited, blocking, ticks = asyncio.run(main())
         gen.close()
-    assert awaited == [["a [gen 0 seed None]"], ["b [gen 0 seed None]"]] and blocking == [["c [gen 0 seed None]"]]
+    assert texts(awaited) == [["a [gen 0 seed None]"], ["b [gen 0 seed None]"]]
+    assert texts(blocking) == [["c [gen 0 seed None]"]]
     assert ticks >= 2
 
 
@@ -251,7 +281,7 @@ def test_concurrency_is_bounded():
         gen = fast(srv.url, max_concurrency=4)
         out = gen([f"p{i}" for i in range(16)], GenerationParams())
         gen.close()
-    assert [row[0].split()[0] for row in out] == [f"p{i}" for i in range(16)]
+    assert [row[0].text.split()[0] for row in out] == [f"p{i}" for i in range(16)]
     assert srv.max_in_flight == 4
 
 
@@ -265,13 +295,13 @@ def test_native_n_and_learned_fan_out():
         asked_second = [s.body["n"] for s in srv.requests]
         gen.close()
     assert asked_first == [3, 1, 1] and asked_second == [1, 1, 1]
-    assert len(set(first[0])) == 3 and len(set(second[0])) == 3
+    assert len(set(texts(first)[0])) == 3 and len(set(texts(second)[0])) == 3
     with FaultServer() as srv:
         gen = fast(srv.url)
         out = gen(["c"], GenerationParams(num_generations=3))
         gen.close()
     assert [s.body["n"] for s in srv.requests] == [3]
-    assert out == [[f"c [gen {i} seed None]" for i in range(3)]]
+    assert texts(out) == [[f"c [gen {i} seed None]" for i in range(3)]]
 
 
 def vllm_rules(body: dict, _path: str) -> Fault | None:
@@ -290,7 +320,7 @@ def test_greedy_asks_for_one_choice_and_repeats_it():
             ["a", [{"role": "user", "content": "b"}]], GenerationParams(temperature=0.0, num_generations=3, seed=5)
         )
         gen.close()
-    assert out == [["a [gen 0 seed 5]"] * 3, ["b [gen 0 seed 5]"] * 3]
+    assert texts(out) == [["a [gen 0 seed 5]"] * 3, ["b [gen 0 seed 5]"] * 3]
     assert sorted(s.body["n"] for s in srv.requests) == [1, 1]
 
 
@@ -301,7 +331,7 @@ def test_a_stop_string_the_server_kept_is_cut():
         gen = fast(srv.url)
         out = gen(["alpha. beta", [{"role": "user", "content": "gamma. delta"}]], GenerationParams(stop=[". "]))
         gen.close()
-    assert out == [["alpha"], ["gamma"]]
+    assert texts(out) == [["alpha"], ["gamma"]]
 
 
 def test_params_reach_the_request_body_and_endpoints_follow_the_prompt_type():
@@ -329,6 +359,55 @@ def test_params_reach_the_request_body_and_endpoints_follow_the_prompt_type():
         assert body["stop"] == ["\n\n", "###"] and body["min_p"] == 0.05 and body["nested"] == {"a": [1]}
 
 
+def test_usage_of_n_choices_is_split_so_that_it_adds_up():
+    # the fake counts words: the prompt once, the output of all choices together (as OpenAI reports n > 1)
+    with FaultServer() as srv:
+        gen = fast(srv.url)
+        prompts = ["alpha beta", [{"role": "user", "content": "a longer chat prompt of seven words"}]]
+        out = gen(prompts, GenerationParams(num_generations=3, seed=100))
+        gen.close()
+    assert [s.body["n"] for s in srv.requests] == [3, 3], "one request of 3 choices per prompt"
+    for row, prompt_words in zip(out, [2, 7]):
+        assert sum(g.input_tokens for g in row) == prompt_words  # the server's prompt_tokens
+        assert sum(g.output_tokens for g in row) == sum(words(g.text) for g in row)  # its completion_tokens
+        assert max(g.input_tokens for g in row) - min(g.input_tokens for g in row) <= 1, "the prompt, evenly"
+        assert all(g.finish_reason == "stop" and g.logprobs is None for g in row)
+    assert [g.input_tokens for g in out[0]] == [1, 1, 0]  # 2 words over 3 choices: whole numbers, exact sum
+
+
+def test_max_new_tokens_reached_is_finish_reason_length():
+    with FaultServer() as srv:
+        gen = fast(srv.url)
+        prompts = ["plain", [{"role": "user", "content": "chat"}]]
+        cut, done = gen(prompts, GenerationParams(max_new_tokens=3)), gen(prompts, GenerationParams(max_new_tokens=4))
+        gen.close()
+    assert [g.finish_reason for [g] in cut] == ["length", "length"]
+    assert [g.finish_reason for [g] in done] == ["stop", "stop"]
+
+
+def test_logprobs_are_asked_for_and_parsed_per_endpoint():
+    with FaultServer() as srv:
+        gen = fast(srv.url)
+        plain, chat = gen(["one two", [{"role": "user", "content": "three"}]], GenerationParams(logprobs=2))
+        unasked = gen(["one two", [{"role": "user", "content": "three"}]], GenerationParams())
+        gen.close()
+    sent = {s.path: s.body for s in srv.requests[:2]}
+    assert (sent["/v1/chat/completions"]["logprobs"], sent["/v1/chat/completions"]["top_logprobs"]) == (True, 2)
+    assert sent["/v1/completions"]["logprobs"] == 2 and "top_logprobs" not in sent["/v1/completions"]
+    assert all("logprobs" not in s.body and "top_logprobs" not in s.body for s in srv.requests[2:])
+    # the fake: each word of the text is a token of logprob -0.5; "x" (-2.0) is the other candidate
+    [g] = plain
+    assert g.logprobs == tuple(
+        {"token": w, "logprob": -0.5, "top_logprobs": [{"token": w, "logprob": -0.5}, {"token": "x", "logprob": -2.0}]}
+        for w in g.text.split(" ")
+    )
+    [g] = chat
+    assert g.logprobs == tuple(
+        {"token": w, "logprob": -0.5, "top_logprobs": [{"token": "x", "logprob": -2.0}]} for w in g.text.split(" ")
+    )
+    assert [g.logprobs for [g] in unasked] == [None, None]
+
+
 def test_threads_share_one_backend():
     with FaultServer(latency=0.02) as srv:
         gen = fast(srv.url, max_concurrency=8)
@@ -337,8 +416,10 @@ def test_threads_share_one_backend():
         gen.close()
         again = gen(["after close"], GenerationParams())  # a closed backend reopens on the next call
         gen.close()
-    assert [[row[0].split()[0] for row in out] for out in outs] == [[f"t{i}-{j}" for j in range(5)] for i in range(4)]
-    assert again == [["after close [gen 0 seed None]"]]
+    assert [[row[0].text.split()[0] for row in out] for out in outs] == [
+        [f"t{i}-{j}" for j in range(5)] for i in range(4)
+    ]
+    assert texts(again) == [["after close [gen 0 seed None]"]]
     assert srv.max_in_flight <= 8
 
 
@@ -398,6 +479,6 @@ def test_backend_pickles_by_config():
         gen = fast(srv.url)
         clone = pickle.loads(pickle.dumps(gen))
         assert clone.config == gen.config
-        assert clone(["p"], GenerationParams()) == [["p [gen 0 seed None]"]]
+        assert texts(clone(["p"], GenerationParams())) == [["p [gen 0 seed None]"]]
         clone.close()
         gen.close()

@@ -16,11 +16,16 @@ from fnlabel.backends import config_class
 from fnlabel.backends.vllm import VLLM, VLLMConfig, loaded_engines, sampling_kwargs, vllm
 from fnlabel.errors import ConfigError
 from fnlabel.frozen import FrozenMap, thaw
-from fnlabel.types import GenerationFailure, GenerationParams
+from fnlabel.types import Generation, GenerationFailure, GenerationParams, text_of
 
 CONFIG = VLLMConfig(model="smollm2", dtype="float32", max_model_len=512, enforce_eager=True, seed=0)
 SAMPLE = GenerationParams(max_new_tokens=24, temperature=1.0, seed=7)
 GREEDY = GenerationParams(max_new_tokens=24, temperature=0.0)
+
+
+def texts(out: list) -> list[list[str | None]]:
+    """The texts of a backend's output (None for a failure)."""
+    return [[text_of(g) for g in row] for row in out]
 
 
 def chat(text: str) -> list[dict[str, str]]:
@@ -139,7 +144,7 @@ def test_shapes_and_model_name(backend):
     prompts = [chat("Name a colour."), chat("Name a fruit."), chat("Name a city.")]
     out = backend(prompts, SAMPLE.replace(num_generations=2))
     assert [len(gens) for gens in out] == [2, 2, 2]
-    assert all(isinstance(g, str) and g.strip() for gens in out for g in gens)
+    assert all(isinstance(g, Generation) and g.text.strip() for gens in out for g in gens)
     assert backend.model_name == CONFIG.model_path() and backend.prompt_format == "openai"
     assert backend([], SAMPLE) == []
 
@@ -160,19 +165,19 @@ def test_one_engine_call_serves_a_batch(backend, spy):
 def test_seed_reproduces_and_generations_differ(backend):
     prompts = [chat("Write a one-line poem about the sea."), chat("Invent a name for a cat.")]
     params = SAMPLE.replace(num_generations=4)
-    first, again = backend(prompts, params), backend(prompts, params)
+    first, again = texts(backend(prompts, params)), texts(backend(prompts, params))
     assert first == again
     for gens in first:
         assert len(set(gens)) > 1, gens
-    other = backend(prompts, params.replace(seed=8))
+    other = texts(backend(prompts, params.replace(seed=8)))
     assert other != first
     # generation i has seed (seed + i): asking for more generations keeps the earlier ones
-    assert backend(prompts, params.replace(num_generations=2)) == [g[:2] for g in first]
+    assert texts(backend(prompts, params.replace(num_generations=2))) == [g[:2] for g in first]
 
 
 @pytest.mark.slow
 def test_greedy_repeats_the_one_sequence(backend):
-    out = backend([chat("What is 2 + 2?")], GREEDY.replace(num_generations=3))
+    out = texts(backend([chat("What is 2 + 2?")], GREEDY.replace(num_generations=3)))
     assert len(out[0]) == 3 and len(set(out[0])) == 1 and out[0][0]
 
 
@@ -180,8 +185,8 @@ def test_greedy_repeats_the_one_sequence(backend):
 def test_max_new_tokens_bounds_length(backend):
     tok = backend.llm.get_tokenizer()
     prompt = [chat("Tell me a long story about a dragon and a knight.")]
-    short = backend(prompt, GREEDY.replace(max_new_tokens=5))[0][0]
-    longer = backend(prompt, GREEDY.replace(max_new_tokens=30))[0][0]
+    short = backend(prompt, GREEDY.replace(max_new_tokens=5))[0][0].text
+    longer = backend(prompt, GREEDY.replace(max_new_tokens=30))[0][0].text
     assert 0 < len(tok.encode(short, add_special_tokens=False)) <= 5
     assert longer.startswith(short) and len(tok.encode(longer, add_special_tokens=False)) > 5
 
@@ -189,12 +194,74 @@ def test_max_new_tokens_bounds_length(backend):
 @pytest.mark.slow
 def test_stop_strings_stop(backend):
     prompt = [chat("List five animals, separated by commas.")]
-    full = backend(prompt, GREEDY.replace(max_new_tokens=30))[0][0]
+    full = backend(prompt, GREEDY.replace(max_new_tokens=30))[0][0].text
     words = full.split()
     assert len(words) >= 3, full
     stop = words[2]
-    cut = backend(prompt, GREEDY.replace(max_new_tokens=30, stop=(stop,)))[0][0]
+    cut = backend(prompt, GREEDY.replace(max_new_tokens=30, stop=(stop,)))[0][0].text
     assert cut == full[: full.index(stop)]
+
+
+SAY_HI = chat("Say hi")
+
+
+def assert_logprobs(gen: Generation, n: int) -> None:
+    """One entry per output token, each with its ``n`` most likely tokens, most likely first; greedy picks the top."""
+    assert gen.logprobs is not None and len(gen.logprobs) == gen.output_tokens > 0
+    assert "".join(e["token"] for e in gen.logprobs) == gen.text
+    for entry in gen.logprobs:
+        top = [t["logprob"] for t in entry["top_logprobs"]]
+        assert len(top) == n and top == sorted(top, reverse=True), entry
+        assert entry["logprob"] <= 0
+        assert entry["top_logprobs"][0]["token"] == entry["token"], "greedy: the chosen token is the most likely"
+        assert entry["logprob"] == pytest.approx(top[0])
+
+
+@pytest.mark.slow
+def test_a_generation_ended_by_eos_reports_stop_and_its_tokens(backend):
+    tok = backend.llm.get_tokenizer()
+    [[gen]] = backend([SAY_HI], GREEDY.replace(max_new_tokens=64))
+    assert gen.finish_reason == "stop" and gen.text and gen.logprobs is None
+    # vLLM keeps the EOS in the sequence's token ids; it is not one of the text's tokens
+    assert gen.output_tokens == len(tok.encode(gen.text, add_special_tokens=False)) < 64
+    rendered = tok.apply_chat_template(SAY_HI, tokenize=False, add_generation_prompt=True)
+    assert gen.input_tokens == len(tok.encode(rendered, add_special_tokens=False)) > 10
+    [[cut]] = backend([SAY_HI], GREEDY.replace(max_new_tokens=5))
+    assert (cut.finish_reason, cut.output_tokens, cut.input_tokens) == ("length", 5, gen.input_tokens)
+
+
+@pytest.mark.slow
+def test_logprobs_of_each_output_token(backend):
+    params = GREEDY.replace(max_new_tokens=8, logprobs=2)
+    out = backend([SAY_HI, "The capital of France is"], params)
+    for [gen] in out:
+        assert_logprobs(gen, 2)
+    assert texts(out) == texts(backend([SAY_HI, "The capital of France is"], params.replace(logprobs=None)))
+    # sampled: the chosen token is one of the top ones or below them, never above
+    [gens] = backend(["Once upon a time"], SAMPLE.replace(max_new_tokens=8, logprobs=3, num_generations=2))
+    for gen in gens:
+        assert len(gen.logprobs) == gen.output_tokens and all(len(e["top_logprobs"]) == 3 for e in gen.logprobs)
+        assert all(e["logprob"] <= e["top_logprobs"][0]["logprob"] + 1e-6 for e in gen.logprobs)
+
+
+@pytest.mark.slow
+def test_logprobs_agree_with_transformers_on_the_same_weights(backend):
+    # both run the embedded model's weights in float32: the same greedy tokens, the same logprobs
+    from fnlabel.backends.transformers import transformers
+
+    hf = transformers(model=CONFIG.model_path(), device="cpu", dtype="float32")
+    params = GREEDY.replace(max_new_tokens=6, logprobs=2)
+    try:
+        [[ours]], [[theirs]] = backend(["The capital of France is"], params), hf(["The capital of France is"], params)
+    finally:
+        hf.close()
+    assert ours.text == theirs.text and (ours.input_tokens, ours.output_tokens) == (theirs.input_tokens, 6)
+    for a, b in zip(ours.logprobs, theirs.logprobs, strict=True):
+        assert [t["token"] for t in a["top_logprobs"]] == [t["token"] for t in b["top_logprobs"]]
+        assert [t["logprob"] for t in a["top_logprobs"]] == pytest.approx(
+            [t["logprob"] for t in b["top_logprobs"]], abs=1e-3
+        )
+        assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-3)
 
 
 @pytest.mark.slow
@@ -205,7 +272,7 @@ def test_chat_messages_use_the_model_chat_template(backend):
     ]
     templated = backend.llm.get_tokenizer().apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert "<|im_start|>assistant" in templated
-    via_chat, via_text, raw = backend([messages, templated, "Capital of France?"], GREEDY)
+    via_chat, via_text, raw = texts(backend([messages, templated, "Capital of France?"], GREEDY))
     assert via_chat == via_text
     assert via_chat != raw
 
@@ -216,7 +283,7 @@ def test_a_rejected_prompt_fails_alone(backend, spy):
     out = backend(["<|im_start|>user\nHi<|im_end|>\n", too_long, chat("Hello")], SAMPLE.replace(num_generations=2))
     assert isinstance(out[1][0], GenerationFailure) and "maximum context length" in out[1][0].error
     assert len(out[1]) == 2
-    assert all(isinstance(g, str) for g in out[0] + out[2])
+    assert all(isinstance(g, Generation) for g in out[0] + out[2])
 
 
 @pytest.mark.slow
@@ -251,7 +318,7 @@ def test_calls_from_threads_are_served_correctly(backend):
     params = SAMPLE.replace(max_new_tokens=8, num_generations=2)
     with ThreadPoolExecutor(3) as pool:  # vllm.LLM is not thread-safe: the backend serialises calls
         threaded = list(pool.map(lambda b: backend(b, params), batches))
-    assert threaded == [backend(b, params) for b in batches]
+    assert [texts(out) for out in threaded] == [texts(backend(b, params)) for b in batches]
 
 
 # --- a tokenizer that adds BOS (Llama, Mistral): one extra engine, shut down after its tests ---------
@@ -299,7 +366,9 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(bos_backend, monkeypat
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
     text = fnlabel.format_prompt(fnlabel.Prompt("Be brief.", "Name a fruit."), "chatml")
     assert text.startswith("<|im_start|>")
-    from_string, plain, from_chat = bos_backend([text, "Name a fruit.", messages], GREEDY.replace(max_new_tokens=10))
+    from_string, plain, from_chat = texts(
+        bos_backend([text, "Name a fruit.", messages], GREEDY.replace(max_new_tokens=10))
+    )
     assert seen[1][0] == bos_id, "this tokenizer adds BOS to other strings, as before"
     assert seen[0][:2] == [bos_id, system_id], f"one BOS, not two: {seen[0][:3]}"
     # the chatml string is what the chat template renders: both give the same greedy text

@@ -17,12 +17,13 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
 from fnlabel import redact
+from fnlabel.backends.ratelimit import RateLimiter
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.types import GenerationFailure
 
@@ -119,11 +120,16 @@ def _status(exc: BaseException | None) -> int | None:
     return None
 
 
-def retry_after(exc: BaseException) -> float | None:
-    """Seconds from ``Retry-After-Ms`` / ``Retry-After`` (seconds or HTTP date) of an error's response."""
+def response_headers(exc: BaseException) -> Any:
+    """The headers of the HTTP response an error carries (or of the error it was raised from), or None."""
     while exc.__cause__ is not None and getattr(exc, "response", None) is None:
         exc = exc.__cause__
-    headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "headers", None)
+    return getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "headers", None)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds from ``Retry-After-Ms`` / ``Retry-After`` (seconds or HTTP date) of an error's response."""
+    headers = response_headers(exc)
     if not headers:
         return None
     try:
@@ -208,6 +214,9 @@ async def with_retries(
     policy: RetryPolicy,
     semaphore: asyncio.Semaphore,
     what: str,
+    limiter: RateLimiter | None = None,
+    tokens: int = 0,
+    usage: Callable[[T], tuple[int | None, Mapping[str, str] | None]] | None = None,
 ) -> T:
     """Await ``request()`` under ``semaphore``, retrying transient errors per ``policy``.
 
@@ -215,17 +224,34 @@ async def with_retries(
     request (4xx), and :class:`BackendError` for errors that would hit every row
     (401/403/404, and a server that cannot be reached at all once the retries are spent:
     the connection refused, the host unknown). The semaphore is released while waiting to retry.
+
+    With a ``limiter``, every attempt first waits for its turn (``tokens``: the request's
+    estimate; the wait does not count toward the attempt's timeout), and ``usage(result)``
+    gives the tokens the server reported and its response headers, to settle the budget.
     """
     attempt = 0
     while True:
         async with semaphore:
+            if limiter is not None:
+                await limiter.acquire(tokens)
             try:
                 async with asyncio.timeout(policy.timeout):  # no extra task per request, unlike wait_for
-                    return await request()
+                    result = await request()
             except asyncio.CancelledError:
+                if limiter is not None:
+                    limiter.settle(tokens, None, ok=False)
                 raise
             except Exception as exc:  # classified below; nothing escapes unlabelled
                 error = exc
+            else:
+                if limiter is not None:
+                    limiter.settle(tokens, *(usage(result) if usage is not None else (None, None)))
+                return result
+        wait = retry_after(error)
+        if limiter is not None:
+            limiter.settle(tokens, None, response_headers(error), ok=False)
+            if wait is not None and _status(error) == 429:
+                limiter.pause(wait)  # the server wants every request to wait, not only this one
         kind = classify(error)
         if kind == "call":
             raise BackendError(f"{what}: {describe(error)}") from error
@@ -240,7 +266,7 @@ async def with_retries(
                     "running at that address?"
                 ) from error
             raise RowError(f"{what}: {describe(error)} (gave up after {attempt} attempts)") from error
-        await asyncio.sleep(policy.delay(attempt, retry_after(error)))
+        await asyncio.sleep(policy.delay(attempt, wait))
 
 
 def failed(error: BaseException | str, n: int) -> list[Any]:

@@ -20,7 +20,8 @@ import attrs
 from fnlabel import redact
 from fnlabel.backends.http import MalformedResponse, RetryPolicy, RowError, failed, gather_all, require, with_retries
 from fnlabel.backends.local import cut_at_stop
-from fnlabel.backends.loop import LoopBackend
+from fnlabel.backends.loop import LoopBackend, Session
+from fnlabel.backends.ratelimit import estimate_tokens
 from fnlabel.backends.usage import finish_reason, int_or_none
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
@@ -51,6 +52,8 @@ class InferenceEndpointsConfig:
         repetition_penalty: TGI's multiplicative penalty (text_generation only: chat prompts are
             refused with a ConfigError while it is set; unset: none).
         prompt_format: the natural prompt format (``"openai"``: chat messages -> chat_completion).
+        max_requests_per_minute, max_tokens_per_minute: as for the OpenAI backend (huggingface_hub
+            does not show response headers: only these budgets pace the requests).
     """
 
     model_id: str | None = attrs.field(default=None, validator=text(optional=True))
@@ -66,8 +69,13 @@ class InferenceEndpointsConfig:
     max_backoff: float = attrs.field(default=60.0, validator=number(0.0, low_open=True))
     repetition_penalty: float | None = attrs.field(default=None, validator=number(0.0, low_open=True, optional=True))
     prompt_format: str = attrs.field(default="openai", validator=lambda _i, _a, v: check_format(v))
+    #: budgets per minute over all calls of the backend (None: none); see docs/usage.md
+    max_requests_per_minute: int | None = attrs.field(default=None, validator=integer(1, optional=True))
+    max_tokens_per_minute: int | None = attrs.field(default=None, validator=integer(1, optional=True))
 
     kind: ClassVar[str] = "inference-endpoints"
+    #: left out of the cache identity: the budgets do not change an output
+    cache_ignore: ClassVar[tuple[str, ...]] = ("max_requests_per_minute", "max_tokens_per_minute")
 
     def __attrs_post_init__(self) -> None:
         if self.endpoint_name and self.base_url:
@@ -162,24 +170,25 @@ class InferenceEndpointsBackend(LoopBackend):
 
     async def _prompt(self, prompt: FormattedPrompt, params: GenerationParams) -> list[RawGeneration]:
         """Each generation is its own request, with its own seed, all at once."""
-        client, semaphore = self._loop.state
+        session = self._loop.state
         base = params.seed if params.seed is not None else random.randrange(2**31)
         return await gather_all(
-            [
-                self._one(client, semaphore, prompt, params, generation_seed(base, i))
-                for i in range(params.num_generations)
-            ]
+            [self._one(session, prompt, params, generation_seed(base, i)) for i in range(params.num_generations)]
         )
 
     async def _one(
-        self, client: Any, semaphore: asyncio.Semaphore, prompt: FormattedPrompt, params: GenerationParams, seed: int
+        self, session: Session, prompt: FormattedPrompt, params: GenerationParams, seed: int
     ) -> RawGeneration:
+        client = session.client
         if isinstance(prompt, str):
             request = lambda: _text(client, prompt, self.text_generation_kwargs(params, seed))
         else:
             request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))
+        tokens = estimate_tokens(prompt, params.max_new_tokens) if session.limiter is not None else 0
         try:
-            gen = await with_retries(request, self._policy, semaphore, self._what)
+            gen = await with_retries(
+                request, self._policy, session.semaphore, self._what, session.limiter, tokens, _usage
+            )
         except RowError as exc:
             return failed(exc, 1)[0]
         # TGI keeps the stop sequence that ended the generation in its text; the other backends do not
@@ -223,6 +232,13 @@ class InferenceEndpointsBackend(LoopBackend):
             "seed": seed,
             "stop": list(params.stop) or None,
         }
+
+
+def _usage(gen: Generation) -> tuple[int | None, None]:
+    """The tokens a generation used, as the server reported them (None when it did not)."""
+    if gen.input_tokens is None or gen.output_tokens is None:
+        return None, None
+    return gen.input_tokens + gen.output_tokens, None
 
 
 async def _text(client: Any, prompt: str, kwargs: dict[str, Any]) -> Generation:

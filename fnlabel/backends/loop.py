@@ -16,13 +16,16 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import attrs
+
 from fnlabel.backends.base import BackendBase
 from fnlabel.backends.http import gather_all
+from fnlabel.backends.ratelimit import RateLimiter
 from fnlabel.errors import BackendError
 from fnlabel.seeds import generation_seed
 from fnlabel.types import OnPrompt, RawGeneration
 
-__all__ = ["LoopThread", "LoopBackend"]
+__all__ = ["LoopThread", "LoopBackend", "Session"]
 
 T = TypeVar("T")
 
@@ -119,8 +122,18 @@ class LoopThread:
             loop.close()
 
 
+@attrs.frozen
+class Session:
+    """What an HTTP backend's requests share, made on its event loop: the client, the bound on
+    requests in flight, and the rate limiter (None: no budget, and no headers to read)."""
+
+    client: Any
+    semaphore: asyncio.Semaphore
+    limiter: RateLimiter | None
+
+
 class LoopBackend(BackendBase):
-    """What the HTTP backends share: a :class:`LoopThread` holding ``(client, semaphore)``.
+    """What the HTTP backends share: a :class:`LoopThread` holding a :class:`Session`.
 
     A subclass passes ``open_client``, a coroutine function run once on the loop that
     returns a client with an async ``close()``; it must not capture the backend itself, so
@@ -130,17 +143,28 @@ class LoopBackend(BackendBase):
     is rebuilt from its config when pickled.
     """
 
-    def __init__(self, config: Any, name: str, open_client: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    def __init__(
+        self,
+        config: Any,
+        name: str,
+        open_client: Callable[[], Coroutine[Any, Any, Any]],
+        read_headers: bool = False,
+    ) -> None:
+        """``read_headers``: the subclass passes each response's headers to the limiter, so it
+        has one even without budgets (``max_requests_per_minute``, ``max_tokens_per_minute``)."""
         self.config = config
         self._policy = config.retry_policy
         concurrency = config.max_concurrency
+        rpm, tpm = config.max_requests_per_minute, config.max_tokens_per_minute
+        limited = read_headers or rpm is not None or tpm is not None
 
-        async def setup() -> tuple[Any, asyncio.Semaphore]:
+        async def setup() -> Session:
             # created on the backend's loop: the client's HTTP session belongs to it
-            return await open_client(), asyncio.Semaphore(concurrency)
+            limiter = RateLimiter(rpm, tpm) if limited else None
+            return Session(await open_client(), asyncio.Semaphore(concurrency), limiter)
 
-        async def teardown(state: tuple[Any, asyncio.Semaphore]) -> None:
-            await state[0].close()
+        async def teardown(state: Session) -> None:
+            await state.client.close()
 
         self._loop = LoopThread(name, setup, teardown)
         self._finalizer = weakref.finalize(self, self._loop.close)

@@ -15,6 +15,7 @@ out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -33,7 +34,8 @@ from fnlabel.backends.http import (
     with_retries,
 )
 from fnlabel.backends.local import cut_at_stop
-from fnlabel.backends.loop import LoopBackend
+from fnlabel.backends.loop import LoopBackend, Session
+from fnlabel.backends.ratelimit import estimate_tokens
 from fnlabel.backends.usage import chat_logprobs, completion_logprobs, finish_reason, int_or_none, split_exact
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
@@ -74,6 +76,9 @@ class OpenAIConfig:
         max_tokens_param: ``"max_tokens"`` (compatible servers) or ``"max_completion_tokens"``
             (OpenAI reasoning models).
         prompt_format: the natural prompt format (``"openai"``: chat messages).
+        max_requests_per_minute, max_tokens_per_minute: budgets the requests are paced under (tokens
+            estimated from the prompt and ``max_new_tokens``, corrected by the reported usage); the
+            server's ``x-ratelimit-*`` headers are read either way. See docs/usage.md.
     """
 
     model: str = attrs.field(validator=text())
@@ -90,10 +95,13 @@ class OpenAIConfig:
     native_n: bool = attrs.field(default=True, validator=boolean())
     max_tokens_param: str = attrs.field(default="max_tokens", validator=one_of("max_tokens", "max_completion_tokens"))
     prompt_format: str = attrs.field(default="openai", validator=lambda _i, _a, v: check_format(v))
+    #: budgets per minute over all calls of the backend (None: none); see docs/usage.md
+    max_requests_per_minute: int | None = attrs.field(default=None, validator=integer(1, optional=True))
+    max_tokens_per_minute: int | None = attrs.field(default=None, validator=integer(1, optional=True))
 
     kind: ClassVar[str] = "openai"
-    #: left out of the cache identity: the name of the length parameter does not change an output
-    cache_ignore: ClassVar[tuple[str, ...]] = ("max_tokens_param",)
+    #: left out of the cache identity: the name of the length parameter and the budgets do not change an output
+    cache_ignore: ClassVar[tuple[str, ...]] = ("max_tokens_param", "max_requests_per_minute", "max_tokens_per_minute")
 
     def build(self) -> OpenAIBackend:
         """The backend callable; reads the key from ``api_key_env`` now (ConfigError if missing)."""
@@ -155,7 +163,7 @@ class OpenAIBackend(LoopBackend):
                 http_client=DefaultAioHttpClient(timeout=config.timeout + 5),
             )
 
-        super().__init__(config, "fnlabel-openai", open_client)
+        super().__init__(config, "fnlabel-openai", open_client, read_headers=True)
         self._placeholder_key = api_key is None
         self._extra_body = thaw(config.extra_body)  # plain JSON data, thawed once rather than per request
         self._n_ignored = not config.native_n
@@ -189,14 +197,14 @@ class OpenAIBackend(LoopBackend):
             raise
 
     async def _prompt(self, prompt: FormattedPrompt, params: GenerationParams) -> list[RawGeneration]:
-        k, out = params.num_generations, []
+        k, out = params.num_generations, list[RawGeneration]()
         if params.temperature == 0 and k > 1:
             # greedy: every generation is the same text, so one choice stands for all k (as in the
             # local backends); vLLM's server refuses n > 1 at temperature 0, and each choice is billed
             return (await self._prompt(prompt, params.replace(num_generations=1))) * k
         if k == 1 or not self._n_ignored:
             try:
-                out = (await self._retried(prompt, params, k, 0))[:k]
+                out = list((await self._retried(prompt, params, k, 0))[:k])
             except RowError as exc:
                 return failed(exc, k)
             if len(out) < k:
@@ -211,15 +219,23 @@ class OpenAIBackend(LoopBackend):
         except RowError as exc:
             return failed(exc, 1)[0]
 
-    def _retried(self, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> Any:
-        client, semaphore = self._loop.state
-        return with_retries(
-            lambda: self._request(client, prompt, params, n, index), self._policy, semaphore, self._what
+    async def _retried(self, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> list[Generation]:
+        session: Session = self._loop.state
+        tokens = estimate_tokens(prompt, params.max_new_tokens, n) if session.limiter is not None else 0
+        gens, _headers = await with_retries(
+            lambda: self._request(session.client, prompt, params, n, index),
+            self._policy,
+            session.semaphore,
+            self._what,
+            session.limiter,
+            tokens,
+            _usage,
         )
+        return gens
 
     async def _request(
         self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int
-    ) -> list[Generation]:
+    ) -> tuple[list[Generation], Any]:
         # The body is plain JSON already, so it goes through the SDK's generic ``post`` (its
         # documented route for any endpoint): the typed ``create`` would transform every param
         # against its TypedDicts and cost ~20% more client CPU per request (benchmarks/openai_bench.py).
@@ -227,17 +243,18 @@ class OpenAIBackend(LoopBackend):
         chat = not isinstance(prompt, str)
         body = self.request_body(params, n, index, chat)
         body["messages" if chat else "prompt"] = prompt
-        content = await client.post(
-            "/chat/completions" if chat else "/completions", body=body, cast_to=bytes, options=_POST_OPTIONS
+        response = await client.post(
+            "/chat/completions" if chat else "/completions", body=body, cast_to=_raw_response(), options=_POST_OPTIONS
         )
+        content = response.content
         try:
             data = json.loads(content)
         except ValueError as exc:
             raise MalformedResponse(f"response is not JSON: {content[:200]!r}") from exc
         gens = _generations(data, chat=chat, top=params.logprobs)
         if params.stop:  # TGI's messages API keeps the stop sequence in the text; OpenAI and vLLM do not
-            return [attrs.evolve(g, text=cut_at_stop(g.text, params.stop)) for g in gens]
-        return gens
+            gens = [attrs.evolve(g, text=cut_at_stop(g.text, params.stop)) for g in gens]
+        return gens, response.headers
 
     def request_body(self, params: GenerationParams, n: int = 1, index: int = 0, chat: bool = True) -> dict[str, Any]:
         """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.
@@ -272,6 +289,25 @@ class OpenAIBackend(LoopBackend):
         if params.logprobs is not None:
             body.update({"logprobs": True, "top_logprobs": params.logprobs} if chat else {"logprobs": params.logprobs})
         return body
+
+
+@functools.cache
+def _raw_response() -> Any:
+    """The response class ``AsyncOpenAI.post`` returns as is (the body and the headers): the SDK's HTTP library's."""
+    try:
+        from httpx2 import Response  # the SDK's HTTP library since openai 2.x
+    except ImportError:  # pragma: no cover - older openai releases are built on httpx
+        from httpx import Response  # type: ignore[assignment]
+    return Response
+
+
+def _usage(answer: tuple[list[Generation], Any]) -> tuple[int | None, Any]:
+    """The tokens a response used (what its usage said) and its headers, for the rate limiter."""
+    gens, headers = answer
+    counts = [(g.input_tokens, g.output_tokens) for g in gens]
+    if any(i is None or o is None for i, o in counts):
+        return None, headers
+    return sum((i or 0) + (o or 0) for i, o in counts), headers
 
 
 def _generations(data: Any, *, chat: bool, top: int | None) -> list[Generation]:
