@@ -198,9 +198,10 @@ class LLM(LLMBase):
             ) from exc
 
     def _outputs_fast(self, prompts: list[FormattedPrompt], raw: list[list[Any]], k: int) -> list[Any] | None:
-        """All outputs when every row is good and every generation a parsable str, else None."""
+        """All outputs when every row is good and every generation a parsable str or Generation, else None."""
+        if self.metadata:
+            return self._outputs_fast_metadata(prompts, raw, k)
         name, parse = self.model_name, self.task.parse
-        meta, logprobs = self.metadata, self.params.logprobs is not None
         outputs: list[Any] = []
         add = outputs.append
         try:
@@ -210,15 +211,40 @@ class LLM(LLMBase):
                 row = []
                 for g in gens:
                     kind = g.__class__
-                    if kind is str:
-                        text = g
-                    elif kind is Generation:
+                    if kind is Generation:
+                        g = g.text
+                    elif kind is not str:
+                        return None
+                    row.append({"model_name": name, "prompt_used": prompt, "raw_output": g, "parsed_output": parse(g)})
+                add(row)
+        except Exception:
+            return None
+        return outputs
+
+    def _outputs_fast_metadata(self, prompts: list[FormattedPrompt], raw: list[list[Any]], k: int) -> list[Any] | None:
+        """As :meth:`_outputs_fast`, each output with its ``metadata``."""
+        name, parse, logprobs = self.model_name, self.task.parse, self.params.logprobs is not None
+        outputs: list[Any] = []
+        add = outputs.append
+        try:
+            for prompt, gens in zip(prompts, raw):
+                if gens.__class__ is not list or len(gens) != k:
+                    return None
+                row = []
+                for g in gens:
+                    kind = g.__class__
+                    if kind is Generation:
                         text = g.text
+                        meta = {"finish_reason": g.finish_reason, "input_tokens": g.input_tokens}
+                        meta["output_tokens"] = g.output_tokens
+                        if logprobs:
+                            meta["logprobs"] = None if g.logprobs is None else list(g.logprobs)
+                    elif kind is str:
+                        text, meta = g, _no_metadata(logprobs)
                     else:
                         return None
                     out = {"model_name": name, "prompt_used": prompt, "raw_output": text, "parsed_output": parse(text)}
-                    if meta:
-                        out["metadata"] = g.metadata(logprobs) if kind is Generation else _no_metadata(logprobs)
+                    out["metadata"] = meta
                     row.append(out)
                 add(row)
         except Exception:
