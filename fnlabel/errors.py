@@ -14,6 +14,7 @@ __all__ = [
     "OutputError",
     "BackendError",
     "ParseError",
+    "BATCH_PENDING",
 ]
 
 
@@ -47,3 +48,8 @@ class BackendError(FnlabelError, RuntimeError):
 
 class ParseError(FnlabelError, ValueError):
     """A task's ``parse`` could not read a raw output; the message says what it expected."""
+
+
+#: the error of a generation asked of a provider's Batch API and not yet answered (see fnlabel.batches):
+#: a row with one is not written, and a two-stage run does not label it
+BATCH_PENDING = "pending: waiting for a batch's results"

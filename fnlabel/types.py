@@ -26,6 +26,8 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 import attrs
 
 from fnlabel.errors import ConfigError
+from fnlabel.frozen import FrozenMap, frozen_table
+from fnlabel.structured import StructuredOutput, to_structured_output
 from fnlabel.validators import MAX_LOGPROBS, MAX_NEW_TOKENS, MAX_NUM_GENERATIONS, as_float, integer, number
 
 __all__ = [
@@ -201,10 +203,16 @@ class GenerationParams:
     num_generations: int = attrs.field(default=1, validator=integer(1, high=MAX_NUM_GENERATIONS))
     #: the ``logprobs`` of each output token and of its ``logprobs`` most likely alternatives (None: not asked)
     logprobs: int | None = attrs.field(default=None, validator=integer(0, high=MAX_LOGPROBS, optional=True))
+    #: what each generation must look like (a JSON schema, choices or a regex), see :mod:`fnlabel.structured`
+    structured_output: StructuredOutput | None = attrs.field(default=None, converter=to_structured_output)
 
     def replace(self, **changes: Any) -> GenerationParams:
         """A copy with ``changes`` applied (and validated)."""
         return attrs.evolve(self, **changes)
+
+
+def _optional_table(value: Any) -> FrozenMap | None:
+    return None if value is None else frozen_table(value)
 
 
 def _tuple_of_str(value: Any) -> tuple[str, ...]:
@@ -237,6 +245,12 @@ class Task:
     parse: Callable[[str], dict[str, Any]]
     input_keys: tuple[str, ...] = attrs.field(converter=_tuple_of_str)
     output_keys: tuple[str, ...] = attrs.field(converter=_tuple_of_str)
+    #: the JSON schema ``parse`` expects its raw text to follow (None: free text); the LLM then asks the
+    #: backend to constrain decoding to it (``GenerationParams.structured_output``)
+    schema: FrozenMap | None = attrs.field(default=None, converter=_optional_table)
+    #: ``row_schema(row)``: the schema of one row's answer when it depends on the row (one rating per
+    #: text of the row, say); a refinement of ``schema``, which ``parse`` checks
+    row_schema: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
     def missing_keys(self, row: Mapping[str, Any]) -> list[str]:
         """The task's input keys that ``row`` lacks (empty when the row is usable)."""
@@ -288,6 +302,8 @@ class Backend(Protocol):
         max_concurrency: calls worth running at once (HTTP backends: requests in flight).
         cache_identity: a stable string naming what the backend computes (the cache keys on it).
         supports_logprobs: whether it fills :attr:`Generation.logprobs` (else ``logprobs`` is refused).
+        structured_outputs: the kinds of ``GenerationParams.structured_output`` it constrains decoding
+            to (``"json_schema"``, ``"choice"``, ``"regex"``); others are refused.
     """
 
     @property
@@ -304,6 +320,9 @@ class Backend(Protocol):
 
     @property
     def supports_logprobs(self) -> bool: ...
+
+    @property
+    def structured_outputs(self) -> tuple[str, ...]: ...
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]: ...
 

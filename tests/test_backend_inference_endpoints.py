@@ -254,3 +254,18 @@ def test_token_is_sent_to_the_server(monkeypatch):
         gen(["x"], GenerationParams())
         gen.close()
     assert srv.requests[0].headers["Authorization"] == f"Bearer {SECRET}"
+
+
+def test_structured_outputs_are_tgi_grammars():
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    chat = [{"role": "user", "content": "hi"}]
+    with TGIServer() as srv:
+        gen = fast(srv.url)
+        gen(["one"], GenerationParams(structured_output={"json_schema": schema}))
+        gen(["two"], GenerationParams(structured_output={"choice": ["a.b", "c"]}))
+        gen([chat], GenerationParams(structured_output={"regex": "[0-9]+"}))
+        gen.close()
+    json_seen, choice_seen, chat_seen = srv.requests
+    assert params_of(json_seen)["grammar"] == {"type": "json", "value": schema}
+    assert params_of(choice_seen)["grammar"] == {"type": "regex", "value": r"(a\.b|c)"}
+    assert chat_seen.body["response_format"] == {"type": "regex", "value": "[0-9]+"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import llama_cpp as llama_cpp_library  # noqa: F401 - the library must be installed, never skipped
 import pytest
@@ -12,6 +13,7 @@ from fnlabel import ConfigError, Generation, GenerationFailure, GenerationParams
 from fnlabel.backends import config_class
 from fnlabel.backends.llama_cpp import LlamaCpp, LlamaCppConfig, _prompt_tokens, llama_cpp, sampling_kwargs
 from fnlabel.seeds import generation_seed
+from tests.structured_helpers import check_all_valid
 
 pytestmark = pytest.mark.slow
 
@@ -266,3 +268,19 @@ def test_close_while_a_call_runs_waits_for_it_instead_of_crashing():
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.returncode, proc.stderr[-2000:])
+
+
+# --- structured output ---------------------------------------------------------------------------
+
+
+def test_a_json_schema_constrains_every_generation(backend):
+    check_all_valid(backend, "llama-cpp")
+
+
+def test_choices_and_a_regex_constrain_the_text(backend):
+    picked = backend(["Is the sky blue?", CHAT], SAMPLE.replace(structured_output={"choice": ["yes", "no"]}))
+    assert {g.text for row in picked for g in row} <= {"yes", "no"}
+    phone = backend(
+        ["My phone number is"], SAMPLE.replace(max_new_tokens=16, structured_output={"regex": r"\d{3}-\d{4}"})
+    )
+    assert re.fullmatch(r"\d{3}-\d{4}", phone[0][0].text)

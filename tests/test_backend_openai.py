@@ -16,6 +16,7 @@ from fnlabel.backends import config_class
 from fnlabel.backends.openai import PLACEHOLDER_KEY, OpenAIConfig, openai
 from tests.servers import Fault, FaultServer, shared_llama_server
 from tests.servers.openai_fault import words
+from tests.structured_helpers import SCHEMA, check_all_valid
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -482,3 +483,41 @@ def test_backend_pickles_by_config():
         assert texts(clone(["p"], GenerationParams())) == [["p [gen 0 seed None]"]]
         clone.close()
         gen.close()
+
+
+# --- structured output ---------------------------------------------------------------------------
+
+
+def test_each_dialect_asks_for_a_structured_output_its_own_way():
+    chat = [{"role": "user", "content": "hi"}]
+    with FaultServer() as srv:
+        for dialect in ("openai", "vllm", "llama-cpp"):
+            gen = fast(srv.url, structured_output_dialect=dialect)
+            gen([chat], GenerationParams(structured_output={"json_schema": SCHEMA}))
+            if dialect != "openai":
+                gen([chat], GenerationParams(structured_output={"choice": ["yes", "no"]}))
+            gen.close()
+    openai_body, vllm_json, vllm_choice, llama_json, llama_choice = (s.body for s in srv.requests)
+    sent = {**SCHEMA, "properties": {**SCHEMA["properties"], "name": {"type": "string"}}}  # no maxLength: refused
+    assert openai_body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": sent, "strict": True},
+    }
+    assert vllm_json["structured_outputs"] == {"json": SCHEMA}
+    assert vllm_choice["structured_outputs"] == {"choice": ["yes", "no"]}
+    assert 'age ::= ("18" | "19"' in llama_json["grammar"], "an integer range is part of the grammar"
+    assert llama_choice["grammar"] == 'root ::= "yes" | "no"'
+
+
+def test_a_structured_output_the_dialect_cannot_ask_for_is_refused_before_any_request():
+    with FaultServer() as srv:
+        with pytest.raises(ConfigError, match=r"structured_output_dialect 'openai'.*cannot constrain .* to a choice"):
+            llm(tasks.text_generation(), fast(srv.url), GenerationParams(structured_output={"choice": ["a"]}))
+    assert srv.requests == []
+
+
+@pytest.mark.slow
+def test_llama_cpp_server_keeps_to_a_json_schema(llama_url):
+    gen = fast(llama_url, structured_output_dialect="llama-cpp", native_n=False, timeout=300.0, max_concurrency=4)
+    check_all_valid(gen, "llama-cpp-python server")
+    gen.close()

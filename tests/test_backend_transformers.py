@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import fnlabel
 from fnlabel import BackendError, ConfigError, Generation, GenerationParams, text_of
 from fnlabel.backends import config_class
 from fnlabel.backends.transformers import Transformers, TransformersConfig, transformers
+from tests.structured_helpers import SCHEMA, check_all_valid
 
 pytestmark = pytest.mark.slow
 
@@ -199,11 +201,11 @@ def test_composed_with_text_generation(backend):
 
 def test_seeded_sampler_draws_from_the_softmax():
 
-    from fnlabel.backends.transformers import _SeededSampler
+    from fnlabel.backends.hf_processors import SeededSampler
 
     scores = torch.tensor([[0.0, 1.0, -float("inf"), 2.0]])
     counts = torch.zeros(4)
-    sampler = _SeededSampler([5])
+    sampler = SeededSampler([5])
     for _ in range(4000):
         one_hot = sampler(None, scores)
         assert torch.isfinite(one_hot).sum() == 1
@@ -230,3 +232,22 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(tmp_path):
     # the chatml string is what the chat template renders: both give the same greedy text
     assert texts(gen([text], GREEDY)) == texts(gen([CHAT], GREEDY))
     gen.close()
+
+
+# --- structured output ---------------------------------------------------------------------------
+
+
+def test_a_json_schema_constrains_every_generation(backend):
+    check_all_valid(backend, "transformers")
+
+
+def test_choices_and_a_regex_constrain_the_text(backend):
+    picked = backend(["Is the sky blue?", CHAT], SAMPLE.replace(structured_output={"choice": ["yes", "no"]}))
+    assert {g.text for row in picked for g in row} <= {"yes", "no"}
+    phone = backend(
+        ["My phone number is"], SAMPLE.replace(max_new_tokens=16, structured_output={"regex": r"\d{3}-\d{4}"})
+    )
+    assert re.fullmatch(r"\d{3}-\d{4}", phone[0][0].text)
+    # the seeds still decide: a constrained seeded run reproduces
+    params = SAMPLE.replace(max_new_tokens=24, num_generations=2, structured_output={"json_schema": SCHEMA})
+    assert backend([CHAT], params) == backend([CHAT], params)

@@ -8,6 +8,7 @@ engine can start inside the test process.
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import vllm as vllm_library  # noqa: F401 - the library must be installed, never skipped
@@ -17,6 +18,7 @@ from fnlabel.backends.vllm import VLLM, VLLMConfig, loaded_engines, sampling_kwa
 from fnlabel.errors import ConfigError
 from fnlabel.frozen import FrozenMap, thaw
 from fnlabel.types import Generation, GenerationFailure, GenerationParams, text_of
+from tests.structured_helpers import check_all_valid
 
 CONFIG = VLLMConfig(model="smollm2", dtype="float32", max_model_len=512, enforce_eager=True, seed=0)
 SAMPLE = GenerationParams(max_new_tokens=24, temperature=1.0, seed=7)
@@ -373,3 +375,16 @@ def test_a_string_that_starts_with_bos_gets_no_second_one(bos_backend, monkeypat
     assert seen[0][:2] == [bos_id, system_id], f"one BOS, not two: {seen[0][:3]}"
     # the chatml string is what the chat template renders: both give the same greedy text
     assert from_string == from_chat and from_string != plain
+
+
+# --- structured output ---------------------------------------------------------------------------
+
+
+def test_a_json_schema_choices_and_a_regex_constrain_every_generation(backend):
+    check_all_valid(backend, "vllm")
+    picked = backend(
+        ["Is the sky blue?", chat("Yes or no?")], SAMPLE.replace(structured_output={"choice": ["yes", "no"]})
+    )
+    assert {g.text for row in picked for g in row} <= {"yes", "no"}
+    phone = backend(["My phone number is"], SAMPLE.replace(structured_output={"regex": r"\d{3}-\d{4}"}))
+    assert re.fullmatch(r"\d{3}-\d{4}", phone[0][0].text)

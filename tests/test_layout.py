@@ -16,16 +16,27 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fnlabel"
 
 #: layer of each module, lowest first; tasks and backends share a rank and never import each other
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("contract", ("errors", "types", "formats", "seeds", "validators", "frozen", "redact", "registry")),
+    ("contract", ("errors", "types", "formats", "seeds", "validators", "frozen", "redact", "registry", "structured")),
     ("tasks", ("tasks",)),
     ("backends", ("backends",)),
     ("llm", ("llm",)),
     ("combinators", ("combinators",)),
     ("recipes", ("recipes",)),
     ("run", ("run",)),
+    ("batches", ("batches",)),
     ("cli", ("cli", "__main__", "")),
 ]
-RANK = {"contract": 0, "tasks": 1, "backends": 1, "llm": 2, "combinators": 3, "recipes": 4, "run": 5, "cli": 6}
+RANK = {
+    "contract": 0,
+    "tasks": 1,
+    "backends": 1,
+    "llm": 2,
+    "combinators": 3,
+    "recipes": 4,
+    "run": 5,
+    "batches": 6,
+    "cli": 7,
+}
 
 
 def _module(path: Path) -> str:

@@ -98,6 +98,7 @@ SCRIPTED = {
     "ultracm": ({"critique": "Name the source.", "score": 6.0}, critique.format_ultracm),
     "prometheus": ({"critique": "Matches the reference.", "score": 5.0}, critique.format_prometheus),
     "complexity-scorer": ({"rating": [1.0, 2.0, 3.0]}, deita.format_complexity_scores),
+    "structured": ({"summary": "Plants make sugar from light.", "topics": ["biology"]}, json.dumps),
     "quality-scorer": ({"rating": [3.0, 1.0]}, deita.format_quality_scores),
 }
 
@@ -111,6 +112,7 @@ def test_task_parses_a_compliant_model_end_to_end(kind):
         seen.extend(prompts)
         return [[fmt(expected)] * params.num_generations for _ in prompts]
 
+    scripted.structured_outputs = ("json_schema",)  # (a task with a schema asks for it)
     recipe = load(ROOT / "recipes" / f"task-{kind}.toml")
     task = task_of(recipe)
     rows = rows_of(recipe)[:2]
@@ -202,3 +204,27 @@ def test_family_on_the_embedded_model_never_crashes_parsing(family, smollm2):
             assert out["parsed_output"] is None or set(out["parsed_output"]) == set(task.output_keys)
         # a poor answer may not parse, but only ever as a ParseError (never a crash of the parser)
         assert all(f.stage == "parse" and f.error.startswith("ParseError") for f in result.failures), result.failures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("kind", "high"), [("ultrafeedback", 5), ("judgelm", 10)])
+def test_structured_judges_always_parse_on_the_embedded_model(kind, high):
+    from fnlabel.backends.llama_cpp import llama_cpp
+
+    backend = llama_cpp(model="smollm2", n_ctx=2048)
+    rows = rows_of(load(ROOT / "recipes" / f"task-{kind}.toml"))
+    # sampled, so the two generations of each row differ; long enough for any answer the schema allows
+    params = GenerationParams(max_new_tokens=512, temperature=0.7, seed=0)
+    text = llm(TASKS[kind](), backend, params.replace(max_new_tokens=256)).run(rows, 2)  # (reported)
+    structured = llm(TASKS[kind](structured=True), backend, params).run(rows, 2)
+    n = 2 * len(rows)
+    print(
+        f"\n{kind}: structured parses {n - len(structured.failures)}/{n}, the text variant {n - len(text.failures)}/{n}"
+    )
+    assert structured.failures == ()
+    for row, outs in zip(rows, structured.outputs):
+        for out in outs:
+            ratings = out["parsed_output"]["rating"]
+            assert len(ratings) == len(row["generations"]), "one rating per text of the row"
+            assert all(1 <= r <= high for r in ratings)

@@ -321,6 +321,8 @@ def _simple(annotation) -> bool:
         return all(_simple(a) for a in typing.get_args(annotation))
     if origin in (list, tuple):
         return all(a is Ellipsis or a is str for a in typing.get_args(annotation))
+    if origin is dict:  # a TOML table (the structured task's JSON schema)
+        return typing.get_args(annotation)[0] is str
     return False
 
 

@@ -27,9 +27,35 @@ from fnlabel.errors import ConfigError
 from fnlabel.redact import is_secret_name
 from fnlabel.types import Backend, FormattedPrompt, GenerationParams, OnPrompt, RawGeneration
 
-__all__ = ["BackendBase", "FunctionBackend", "as_backend", "config_identity", "canonical_json", "describe_backend"]
+__all__ = [
+    "BackendBase",
+    "FunctionBackend",
+    "as_backend",
+    "config_identity",
+    "canonical_json",
+    "describe_backend",
+    "check_capabilities",
+]
 
 log = logging.getLogger("fnlabel")
+
+
+def check_capabilities(
+    backend: str, supports_logprobs: bool, structured_outputs: Sequence[str], params: GenerationParams
+) -> None:
+    """ConfigError when ``params`` ask for logprobs or a structured output the backend cannot give."""
+    if params.logprobs is not None and not supports_logprobs:
+        raise ConfigError(
+            f"backend {backend} cannot return logprobs: leave GenerationParams.logprobs "
+            "([params] logprobs) unset, or use a backend that can (openai, vllm, llama-cpp, transformers)"
+        )
+    constraint = params.structured_output
+    if constraint is not None and constraint.kind not in structured_outputs:
+        can = ", ".join(structured_outputs) or "no structured output"
+        raise ConfigError(
+            f"backend {backend} cannot constrain its output to a {constraint.kind} "
+            f"(it supports: {can}); see docs/structured.md for what each backend supports"
+        )
 
 
 def canonical_json(value: Any) -> str:
@@ -91,6 +117,8 @@ class BackendBase:
     config: Any = None
     #: whether it fills ``Generation.logprobs`` when ``GenerationParams.logprobs`` asks for them
     supports_logprobs: bool = False
+    #: the kinds of ``GenerationParams.structured_output`` it constrains decoding to (json_schema, choice, regex)
+    structured_outputs: tuple[str, ...] = ()
 
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         raise NotImplementedError
@@ -135,12 +163,8 @@ class BackendBase:
         return out
 
     def check_params(self, params: GenerationParams) -> None:
-        """Refuse what this backend cannot honour: ``logprobs`` unless it supports them (a subclass adds its own)."""
-        if params.logprobs is not None and not self.supports_logprobs:
-            raise ConfigError(
-                f"backend {describe_backend(self)} cannot return logprobs: leave GenerationParams.logprobs "
-                "([params] logprobs) unset, or use a backend that can (openai, vllm, llama-cpp, transformers)"
-            )
+        """Refuse what this backend cannot honour: logprobs, structured outputs (a subclass adds its own)."""
+        check_capabilities(describe_backend(self), self.supports_logprobs, self.structured_outputs, params)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -202,6 +226,10 @@ class FunctionBackend(BackendBase):
     def supports_logprobs(self) -> bool:  # type: ignore[override]
         return bool(getattr(self.fn, "supports_logprobs", False))
 
+    @property
+    def structured_outputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(getattr(self.fn, "structured_outputs", ()))
+
     def check_params(self, params: GenerationParams) -> None:
         super().check_params(params)
         check = getattr(self.fn, "check_params", None)
@@ -220,6 +248,7 @@ _BACKEND_MEMBERS = (
     "max_concurrency",
     "cache_identity",
     "supports_logprobs",
+    "structured_outputs",
     "generate_from",
     "check_params",
     "close",

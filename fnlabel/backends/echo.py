@@ -6,16 +6,20 @@ model whose tokens are words: ``max_new_tokens`` bounds the number of words
 (``finish_reason`` is then ``"length"``), ``stop`` strings cut the text, each
 generation reports its input and output words as tokens, and ``logprobs`` are
 given (0.0 for each word). Options script latency and failures, so combinators
-and retries can be tested without a model.
+and retries can be tested without a model. With a structured output it answers
+in kind, so the pure parts of structured runs can be tested too: one of the
+``choice`` strings, or the smallest JSON value a ``json_schema`` accepts (as
+far as :func:`schema_instance` reads schemas).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -83,6 +87,7 @@ class Echo(BackendBase):
 
     config: EchoConfig = EchoConfig()
     supports_logprobs = True
+    structured_outputs = ("json_schema", "choice")
 
     @property
     def model_name(self) -> str:
@@ -122,12 +127,20 @@ class Echo(BackendBase):
 def _params_tag(params: GenerationParams) -> str:
     # everything but num_generations (asking for more generations must not change earlier ones) and
     # logprobs (they do not change the text)
-    key = repr(attrs.astuple(params.replace(num_generations=1, logprobs=None))[:-1])
+    fields = attrs.fields(type(params))
+    key = repr((*(getattr(params, f.name) for f in fields[: fields.index(fields.num_generations)]), 1))
     return hashlib.blake2b(key.encode(), digest_size=3).hexdigest()
 
 
 def _generation(text: str, params: GenerationParams, index: int, tag: str) -> Generation:
     words = text.split()
+    constraint = params.structured_output
+    if constraint is not None:
+        if constraint.choice is not None:
+            out = constraint.choice[(index + len(words)) % len(constraint.choice)]
+        else:
+            out = json.dumps(schema_instance(constraint.schema()))
+        return Generation(out, "stop", len(words), len(out.split()))
     out = generation(text, params, index, tag)
     said = out.split("] ", 1)[1].split() if "] " in out else []
     logprobs = None
@@ -170,3 +183,38 @@ def echo(**options: object) -> Echo:
         'length'
     """
     return Echo(EchoConfig(**options))  # type: ignore[arg-type]
+
+
+def schema_instance(schema: Any) -> Any:
+    """The smallest value a (simple) JSON schema accepts: required properties, minimums, first options.
+
+    Examples:
+        >>> schema_instance({"type": "object", "required": ["n", "tag"],
+        ...                  "properties": {"n": {"type": "integer", "minimum": 1}, "tag": {"enum": ["a", "b"]}}})
+        {'n': 1, 'tag': 'a'}
+    """
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return schema_instance(schema[key][0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: schema_instance(props.get(name, {})) for name in schema.get("required", list(props))}
+    if kind == "array":
+        return [schema_instance(schema.get("items", {})) for _ in range(int(schema.get("minItems", 0)))]
+    if kind in ("integer", "number"):
+        if "minimum" in schema:
+            low = schema["minimum"]
+        else:
+            low = schema["exclusiveMinimum"] + 1 if "exclusiveMinimum" in schema else 0
+        return int(low) if kind == "integer" else float(low)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return "x" * int(schema.get("minLength", 1))

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import attrs
 
 from fnlabel import redact
+from fnlabel.backends.base import check_capabilities
 from fnlabel.backends.http import MalformedResponse, RetryPolicy, RowError, failed, gather_all, require, with_retries
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend, Session
@@ -26,6 +27,7 @@ from fnlabel.backends.usage import finish_reason, int_or_none
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.seeds import generation_seed
+from fnlabel.structured import StructuredOutput
 from fnlabel.types import FormattedPrompt, Generation, GenerationParams, RawGeneration
 from fnlabel.validators import integer, number, text, url
 
@@ -95,6 +97,8 @@ class InferenceEndpointsConfig:
         """What would stop this backend, knowable without a request: the library and a token."""
         try:
             require("inference-endpoints", "huggingface_hub")
+            backend = InferenceEndpointsBackend
+            check_capabilities("inference-endpoints", False, backend.structured_outputs, params)
         except ConfigError as exc:
             return [str(exc)]
         if self.base_url is None and not os.environ.get(self.token_env):
@@ -128,6 +132,9 @@ class InferenceEndpointsConfig:
 
 class InferenceEndpointsBackend(LoopBackend):
     """``generate(prompts, params)`` over TGI / Inference Endpoints. Make one with :func:`inference_endpoints`."""
+
+    #: TGI's grammars: a JSON schema or a regex (choices become a regex of their alternatives)
+    structured_outputs = ("json_schema", "choice", "regex")
 
     def __init__(self, config: InferenceEndpointsConfig, token: str | None) -> None:
         async def open_client() -> Any:
@@ -215,6 +222,7 @@ class InferenceEndpointsBackend(LoopBackend):
             "repetition_penalty": self.config.repetition_penalty,
             "seed": seed,
             "stop": list(params.stop) or None,
+            "grammar": tgi_grammar(params.structured_output),
             "return_full_text": False,
             "details": True,  # finish reason and generated tokens
             "decoder_input_details": True,  # the prompt's tokens (prefill)
@@ -231,7 +239,28 @@ class InferenceEndpointsBackend(LoopBackend):
             "presence_penalty": params.presence_penalty or None,
             "seed": seed,
             "stop": list(params.stop) or None,
+            "response_format": tgi_grammar(params.structured_output),
         }
+
+
+_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
+
+
+def tgi_grammar(constraint: StructuredOutput | None) -> dict[str, Any] | None:
+    """TGI's ``grammar`` (``response_format`` in chat) for a structured output, or None.
+
+    Examples:
+        >>> tgi_grammar(StructuredOutput(choice=["yes", "no (sure)"]))
+        {'type': 'regex', 'value': '(yes|no \\(sure\\))'}
+    """
+    if constraint is None:
+        return None
+    if constraint.json_schema is not None:
+        return {"type": "json", "value": constraint.schema()}
+    if constraint.regex is not None:
+        return {"type": "regex", "value": constraint.regex}
+    escaped = ["".join("\\" + c if c in _REGEX_SPECIAL else c for c in choice) for choice in constraint.choice or ()]
+    return {"type": "regex", "value": "(" + "|".join(escaped) + ")"}
 
 
 def _usage(gen: Generation) -> tuple[int | None, None]:

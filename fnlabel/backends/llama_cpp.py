@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends.base import BackendBase
+from fnlabel.backends.base import BackendBase, check_capabilities
+from fnlabel.backends.grammar import gbnf
 from fnlabel.backends.local import ModelCache, is_chat
 from fnlabel.backends.models import resolve_gguf
 from fnlabel.backends.usage import chat_logprobs, completion_logprobs, finish_reason, int_or_none
@@ -69,6 +70,7 @@ class LlamaCppConfig:
 
     def check_params(self, params: GenerationParams) -> None:
         """Every general param maps to llama.cpp; only a request longer than the context is refused."""
+        check_capabilities("llama-cpp", LlamaCpp.supports_logprobs, LlamaCpp.structured_outputs, params)
         if params.max_new_tokens >= self.n_ctx:
             raise ConfigError(
                 f"max_new_tokens={params.max_new_tokens} does not fit llama-cpp n_ctx={self.n_ctx}; "
@@ -80,7 +82,10 @@ class LlamaCppConfig:
         problems = []
         if find_spec("llama_cpp") is None:
             problems.append("the llama-cpp backend needs llama-cpp-python: pip install 'fnlabel[llama-cpp]'")
-        for check in (lambda: resolve_gguf(self.model), lambda: self.check_params(params)):
+        checks: list[Any] = [lambda: resolve_gguf(self.model), lambda: self.check_params(params)]
+        if params.structured_output is not None and not problems:  # the grammar it would make
+            checks.append(lambda: gbnf(params.structured_output))
+        for check in checks:
             try:
                 check()
             except ConfigError as exc:
@@ -139,10 +144,14 @@ class LlamaCpp(BackendBase):
     #: logprobs need the model's logits at every position: a second copy of the model is loaded
     #: with ``logits_all=True`` (n_ctx x vocabulary floats more memory) for calls that ask for them
     supports_logprobs = True
+    #: a GBNF grammar constrains sampling (see :mod:`fnlabel.backends.grammar`)
+    structured_outputs = ("json_schema", "choice", "regex")
 
     def check_params(self, params: GenerationParams) -> None:
-        """Every general param maps to llama.cpp; only a request longer than the context is refused."""
+        """Refuse a request longer than the context, and a structured output llama.cpp's grammars cannot express."""
         self.config.check_params(params)
+        if params.structured_output is not None:
+            checked_grammar(gbnf(params.structured_output), self.llama())
 
     def close(self) -> None:
         """Free the model; a later call loads it again."""
@@ -154,12 +163,15 @@ class LlamaCpp(BackendBase):
         kw = sampling_kwargs(self.config, params)
         n = params.num_generations
         out: list[list[RawGeneration]] = []
+        grammar = None if params.structured_output is None else gbnf(params.structured_output)
         if params.logprobs is None:
             key: Any = self.config
         else:
             key = (self.config, "logits_all")
             kw["logprobs"] = params.logprobs
         with _MODELS.using(key, lambda: _load(self.config, logits_all=key is not self.config)) as model:
+            if grammar is not None:
+                kw["grammar"] = checked_grammar(grammar, model)
             for j, (prompt, chat) in enumerate(zip(prompts, chats)):
                 # greedy decoding ignores the seed: generate once, copy
                 seeds = generation_seeds(params.seed, 1 if params.temperature == 0 else n)
@@ -207,6 +219,32 @@ def _generate_one(
         raise BackendError(f"llama-cpp failed on prompt {index}: {exc}") from exc
     except Exception as exc:
         raise BackendError(f"llama-cpp failed on prompt {index}: {type(exc).__name__}: {exc}") from exc
+
+
+_CHECKED: set[str] = set()
+
+
+def checked_grammar(text: str, model: Any) -> Any:
+    """``text`` as a ``LlamaGrammar``, once llama.cpp's own parser has accepted it.
+
+    llama-cpp-python does not parse a grammar until it samples with it, and a grammar
+    llama.cpp rejects then crashes the process: so each grammar is first parsed here, with
+    the model's vocabulary, and refused with a ConfigError.
+    """
+    from llama_cpp import LlamaGrammar
+    from llama_cpp import llama_cpp as lib
+
+    vocab = getattr(getattr(model, "_model", None), "vocab", None)
+    if text not in _CHECKED and vocab is not None:
+        sampler = lib.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+        if not sampler:
+            raise ConfigError(
+                "llama-cpp cannot use this structured output: llama.cpp rejects the grammar made from it "
+                f"({text[:200]!r}); simplify the regex or schema (see docs/structured.md)"
+            )
+        lib.llama_sampler_free(sampler)
+        _CHECKED.add(text)
+    return LlamaGrammar.from_string(text, verbose=False)
 
 
 def _generation(result: Any, chat: bool, top: int | None) -> Generation:

@@ -15,7 +15,6 @@ out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from fnlabel.backends.base import check_capabilities
 from fnlabel.backends.http import (
     MalformedResponse,
     RetryPolicy,
@@ -35,8 +35,8 @@ from fnlabel.backends.http import (
 )
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend, Session
+from fnlabel.backends.openai_wire import DIALECTS, constraint_fields, generations, raw_response, usage
 from fnlabel.backends.ratelimit import estimate_tokens
-from fnlabel.backends.usage import chat_logprobs, completion_logprobs, finish_reason, int_or_none, split_exact
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
@@ -79,6 +79,10 @@ class OpenAIConfig:
         max_requests_per_minute, max_tokens_per_minute: budgets the requests are paced under (tokens
             estimated from the prompt and ``max_new_tokens``, corrected by the reported usage); the
             server's ``x-ratelimit-*`` headers are read either way. See docs/usage.md.
+        structured_output_dialect: how a structured output is asked for: ``"openai"``
+            (``response_format`` with a strict JSON schema), ``"vllm"`` (vLLM's ``structured_outputs``:
+            JSON schema, choice, regex) or ``"llama-cpp"`` (llama-cpp-python's server: a GBNF
+            ``grammar`` made here, for a JSON schema, choice or regex). See docs/structured.md.
     """
 
     model: str = attrs.field(validator=text())
@@ -98,10 +102,21 @@ class OpenAIConfig:
     #: budgets per minute over all calls of the backend (None: none); see docs/usage.md
     max_requests_per_minute: int | None = attrs.field(default=None, validator=integer(1, optional=True))
     max_tokens_per_minute: int | None = attrs.field(default=None, validator=integer(1, optional=True))
+    structured_output_dialect: str = attrs.field(default="openai", validator=one_of(*DIALECTS))
 
     kind: ClassVar[str] = "openai"
-    #: left out of the cache identity: the name of the length parameter and the budgets do not change an output
-    cache_ignore: ClassVar[tuple[str, ...]] = ("max_tokens_param", "max_requests_per_minute", "max_tokens_per_minute")
+    #: left out of the cache identity: how the request spells a param, or paces requests, does not change an output
+    cache_ignore: ClassVar[tuple[str, ...]] = (
+        "max_tokens_param",
+        "max_requests_per_minute",
+        "max_tokens_per_minute",
+        "structured_output_dialect",
+    )
+
+    @property
+    def structured_outputs(self) -> tuple[str, ...]:
+        """The structured outputs the server's dialect can ask for."""
+        return DIALECTS[self.structured_output_dialect]
 
     def build(self) -> OpenAIBackend:
         """The backend callable; reads the key from ``api_key_env`` now (ConfigError if missing)."""
@@ -120,7 +135,10 @@ class OpenAIConfig:
         return RetryPolicy(self.max_retries, self.timeout, self.backoff, self.max_backoff)
 
     def check_params(self, params: GenerationParams) -> None:
-        """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``)."""
+        """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``, a structured
+        output its dialect cannot ask for)."""
+        backend = f"openai (structured_output_dialect {self.structured_output_dialect!r})"
+        check_capabilities(backend, True, self.structured_outputs, params)
         if params.top_k is not None and not self.supports_top_k:
             raise ConfigError(
                 f"openai backend: top_k={params.top_k} is not an OpenAI parameter. If the server at "
@@ -176,8 +194,12 @@ class OpenAIBackend(LoopBackend):
 
     supports_logprobs = True
 
+    @property
+    def structured_outputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.config.structured_outputs
+
     def check_params(self, params: GenerationParams) -> None:
-        """Refuse params this backend cannot honour (``top_k`` unless ``supports_top_k``)."""
+        """Refuse params this backend cannot honour (see :meth:`OpenAIConfig.check_params`)."""
         self.config.check_params(params)
 
     def check_request(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> None:
@@ -229,7 +251,7 @@ class OpenAIBackend(LoopBackend):
             self._what,
             session.limiter,
             tokens,
-            _usage,
+            usage,
         )
         return gens
 
@@ -244,14 +266,14 @@ class OpenAIBackend(LoopBackend):
         body = self.request_body(params, n, index, chat)
         body["messages" if chat else "prompt"] = prompt
         response = await client.post(
-            "/chat/completions" if chat else "/completions", body=body, cast_to=_raw_response(), options=_POST_OPTIONS
+            "/chat/completions" if chat else "/completions", body=body, cast_to=raw_response(), options=_POST_OPTIONS
         )
         content = response.content
         try:
             data = json.loads(content)
         except ValueError as exc:
             raise MalformedResponse(f"response is not JSON: {content[:200]!r}") from exc
-        gens = _generations(data, chat=chat, top=params.logprobs)
+        gens = generations(data, chat=chat, top=params.logprobs)
         if params.stop:  # TGI's messages API keeps the stop sequence in the text; OpenAI and vLLM do not
             gens = [attrs.evolve(g, text=cut_at_stop(g.text, params.stop)) for g in gens]
         return gens, response.headers
@@ -288,65 +310,9 @@ class OpenAIBackend(LoopBackend):
             body["top_k"] = params.top_k
         if params.logprobs is not None:
             body.update({"logprobs": True, "top_logprobs": params.logprobs} if chat else {"logprobs": params.logprobs})
+        if params.structured_output is not None:
+            body.update(constraint_fields(params.structured_output, cfg.structured_output_dialect))
         return body
-
-
-@functools.cache
-def _raw_response() -> Any:
-    """The response class ``AsyncOpenAI.post`` returns as is (the body and the headers): the SDK's HTTP library's."""
-    try:
-        from httpx2 import Response  # the SDK's HTTP library since openai 2.x
-    except ImportError:  # pragma: no cover - older openai releases are built on httpx
-        from httpx import Response  # type: ignore[assignment]
-    return Response
-
-
-def _usage(answer: tuple[list[Generation], Any]) -> tuple[int | None, Any]:
-    """The tokens a response used (what its usage said) and its headers, for the rate limiter."""
-    gens, headers = answer
-    counts = [(g.input_tokens, g.output_tokens) for g in gens]
-    if any(i is None or o is None for i, o in counts):
-        return None, headers
-    return sum((i or 0) + (o or 0) for i, o in counts), headers
-
-
-def _generations(data: Any, *, chat: bool, top: int | None) -> list[Generation]:
-    """A response's choices in index order, with their share of its usage; MalformedResponse if it is not one.
-
-    ``usage`` counts the prompt once and the output of all choices together: the prompt's
-    tokens are split evenly over the choices and the output's in proportion to their texts,
-    so that the sums over a run's generations equal what the server billed.
-    """
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices:
-        raise MalformedResponse(f"expected a completion with choices, got {str(data)[:200]!r}")
-    try:
-        ordered = sorted(choices, key=lambda c: c.get("index") or 0)
-        if chat:
-            texts = [c["message"].get("content") or "" for c in ordered]
-        else:
-            texts = [c.get("text") or "" for c in ordered]
-    except (AttributeError, KeyError, TypeError) as exc:
-        raise MalformedResponse(f"unexpected choice shape: {str(data)[:200]!r}") from exc
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    inputs = split_exact(int_or_none(usage.get("prompt_tokens")), [1] * len(texts))
-    outputs = split_exact(int_or_none(usage.get("completion_tokens")), [len(t) + 1 for t in texts])
-    return [
-        Generation(
-            text,
-            finish_reason=finish_reason(choice.get("finish_reason")),
-            input_tokens=i,
-            output_tokens=o,
-            logprobs=None if top is None else _logprobs(choice.get("logprobs"), chat, top),
-        )
-        for choice, text, i, o in zip(ordered, texts, inputs, outputs)
-    ]
-
-
-def _logprobs(logprobs: Any, chat: bool, top: int) -> tuple[dict[str, Any], ...] | None:
-    if chat:
-        return chat_logprobs(logprobs.get("content") if isinstance(logprobs, dict) else None, top)
-    return completion_logprobs(logprobs, top)
 
 
 def openai(**options: Any) -> OpenAIBackend:

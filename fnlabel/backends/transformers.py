@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends.base import BackendBase
+from fnlabel.backends.base import BackendBase, check_capabilities
+from fnlabel.backends.hf_processors import LogprobRecorder, OpenAIPenalties, SeededSampler, grammar_processor
 from fnlabel.backends.local import ModelCache, cut_at_stop, is_chat
 from fnlabel.backends.models import EMBEDDED_ALIASES, embedded_gguf
-from fnlabel.backends.usage import token_entry
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.seeds import generation_seed, random_seed
 from fnlabel.types import FormattedPrompt, Generation, GenerationParams, RawGeneration
@@ -91,12 +91,14 @@ class TransformersConfig:
 
     def preflight(self, params: GenerationParams) -> list[str]:
         """What would stop this backend, knowable without loading the model: the libraries, the model's place."""
+        needed = ("torch", "transformers") + (("xgrammar",) if params.structured_output is not None else ())
         problems = [
             f"the transformers backend needs {lib}: pip install 'fnlabel[transformers]'"
-            for lib in ("torch", "transformers")
+            for lib in needed
             if find_spec(lib) is None
         ]
         try:
+            check_capabilities("transformers", Transformers.supports_logprobs, Transformers.structured_outputs, params)
             source, gguf_file = self.source()
         except ConfigError as exc:
             return [*problems, str(exc)]
@@ -155,6 +157,8 @@ class Transformers(BackendBase):
 
     config: TransformersConfig = TransformersConfig()
     supports_logprobs = True
+    #: an xgrammar logits processor constrains each sequence (built per generate call)
+    structured_outputs = ("json_schema", "choice", "regex")
 
     def loaded(self) -> _Loaded:
         """The model, tokenizer and device (loaded on first use, then shared by equal configs)."""
@@ -219,8 +223,11 @@ def _generate_batch(loaded: _Loaded, ids: list[list[int]], params: GenerationPar
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=loaded.device)
     greedy = params.temperature == 0
     n = 1 if greedy else params.num_generations  # greedy sequences are identical: make one, copy it
-    recorder = None if params.logprobs is None else _LogprobRecorder(params.logprobs)
+    recorder = None if params.logprobs is None else LogprobRecorder(params.logprobs)
     processors = _processors(loaded, params, width, len(ids) * n)
+    if params.structured_output is not None:  # masks before temperature, top-k, top-p and sampling see the scores
+        penalties = 1 if params.frequency_penalty or params.presence_penalty else 0
+        processors.insert(penalties, grammar_processor(tok, loaded.model.config.vocab_size, params.structured_output))
     kw: dict[str, Any] = {
         "attention_mask": mask,
         "max_new_tokens": params.max_new_tokens,
@@ -263,53 +270,10 @@ def _end_ids(loaded: _Loaded) -> set[int]:
     return ids
 
 
-class _LogprobRecorder:
-    """A logits processor (first in the list: it sees the raw logits) that keeps each step's top ``n``.
-
-    The logprob of the token chosen at a step is read at the next step (the token is then
-    the last input id), so only one step's full distribution is held at a time.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.previous: Any = None
-        self.chosen: list[Any] = []  # per step: each row's chosen token's logprob
-        self.top: list[tuple[Any, Any]] = []  # per step: (values, ids) of the top n
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        if self.previous is not None:
-            self.chosen.append(self.previous.gather(1, input_ids[:, -1:])[:, 0].cpu())
-        self.previous = torch.log_softmax(scores.float(), dim=-1)
-        values, ids = self.previous.topk(self.n, dim=-1)
-        self.top.append((values.cpu(), ids.cpu()))
-        return scores
-
-    def entries(self, tok: Any, new: Any, lengths: list[int]) -> list[tuple[dict[str, Any], ...]]:
-        """Each row's logprobs (its first ``lengths[row]`` tokens) in fnlabel's shape; ``new``: the new token ids."""
-        last = len(self.top) - 1
-        if self.previous is not None and len(self.chosen) == last:  # the last step's token is in the output only
-            self.chosen.append(self.previous.gather(1, new[:, last : last + 1].to(self.previous.device))[:, 0].cpu())
-        self.previous = None
-        out = []
-        for r, k in enumerate(lengths):
-            ids = new[r, :k].tolist()
-            top = [(self.top[t][0][r].tolist(), self.top[t][1][r].tolist()) for t in range(k)]
-            names = tok.batch_decode([[i] for i in ids] + [[i] for _, top_ids in top for i in top_ids])
-            tops = [names[k + t * self.n : k + (t + 1) * self.n] for t in range(k)]
-            out.append(
-                tuple(
-                    token_entry(names[t], self.chosen[t][r].item(), zip(tops[t], top[t][0]), self.n) for t in range(k)
-                )
-            )
-        return out
-
-
 def _processors(loaded: _Loaded, params: GenerationParams, prompt_len: int, rows: int) -> list[Any]:
     hf, procs = loaded.hf, list[Any]()
     if params.frequency_penalty or params.presence_penalty:
-        procs.append(_OpenAIPenalties(params.frequency_penalty, params.presence_penalty, prompt_len))
+        procs.append(OpenAIPenalties(params.frequency_penalty, params.presence_penalty, prompt_len))
     if params.temperature == 0:
         return procs
     if params.temperature != 1.0:
@@ -323,47 +287,8 @@ def _processors(loaded: _Loaded, params: GenerationParams, prompt_len: int, rows
         seeds = [random_seed() for _ in range(rows)]
     else:  # rows are prompt-major: row r is generation r % k of its prompt
         seeds = [generation_seed(params.seed, r % k) for r in range(rows)]
-    procs.append(_SeededSampler(seeds))
+    procs.append(SeededSampler(seeds))
     return procs
-
-
-class _OpenAIPenalties:
-    """OpenAI's penalties: ``logit -= frequency * count + presence * (count > 0)`` over generated tokens."""
-
-    def __init__(self, frequency: float, presence: float, prompt_len: int) -> None:
-        self.frequency, self.presence, self.prompt_len = frequency, presence, prompt_len
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        generated = input_ids[:, self.prompt_len :]
-        if generated.shape[1] == 0:
-            return scores
-        counts = scores.new_zeros(scores.shape).scatter_add_(1, generated, scores.new_ones(generated.shape))
-        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
-
-
-class _SeededSampler:
-    """Draws each row's next token with that row's own generator; returns a one-hot score row.
-
-    The generate loop's own sampling then has a single choice, so each sequence
-    depends on its seed alone, not on the batch it shares or the global RNG. One
-    uniform per row (from its generator) picks the token by inverse CDF, vectorized
-    over the batch.
-    """
-
-    def __init__(self, seeds: list[int]) -> None:
-        self.seeds = seeds
-        self.generators: list[Any] | None = None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        if self.generators is None:
-            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
-        cdf = torch.softmax(scores.float(), dim=-1).cumsum_(dim=-1)
-        # 1 - U is in (0, 1]: the pick is the first token whose cdf reaches u * total, never a zero-probability one
-        u = 1.0 - torch.cat([torch.rand(1, generator=g, device=scores.device) for g in self.generators])
-        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_(max=scores.shape[-1] - 1)
-        return torch.full_like(scores, -float("inf")).scatter_(1, picks, 0.0)
 
 
 def transformers(**options: Any) -> Transformers:

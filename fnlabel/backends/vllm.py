@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from fnlabel.backends.base import BackendBase
+from fnlabel.backends.base import BackendBase, check_capabilities
 from fnlabel.backends.usage import token_entry
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
@@ -87,6 +87,7 @@ class VLLMConfig:
 
     def check_params(self, params: GenerationParams) -> None:
         """Raise :class:`ConfigError` for params vLLM cannot honour (temperature above 2)."""
+        check_capabilities("vllm", VLLM.supports_logprobs, VLLM.structured_outputs, params)
         if params.temperature > MAX_TEMPERATURE:
             raise ConfigError(
                 f"vllm accepts temperature in [0, {MAX_TEMPERATURE:g}], got {params.temperature:g}; lower it"
@@ -255,6 +256,8 @@ class VLLM(BackendBase):
         return "openai"
 
     supports_logprobs = True
+    #: vLLM's structured outputs (xgrammar, or the engine's ``structured_outputs_config`` backend)
+    structured_outputs = ("json_schema", "choice", "regex")
 
     def check_params(self, params: GenerationParams) -> None:
         """Raise :class:`ConfigError` for params vLLM cannot honour (temperature above 2)."""
@@ -271,7 +274,7 @@ class VLLM(BackendBase):
                 raise BackendError(f"vllm: prompt {j} is neither a string nor a list of chat messages")
         from vllm import SamplingParams
 
-        sampling = SamplingParams(**sampling_kwargs(params))
+        sampling = SamplingParams(**sampling_kwargs(params), **_constraint(params))
         engine = self.engine
         out: list[list[RawGeneration]] = [[] for _ in prompts]
         with engine.lock:
@@ -332,6 +335,22 @@ def _text_prompts(tokenizer: Any, texts: list[str]) -> list[str | dict[str, Any]
         {"prompt_token_ids": tokenizer.encode(t, add_special_tokens=False), "prompt": t} if t.startswith(bos) else t
         for t in texts
     ]
+
+
+def _constraint(params: GenerationParams) -> dict[str, Any]:
+    """``structured_outputs=StructuredOutputsParams(...)`` for a structured output (else nothing)."""
+    constraint = params.structured_output
+    if constraint is None:
+        return {}
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if constraint.json_schema is not None:
+        spec = StructuredOutputsParams(json=constraint.schema())
+    elif constraint.choice is not None:
+        spec = StructuredOutputsParams(choice=list(constraint.choice))
+    else:
+        spec = StructuredOutputsParams(regex=constraint.regex)
+    return {"structured_outputs": spec}
 
 
 def _generation(output: Any, input_tokens: int, top: int | None) -> Generation:

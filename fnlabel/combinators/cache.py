@@ -101,8 +101,9 @@ def params_key(params: GenerationParams) -> str:
     """The params part of a cache key: every field but ``num_generations``."""
     fields = attrs.asdict(params)
     del fields["num_generations"]
-    if fields["logprobs"] is None:  # (a field added later: keys of runs without it stay as they were)
-        del fields["logprobs"]
+    for later in ("logprobs", "structured_output"):  # fields added later: keys of runs without them stay the same
+        if fields[later] is None:
+            del fields[later]
     return canonical_json(fields)
 
 
@@ -141,6 +142,10 @@ class CachedBackend(BackendBase):
     @property
     def supports_logprobs(self) -> bool:  # type: ignore[override]
         return self.backend.supports_logprobs
+
+    @property
+    def structured_outputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.backend.structured_outputs
 
     def check_params(self, params: GenerationParams) -> None:
         self.backend.check_params(params)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
 
 from fnlabel.backends.base import as_backend, describe_backend
-from fnlabel.errors import BackendError, ConfigError, InputError
+from fnlabel.errors import BATCH_PENDING, BackendError, ConfigError, InputError
 from fnlabel.formats import FORMATS, check_format
 from fnlabel.llm.base import LLMBase, as_rows, check_call
+from fnlabel.llm.constraints import constrained_params, output_parser, row_groups, truncated_json
 from fnlabel.types import (
     Backend,
     FormattedPrompt,
@@ -76,7 +78,14 @@ class LLM(LLMBase):
         check_format(self.effective_format)
         if self.prompt_formatting_fn is not None and not callable(self.prompt_formatting_fn):
             raise ConfigError("prompt_formatting_fn must be callable as fn(prompt: Prompt)")
+        object.__setattr__(self, "params", constrained_params(self.task, self.params))  # a task's own schema
         self.backend.check_params(self.params)
+
+    @property
+    def json_output(self) -> bool:
+        """Generations are JSON constrained by a schema (a cut one is a parse failure)."""
+        constraint = self.params.structured_output
+        return constraint is not None and constraint.json_schema is not None
 
     @property
     def max_concurrency(self) -> int:
@@ -134,7 +143,11 @@ class LLM(LLMBase):
             prompts, rows, failures = self._prompts_each(inputs)
         else:
             rows, failures = list(range(len(inputs))), []
-        raw = self._call_backend(prompts, params, first) if prompts else []
+        groups = row_groups(self.task, inputs, rows, params) if prompts else None
+        if groups is None:
+            raw = self._call_backend(prompts, params, first) if prompts else []
+        else:  # each row asks for its own answer's shape (one rating per text of the row)
+            raw = self._call_grouped(prompts, groups, first)
         outputs = None if failures else self._outputs_fast(prompts, raw, k)
         if outputs is None:
             outputs = self._outputs_each(len(inputs), rows, prompts, raw, k, failures)
@@ -199,6 +212,8 @@ class LLM(LLMBase):
 
     def _outputs_fast(self, prompts: list[FormattedPrompt], raw: list[list[Any]], k: int) -> list[Any] | None:
         """All outputs when every row is good and every generation a parsable str or Generation, else None."""
+        if self.json_output:  # each generation's finish reason is checked: the careful path
+            return None
         if self.metadata:
             return self._outputs_fast_metadata(prompts, raw, k)
         name, parse = self.model_name, self.task.parse
@@ -261,8 +276,8 @@ class LLM(LLMBase):
         failures: list[RowFailure],
     ) -> list[Any]:
         """Outputs row by row: empty ones for bad rows, failed generations and parse errors recorded."""
-        name, parse = self.model_name, self.task.parse
-        meta, logprobs = self.metadata, self.params.logprobs is not None
+        name, parse = self.model_name, output_parser(self.task, self.params)
+        meta, logprobs, json_output = self.metadata, self.params.logprobs is not None, self.json_output
         outputs: list[Any] = [None] * n
         empty: dict[str, Any] = {"model_name": name, "prompt_used": None, "raw_output": None, "parsed_output": None}
         if meta:
@@ -289,10 +304,13 @@ class LLM(LLMBase):
                     text = record.text
                 if isinstance(text, GenerationFailure):
                     failures.append(RowFailure(i, g, "backend", text.error))
-                    log.error("row %d generation %d failed: %s", i, g, text.error)
+                    if text.error != BATCH_PENDING:  # (batch mode: one per request waiting is no news)
+                        log.error("row %d generation %d failed: %s", i, g, text.error)
                     text = None
                 else:
                     try:
+                        if json_output and record is not None:
+                            truncated_json(record.finish_reason)
                         parsed = parse(text)
                     except Exception as exc:
                         msg = f"{type(exc).__name__}: {exc}"
@@ -306,6 +324,25 @@ class LLM(LLMBase):
                 row_out.append(out)
             outputs[i] = row_out
         return outputs
+
+    def _call_grouped(
+        self, prompts: list[FormattedPrompt], groups: list[tuple[GenerationParams, list[int]]], first: int
+    ) -> list[list[Any]]:
+        """Each group of prompts with its own params (at once when the backend runs calls concurrently)."""
+
+        def call(group: tuple[GenerationParams, list[int]]) -> list[list[Any]]:
+            return self._call_backend([prompts[j] for j in group[1]], group[0], first)
+
+        if len(groups) > 1 and self.backend.max_concurrency > 1:
+            with ThreadPoolExecutor(len(groups), thread_name_prefix="fnlabel-groups") as pool:
+                results = list(pool.map(call, groups))
+        else:
+            results = [call(g) for g in groups]
+        raw: list[list[Any]] = [[] for _ in prompts]
+        for (_params, js), got in zip(groups, results):
+            for j, gens in zip(js, got):
+                raw[j] = gens
+        return raw
 
     def _call_backend(
         self, prompts: list[FormattedPrompt], params: GenerationParams, first: int = 0

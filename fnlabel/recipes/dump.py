@@ -113,7 +113,11 @@ def _stage(lines: list[str], stage: Any, prefix: str, extra: Mapping[str, Any] =
     _table(lines, f"{dot}task", {"kind": stage.task.kind, **stage.task.options})
     if stage.backend is not None:
         _table(lines, f"{dot}backend", _backend(stage.backend))
-    _table(lines, f"{dot}params", _fields(stage.params, skip=("num_generations",)))
+    _table(lines, f"{dot}params", _fields(stage.params, skip=("num_generations", "structured_output")))
+    constraint = stage.params.structured_output
+    if constraint is not None:  # the file's name when the schema came from one, else the constraint itself
+        own = _fields(constraint, skip=("json_schema",) if constraint.json_schema_file else ())
+        _table(lines, f"{dot}params.structured_output", own)
     if stage.pricing is not None:
         _table(lines, f"{dot}pricing", _fields(stage.pricing))
     for member in stage.pool:

@@ -16,6 +16,7 @@ from fnlabel.tasks.evol import evol_complexity, evol_instruct, evol_quality
 from fnlabel.tasks.feedback import ultrafeedback
 from fnlabel.tasks.instruct import self_instruct
 from fnlabel.tasks.judges import judgelm, ultrajudge
+from fnlabel.tasks.structured import structured
 from fnlabel.tasks.text_generation import text_generation
 from fnlabel.types import Task
 
@@ -34,6 +35,7 @@ __all__ = [
     "prometheus",
     "complexity_scorer",
     "quality_scorer",
+    "structured",
 ]
 
 
@@ -59,6 +61,7 @@ TASKS: Registry = Registry(
         "prometheus": "fnlabel.tasks.critique:prometheus",
         "complexity-scorer": "fnlabel.tasks.deita:complexity_scorer",
         "quality-scorer": "fnlabel.tasks.deita:quality_scorer",
+        "structured": "fnlabel.tasks.structured:structured",
     },
     check=_check_factory,
 )

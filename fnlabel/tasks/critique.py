@@ -18,6 +18,14 @@ import attrs
 
 from fnlabel.errors import ConfigError, ParseError
 from fnlabel.tasks import inputs
+from fnlabel.tasks.judge_schemas import (
+    JsonAnswerParser,
+    check_structured,
+    critique_output,
+    prometheus_schema,
+    swap,
+    ultracm_schema,
+)
 from fnlabel.tasks.parsing import excerpt, find_score, format_score, normalize, parse_score, strip_label
 from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
@@ -59,6 +67,13 @@ Overall Score: [score from 1 to 10]
 [your feedback]
 """
 
+#: the template of ``ultracm(structured=True)``: the JSON object replaces the score and feedback lines
+ULTRACM_JSON_TEMPLATE = swap(
+    ULTRACM_TEMPLATE,
+    "*Format*\n### Feedback\nOverall Score: [score from 1 to 10]\n[your feedback]\n",
+    '*Format*\nOne JSON object:\n{"score": [score from 1 to 10], "feedback": "[your feedback]"}\n',
+)
+
 PROMETHEUS_SYSTEM_PROMPT = "You are a fair evaluator language model."
 
 PROMETHEUS_TEMPLATE = """\
@@ -84,6 +99,14 @@ You are given an instruction (which may contain an input), a response to evaluat
 
 ###Feedback:
 """
+
+#: the template of ``prometheus(structured=True)``: it asks for the JSON object instead of ``[RESULT]``
+PROMETHEUS_JSON_TEMPLATE = swap(
+    PROMETHEUS_TEMPLATE,
+    '3. Use exactly this output format: "Feedback: (your feedback) [RESULT] (an integer from 1 to {high})"',
+    "3. Use exactly this output format, one JSON object: "
+    '{"feedback": "(your feedback)", "score": (an integer from 1 to {high})}',
+)
 
 PROMETHEUS_PLACEHOLDERS = ("input", "answer", "reference", "criteria", "levels", "high")
 
@@ -161,32 +184,37 @@ def format_ultracm(output: Mapping[str, Any]) -> str:
     return f"### Feedback\nOverall Score: {format_score(output['score'])}\n{output['critique']}"
 
 
-def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT, template: str | None = None) -> Task:
+def ultracm(system_prompt: str = ULTRACM_SYSTEM_PROMPT, template: str | None = None, structured: bool = False) -> Task:
     """UltraCM: critique the answer in ``generations`` to ``input`` and score it from 1 to 10.
 
     Args:
         system_prompt: the system prompt of every request.
         template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`),
             with the placeholders ``{input}`` and ``{answer}``.
+        structured: ask for a JSON object, ``{"score": 7, "feedback": "..."}``, which the backend
+            constrains decoding to (the built-in template asks for it; a template of yours is sent as
+            written); the parsed output keeps the same keys and types.
 
     Examples:
         >>> task = ultracm()
         >>> task.parse("Overall Score: 3\\nThe answer ignores the question.")
         {'critique': 'The answer ignores the question.', 'score': 3.0}
     """
+    schema = ultracm_schema() if check_structured(structured, "ultracm") else None
     return Task(
         name="ultracm",
         build_prompt=UltraCMPrompt(
             system_prompt,
-            ULTRACM_TEMPLATE
+            (ULTRACM_TEMPLATE if schema is None else ULTRACM_JSON_TEMPLATE)
             if template is None
             else read_template(
                 template, task="ultracm", placeholders=("input", "answer"), required=("input", "answer")
             ),
         ),
-        parse=parse_ultracm,
+        parse=parse_ultracm if schema is None else JsonAnswerParser(schema, critique_output),
         input_keys=("input", "generations"),
         output_keys=("critique", "score"),
+        schema=schema,
     )
 
 
@@ -260,6 +288,7 @@ def prometheus(
     score_descriptions: tuple[str, ...] = DEFAULT_SCORE_DESCRIPTIONS,
     system_prompt: str = PROMETHEUS_SYSTEM_PROMPT,
     template: str | None = None,
+    structured: bool = False,
 ) -> Task:
     """Prometheus: critique the answer in ``generations`` against the ``ref_completion``
     reference answer and a rubric, and score it from 1 to N.
@@ -272,6 +301,9 @@ def prometheus(
         template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
             it must use ``{input}``, ``{answer}`` and ``{reference}`` and may use ``{criteria}``,
             ``{levels}`` (the rubric's "Score i: ..." lines) and ``{high}`` (the top score).
+        structured: ask for a JSON object, ``{"feedback": "...", "score": 4}``, which the backend
+            constrains decoding to (the built-in template asks for it; a template of yours is sent as
+            written); the parsed output keeps the same keys and types.
 
     Examples:
         >>> task = prometheus()
@@ -282,11 +314,16 @@ def prometheus(
         template = read_template(
             template, task="prometheus", placeholders=PROMETHEUS_PLACEHOLDERS, required=("input", "answer", "reference")
         )
-    prompt = PrometheusPrompt(scoring_criteria, score_descriptions, system_prompt, template or PROMETHEUS_TEMPLATE)
+    structured = check_structured(structured, "prometheus")
+    default_template = PROMETHEUS_JSON_TEMPLATE if structured else PROMETHEUS_TEMPLATE
+    prompt = PrometheusPrompt(scoring_criteria, score_descriptions, system_prompt, template or default_template)
+    high = len(prompt.score_descriptions)
+    schema = prometheus_schema(high) if structured else None
     return Task(
         name="prometheus",
         build_prompt=prompt,
-        parse=PrometheusParser(len(prompt.score_descriptions)),
+        parse=PrometheusParser(high) if schema is None else JsonAnswerParser(schema, critique_output),
         input_keys=("input", "generations", "ref_completion"),
         output_keys=("critique", "score"),
+        schema=schema,
     )

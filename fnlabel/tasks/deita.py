@@ -16,6 +16,15 @@ from typing import Any
 import attrs
 
 from fnlabel.tasks import inputs
+from fnlabel.tasks.judge_schemas import (
+    JsonAnswerParser,
+    OnePerText,
+    check_structured,
+    scores_format,
+    scores_output,
+    scores_schema,
+    swap,
+)
 from fnlabel.tasks.parsing import format_score, indexed_scores
 from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
@@ -38,6 +47,13 @@ Answer in this format, one line per question, and write nothing else:
 Questions:
 {items}"""
 
+#: the template of ``complexity_scorer(structured=True)``: one JSON object instead of one line per question
+COMPLEXITY_JSON_TEMPLATE = swap(
+    COMPLEXITY_TEMPLATE,
+    "Answer in this format, one line per question, and write nothing else:",
+    "Answer with one JSON object holding one score per question, in order, and write nothing else:",
+)
+
 QUALITY_DESCRIPTION = (
     "Your evaluation should consider factors such as the helpfulness, relevance, accuracy, depth, "
     "creativity and level of detail of each response."
@@ -52,6 +68,12 @@ Answer in this format, one line per response, and write nothing else:
 #Question#: {input}
 #Response List#:
 {items}"""
+#: the template of ``quality_scorer(structured=True)``: one JSON object instead of one line per response
+QUALITY_JSON_TEMPLATE = swap(
+    QUALITY_TEMPLATE,
+    "Answer in this format, one line per response, and write nothing else:",
+    "Answer with one JSON object holding one score per response, in order, and write nothing else:",
+)
 
 
 @attrs.frozen
@@ -60,6 +82,8 @@ class ComplexityScorerPrompt:
 
     system_prompt: str = ""
     template: str = COMPLEXITY_TEMPLATE
+    #: ask for ``{"scores": [...]}`` in ``{format_lines}``
+    structured: bool = False
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
         items = inputs.texts(row, "generations")
@@ -67,7 +91,9 @@ class ComplexityScorerPrompt:
         values = {
             "n": n,
             "n_plus_one": n + 1,
-            "format_lines": "\n".join(f"[{i}] Score: [score of question {i}]" for i in range(1, n + 1)),
+            "format_lines": scores_format(n, "question")
+            if self.structured
+            else "\n".join(f"[{i}] Score: [score of question {i}]" for i in range(1, n + 1)),
             "items": "\n".join(f"[{i}] {q.strip()}" for i, q in enumerate(items, start=1)),
         }
         return Prompt(self.system_prompt, fill(self.template, values))
@@ -80,6 +106,8 @@ class QualityScorerPrompt:
     system_prompt: str = ""
     task_description: str = QUALITY_DESCRIPTION
     template: str = QUALITY_TEMPLATE
+    #: ask for ``{"scores": [...]}`` in ``{format_lines}``
+    structured: bool = False
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
         items = inputs.texts(row, "generations")
@@ -88,7 +116,9 @@ class QualityScorerPrompt:
             "n": n,
             "n_plus_one": n + 1,
             "task_description": self.task_description.strip(),
-            "format_lines": "\n".join(f"[Response {i}] Score: [score of response {i}]" for i in range(1, n + 1)),
+            "format_lines": scores_format(n, "response")
+            if self.structured
+            else "\n".join(f"[Response {i}] Score: [score of response {i}]" for i in range(1, n + 1)),
             "input": inputs.text(row, "input").strip(),
             "items": "\n".join(f"[Response {i}] {r.strip()}" for i, r in enumerate(items, start=1)),
         }
@@ -115,7 +145,7 @@ def format_quality_scores(output: Mapping[str, Any]) -> str:
     return "\n".join(f"[Response {i}] Score: {format_score(s)}" for i, s in enumerate(output["rating"], start=1))
 
 
-def complexity_scorer(system_prompt: str = "", template: str | None = None) -> Task:
+def complexity_scorer(system_prompt: str = "", template: str | None = None, structured: bool = False) -> Task:
     """Deita's complexity scorer: score each instruction in ``generations`` by complexity.
 
     Args:
@@ -123,6 +153,8 @@ def complexity_scorer(system_prompt: str = "", template: str | None = None) -> T
         template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
             it must use ``{items}`` (the numbered instructions) and may use ``{n}``, ``{n_plus_one}``
             and ``{format_lines}``.
+        structured: ask for a JSON object, ``{"scores": [1, 3]}`` (in ``{format_lines}``), which the
+            backend constrains decoding to; the parsed output keeps the same keys and types.
 
     Examples:
         >>> task = complexity_scorer()
@@ -131,11 +163,12 @@ def complexity_scorer(system_prompt: str = "", template: str | None = None) -> T
         >>> task.parse("[1] Score: 1\\n[2] Score: 3")
         {'rating': [1.0, 3.0]}
     """
+    schema = scores_schema("question") if check_structured(structured, "complexity-scorer") else None
     return Task(
         name="complexity-scorer",
         build_prompt=ComplexityScorerPrompt(
             system_prompt,
-            COMPLEXITY_TEMPLATE
+            (COMPLEXITY_TEMPLATE if schema is None else COMPLEXITY_JSON_TEMPLATE)
             if template is None
             else read_template(
                 template,
@@ -143,15 +176,21 @@ def complexity_scorer(system_prompt: str = "", template: str | None = None) -> T
                 placeholders=("items", "n", "n_plus_one", "format_lines"),
                 required=("items",),
             ),
+            structured,
         ),
-        parse=parse_indexed_scores,
+        parse=parse_indexed_scores if schema is None else JsonAnswerParser(schema, scores_output),
         input_keys=("generations",),
         output_keys=("rating",),
+        schema=schema,
+        row_schema=None if schema is None else OnePerText(schema, "scores", top=True),
     )
 
 
 def quality_scorer(
-    system_prompt: str = "", task_description: str = QUALITY_DESCRIPTION, template: str | None = None
+    system_prompt: str = "",
+    task_description: str = QUALITY_DESCRIPTION,
+    template: str | None = None,
+    structured: bool = False,
 ) -> Task:
     """Deita's quality scorer: score each answer in ``generations`` to ``input`` by quality.
 
@@ -161,17 +200,20 @@ def quality_scorer(
         template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
             it must use ``{input}`` and ``{items}`` (the numbered responses) and may use ``{n}``,
             ``{n_plus_one}``, ``{format_lines}`` and ``{task_description}``.
+        structured: ask for a JSON object, ``{"scores": [2, 3]}`` (in ``{format_lines}``), which the
+            backend constrains decoding to; the parsed output keeps the same keys and types.
 
     Examples:
         >>> quality_scorer().parse("[Response 1] Score: 2\\n[Response 2] Score: 3")
         {'rating': [2.0, 3.0]}
     """
+    schema = scores_schema("response") if check_structured(structured, "quality-scorer") else None
     return Task(
         name="quality-scorer",
         build_prompt=QualityScorerPrompt(
             system_prompt,
             task_description,
-            QUALITY_TEMPLATE
+            (QUALITY_TEMPLATE if schema is None else QUALITY_JSON_TEMPLATE)
             if template is None
             else read_template(
                 template,
@@ -179,8 +221,11 @@ def quality_scorer(
                 placeholders=("input", "items", "n", "n_plus_one", "format_lines", "task_description"),
                 required=("input", "items"),
             ),
+            structured,
         ),
-        parse=parse_indexed_scores,
+        parse=parse_indexed_scores if schema is None else JsonAnswerParser(schema, scores_output),
         input_keys=("input", "generations"),
         output_keys=("rating",),
+        schema=schema,
+        row_schema=None if schema is None else OnePerText(schema, "scores", top=True),
     )

@@ -14,6 +14,14 @@ import attrs
 
 from fnlabel.errors import ParseError
 from fnlabel.tasks import inputs
+from fnlabel.tasks.judge_schemas import (
+    JsonAnswerParser,
+    OnePerText,
+    check_structured,
+    ultrafeedback_format,
+    ultrafeedback_output,
+    ultrafeedback_schema,
+)
 from fnlabel.tasks.parsing import excerpt, format_score, label_value, normalize, parse_score, starts_with_score
 from fnlabel.tasks.templates import fill, read_template
 from fnlabel.types import Prompt, Task
@@ -163,21 +171,28 @@ class UltraFeedbackPrompt:
     ratings: tuple[str, ...]
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     template: str = TEMPLATE
+    #: ask for the JSON object of :func:`~fnlabel.tasks.judge_schemas.ultrafeedback_schema` in ``{output_format}``
+    structured: bool = False
 
     def __call__(self, row: Mapping[str, Any]) -> Prompt:
         texts = [t.strip() for t in inputs.texts(row, "generations")]
         n = len(texts)
+        output_format = (
+            ultrafeedback_format(n, len(self.ratings))
+            if self.structured
+            else "\n\n".join(
+                f"#### Output for Text {i}\nRating: [Rating for text {i}]\n"
+                "Rationale: [Rationale for the rating, in short sentences]"
+                for i in range(1, n + 1)
+            )
+        )
         values = {
             "input": inputs.text(row, "input").strip(),
             "texts": "\n".join(f"<text {i}> {t}" for i, t in enumerate(texts, start=1)),
             "task_description": self.task_description.strip(),
             "ratings": "\n".join(f"{i}. {d}" for i, d in enumerate(self.ratings, start=1)),
             "text_placeholders": "\n".join(f"<text {i}> [Text {i}]" for i in range(1, n + 1)),
-            "output_format": "\n\n".join(
-                f"#### Output for Text {i}\nRating: [Rating for text {i}]\n"
-                "Rationale: [Rationale for the rating, in short sentences]"
-                for i in range(1, n + 1)
-            ),
+            "output_format": output_format,
         }
         return Prompt(self.system_prompt, fill(self.template, values))
 
@@ -255,6 +270,7 @@ def ultrafeedback(
     task_description: str | None = None,
     ratings: tuple[str, ...] | None = None,
     template: str | None = None,
+    structured: bool = False,
 ) -> Task:
     """Rate each of the ``generations`` for ``input`` on one UltraFeedback aspect.
 
@@ -267,6 +283,9 @@ def ultrafeedback(
         template: a file whose text replaces the built-in template (see :mod:`fnlabel.tasks.templates`):
             it must use ``{input}`` and ``{texts}`` (the numbered texts) and may use
             ``{task_description}``, ``{ratings}``, ``{text_placeholders}`` and ``{output_format}``.
+        structured: ask for a JSON object, ``{"ratings": [{"rating": 4, "rationale": "..."}, ...]}``
+            (in ``{output_format}``), which the backend constrains decoding to; the parsed output
+            keeps the same keys and types.
 
     Examples:
         >>> task = ultrafeedback("helpfulness")
@@ -279,6 +298,7 @@ def ultrafeedback(
     name = canonical_aspect(aspect)
     default_description, default_ratings = ASPECTS[name]
     scale = _ratings(ratings) or default_ratings
+    schema = ultrafeedback_schema(len(scale)) if check_structured(structured, "ultrafeedback") else None
     return Task(
         name="ultrafeedback",
         build_prompt=UltraFeedbackPrompt(
@@ -288,8 +308,11 @@ def ultrafeedback(
             TEMPLATE
             if template is None
             else read_template(template, task="ultrafeedback", placeholders=PLACEHOLDERS, required=("input", "texts")),
+            structured,
         ),
-        parse=UltraFeedbackParser(1, len(scale)),
+        parse=UltraFeedbackParser(1, len(scale)) if schema is None else JsonAnswerParser(schema, ultrafeedback_output),
         input_keys=("input", "generations"),
         output_keys=("rating", "rationale"),
+        schema=schema,
+        row_schema=None if schema is None else OnePerText(schema, "ratings"),
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fnlabel.errors import ConfigError
 
-__all__ = ["fill", "read_template"]
+__all__ = ["fill", "fill_description", "read_template"]
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -29,6 +29,20 @@ def fill(template: str, values: Mapping[str, object]) -> str:
         'Q: is {answer} here?\\nA: yes {x}'
     """
     return _PLACEHOLDER.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], template)
+
+
+def fill_description(description: str, **values: str) -> str:
+    """A task description with each ``{key}`` of ``values`` replaced, stripped.
+
+    ``str.replace``, not ``str.format``: a user's description may contain other braces.
+
+    Examples:
+        >>> fill_description(" Rate the {n} answers {like: this}. ", n="2")
+        'Rate the 2 answers {like: this}.'
+    """
+    for key, value in values.items():
+        description = description.replace("{" + key + "}", value)
+    return description.strip()
 
 
 def read_template(
