@@ -11,6 +11,8 @@ exit code. Exit codes:
   more than ``--max-cost`` (everything done so far is kept: rerun to go on);
 * 4: the backend failed before any row was done (a model that cannot load, a server
   that is down, a bad key): nothing was written;
+* 5: batch mode (``--batch``, ``fnlabel batch import``): batches are still running, or rows wait
+  for generations not yet answered; rerun the same command to collect them (docs/batch.md);
 * 130: interrupted (Ctrl-C); rerun the same command to resume.
 """
 
@@ -28,18 +30,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from fnlabel.cli.batch import add_batch_parser, batch_command, refuse_open_batches, run_batch_command
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
 from fnlabel.redact import scrub
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_BACKEND, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fnlabel", description="Generate and label data with LLMs from TOML recipes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and fnlabel's log")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{run,validate,list}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,batch,validate,list}")
 
     run = sub.add_parser("run", help="run a recipe over its input, writing JSONL (resumes an unfinished output)")
     run.add_argument("recipe", help="path to a recipe .toml file")
@@ -73,7 +76,16 @@ def _parser() -> argparse.ArgumentParser:
         help="run on Ray: at ADDRESS (host:port, auto, ray://host:10001), else [run] address, else "
         "RAY_ADDRESS or a new local instance; see docs/ray.md",
     )
+    run.add_argument(
+        "--batch",
+        action="store_true",
+        default=None,
+        help="through the provider's Batch API at its batch price: submit, exit 5, rerun to collect "
+        "(docs/batch.md); also [run] batch = true",
+    )
+    run.add_argument("--wait", action="store_true", help="with --batch: poll until every batch is done")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    add_batch_parser(sub)
 
     val = sub.add_parser("validate", help="check a recipe (and its prompt formatting fn) without loading a model")
     val.add_argument("recipe")
@@ -113,7 +125,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         retry_failed=args.retry_failed,
         max_cost=args.max_cost,
+        batch=args.batch,
     )
+    if opts.batch or args.wait:
+        return run_batch_command(args, recipe, opts, _cache_store)
+    refuse_open_batches(opts)
     display = RunDisplay(sys.stderr)
     try:
         cache = _cache_store(args, opts, display.log)
@@ -269,7 +285,7 @@ def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s"
     )
-    commands = {"run": _cmd_run, "validate": _cmd_validate, "list": _cmd_list}
+    commands = {"run": _cmd_run, "batch": batch_command(_cache_store), "validate": _cmd_validate, "list": _cmd_list}
     try:
         return commands[args.command](args)
     except FnlabelError as exc:

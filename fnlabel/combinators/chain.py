@@ -4,7 +4,9 @@ This is what distilabel 0.x's ``Pipeline(generator=..., labeller=...)`` did. For
 each input row, the labeller's row is the input row plus, for each
 ``(label_key, output_key)`` pair of ``feed``, ``label_key = [parsed_output[output_key]
 of each generation]`` (failed generations left out). A row whose generations all
-failed is not labelled; it is reported as a failure of stage ``label``.
+failed is not labelled; it is reported as a failure of stage ``label``. Nor is a row with a
+generation still pending in a Batch API batch (:data:`~fnlabel.errors.BATCH_PENDING`): it is
+labelled once all its generations are there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from fnlabel.errors import BATCH_PENDING
 from fnlabel.llm import LLMBase, check_call
 from fnlabel.types import Input, LLMLike, LLMOutput, RowFailure, RunResult, Task
 
@@ -77,8 +80,12 @@ class Chain(LLMBase):
         rows = list(inputs)
         gen = self.generator.run(rows, num_generations, first_generation=first_generation)
         failures = [attrs.evolve(f, stage=f"generate.{f.stage}") for f in gen.failures]
+        pending = {f.row for f in gen.failures if f.error == BATCH_PENDING}
         label_rows: list[dict[str, Any] | None] = []
         for i, (row, outs) in enumerate(zip(rows, gen.outputs)):
+            if i in pending:  # labelled once the batch has answered all its generations
+                label_rows.append(None)
+                continue
             fed = {}
             for label_key, out_key in self.feed:
                 fed[label_key] = [

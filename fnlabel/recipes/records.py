@@ -66,10 +66,26 @@ class Pricing:
 
     input: float = attrs.field(default=0.0, validator=number(0.0))
     output: float = attrs.field(default=0.0, validator=number(0.0))
+    #: the prices of the Batch API (``fnlabel run --batch``); unset: half of ``input`` / ``output``
+    batch_input: float | None = attrs.field(default=None, validator=number(0.0, optional=True))
+    batch_output: float | None = attrs.field(default=None, validator=number(0.0, optional=True))
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """The USD price of that many prompt and output tokens."""
         return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+    def for_batch(self) -> Pricing:
+        """The prices a batch-mode run pays: ``batch_input`` / ``batch_output``, else half the others.
+
+        Examples:
+            >>> Pricing(input=2.0, output=8.0).for_batch().cost(1_000_000, 1_000_000)
+            5.0
+        """
+        half_in, half_out = self.input / 2, self.output / 2
+        return Pricing(
+            input=half_in if self.batch_input is None else self.batch_input,
+            output=half_out if self.batch_output is None else self.batch_output,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -195,6 +211,13 @@ class RunSpec:
     #: stop once the run's cost (at the [pricing] prices) is above this many USD
     max_cost: float | None = attrs.field(default=None, validator=number(0.0, optional=True))
     output_key: str = attrs.field(default="outputs", validator=text())
+    #: run through the provider's Batch API (``fnlabel run --batch``; see docs/batch.md and fnlabel.batches)
+    batch: bool = False
+    #: a batch request file holds at most this many requests and bytes (OpenAI's limits by default)
+    batch_max_requests: PositiveInt = attrs.field(default=PositiveInt(50_000), validator=integer(1))
+    batch_max_bytes: PositiveInt = PositiveInt(200_000_000)
+    #: seconds between two polls of ``fnlabel run --batch --wait``
+    batch_poll_interval: float = attrs.field(default=30.0, validator=number(0.0, low_open=True))
     #: each output's ``metadata`` (finish reason, tokens, logprobs) is written; false: the seed's four keys only
     metadata: bool = True
     #: "ray": run on a Ray cluster (see docs/ray.md and fnlabel.run.ray); the rest are Ray's settings

@@ -93,6 +93,7 @@ class BatchResult:
         generations: how many generations were made (not counting failed ones).
         error: the text of the exception when the call raised as a whole (its rows are failures), else None.
         usage: the tokens and cost of the batch's generations.
+        row_usage, row_generations: the same per row (empty when not known).
     """
 
     lines: list[str]
@@ -100,6 +101,21 @@ class BatchResult:
     generations: int
     error: str | None = None
     usage: Usage = Usage()
+    row_usage: tuple[Usage, ...] = ()
+    row_generations: tuple[int, ...] = ()
+
+    def only(self, positions: Sequence[int], rows: Sequence[int]) -> BatchResult:
+        """The result of some rows of the batch: their ``positions`` in it and their input indices ``rows``."""
+        keep = set(rows)
+        return BatchResult(
+            [self.lines[p] for p in positions],
+            [f for f in self.failures if f["row"] in keep],
+            sum(self.row_generations[p] for p in positions),
+            self.error,
+            sum((self.row_usage[p] for p in positions), Usage()),
+            tuple(self.row_usage[p] for p in positions),
+            tuple(self.row_generations[p] for p in positions),
+        )
 
 
 def _empty(model_name: str, k: int) -> list[dict[str, Any]]:
@@ -132,20 +148,19 @@ class BatchRunner:
         """Run the batch's rows through ``llm``; whatever fails is recorded, nothing raises for the batch's rows."""
         rows, inputs, where = batch.indices, batch.rows, batch.where
         k, key = self.num_generations, self.output_key
-        error, usage = None, Usage()
+        error, usage, gens = None, [Usage()] * len(rows), [0] * len(rows)
         try:
             if isinstance(llm, Chain):
                 objs, failures, gens, error, usage = self._two_stage(llm, inputs)
             else:
                 res = llm.run(list(inputs), k)
-                usage = Usage.of(res.outputs, self.pricing, self.metadata)
+                usage = [Usage.of([outs], self.pricing, self.metadata) for outs in res.outputs]
                 objs = [{**row, key: outs} for row, outs in zip(inputs, res.outputs)]
-                failures, gens = list(res.failures), _count(res.outputs)
+                failures, gens = list(res.failures), [_count([outs]) for outs in res.outputs]
         except Exception as exc:  # a whole call failed: its rows are recorded, the run goes on
             error = scrub(f"{type(exc).__name__}: {exc}")
             objs = [self._failed_row(llm, row) for row in inputs]
             failures = [RowFailure(j, None, "backend", error) for j in range(len(rows))]
-            gens = 0
         records = [
             {
                 "row": rows[f.row],
@@ -156,14 +171,18 @@ class BatchRunner:
             }
             for f in failures
         ]
-        return BatchResult([to_json_line(o) for o in objs], records, gens, error, usage)
+        lines = [to_json_line(o) for o in objs]
+        return BatchResult(lines, records, sum(gens), error, sum(usage, Usage()), tuple(usage), tuple(gens))
 
     def _two_stage(
         self, chain: Chain, inputs: Sequence[dict[str, Any]]
-    ) -> tuple[list[Any], list[RowFailure], int, str | None, Usage]:
+    ) -> tuple[list[Any], list[RowFailure], list[int], str | None, list[Usage]]:
         res = chain.run_stages(list(inputs), self.num_generations)
-        usage = Usage.of(res.generated, self.pricing, self.metadata)
-        usage += Usage.of([row for row in res.labelled if row], self.label_pricing, self.metadata)
+        usage = [
+            Usage.of([gen], self.pricing, self.metadata) + Usage.of([lab], self.label_pricing, self.metadata)
+            for gen, lab in zip(res.generated, res.labelled)
+        ]
+        gens = [_count([gen]) + _count([lab]) for gen, lab in zip(res.generated, res.labelled)]
         objs = []
         for j, row in enumerate(inputs):
             fed = res.label_rows[j] or {**row, **{f: [] for f in self.feed}}
@@ -171,7 +190,7 @@ class BatchRunner:
         error = None
         if res.label_error is not None:  # the generations are written; the labels are failures
             error = scrub(f"labeller: {type(res.label_error).__name__}: {res.label_error}")
-        return objs, list(res.failures), _count(res.generated) + _count(res.labelled), error, usage
+        return objs, list(res.failures), gens, error, usage
 
     def _failed_row(self, llm: LLMLike, row: dict[str, Any]) -> dict[str, Any]:
         """The output line of a row whose call raised: empty outputs (for a chain: not labelled)."""

@@ -27,6 +27,8 @@ class RunOptions:
     output_key: str = "outputs"
     max_cost: float | None = None
     metadata: bool = True
+    #: through the provider's Batch API (see fnlabel.batches): rows are written once their batches answered
+    batch: bool = False
 
     @property
     def journal(self) -> Path:
@@ -67,6 +69,7 @@ def resolve_options(recipe: Any, recipe_path: str | Path | None = None, **overri
         output_key=run.output_key,
         max_cost=check_number(given.get("max_cost", run.max_cost), "max_cost", low=0.0, optional=True),
         metadata=run.metadata,
+        batch=bool(given.get("batch", run.batch)),
     )
     if opts.max_cost is not None and recipe.pricing is None and getattr(recipe.label, "pricing", None) is None:
         raise RecipeError(

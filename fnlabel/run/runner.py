@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import BackendError
+from fnlabel.errors import BATCH_PENDING, BackendError
 from fnlabel.run.batch import Batch, BatchResult, Usage, usd
 from fnlabel.run.engines import Engine, Log, Plan, make_engine
 from fnlabel.run.journal import output_lock, to_json_line
@@ -85,6 +85,8 @@ class Summary:
     stopped: str | None = None
     left: int = 0
     usage: Usage = Usage()
+    #: batch mode: rows not written because a generation of theirs (or of a row before them) is pending
+    pending_rows: int = 0
 
     def progress(self, todo: int, elapsed: float) -> Progress:
         return Progress(self.rows_run, todo, self.generations, self.failed_rows, self.usage, elapsed)
@@ -135,8 +137,11 @@ def _run(state: RunState, engine: Engine, progress: OnProgress | None, log: Log 
     if progress is not None and todo:
         progress(summary.progress(len(todo), 0.0))
     results = engine.results(state.batches(todo))
+    blocked = False  # batch mode: a row before is pending, so (in order) nothing more is written
     try:
         for batch, result in results:
+            if opts.batch:  # a row is written once its batch requests are all answered
+                batch, result, blocked = _ready(batch, result, blocked, opts.retry_failed, summary)
             _write(state, batch, result, summary, log)
             if progress is not None:
                 progress(summary.progress(len(todo), time.monotonic() - started))
@@ -159,6 +164,26 @@ def _run(state: RunState, engine: Engine, progress: OnProgress | None, log: Log 
     return summary
 
 
+def _ready(
+    batch: Batch, result: BatchResult, blocked: bool, any_order: bool, summary: Summary
+) -> tuple[Batch, BatchResult, bool]:
+    """The rows of a batch-mode batch that can be written: those before the first pending row (retrying,
+    which writes rows by index: every row not pending); and whether the rows after must wait."""
+    pending = {f["row"] for f in result.failures if f["error"] == BATCH_PENDING}
+    if not pending and not blocked:
+        return batch, result, False
+    if any_order:
+        keep = [j for j, i in enumerate(batch.indices) if i not in pending]
+    else:
+        first = next((j for j, i in enumerate(batch.indices) if i in pending), len(batch.indices))
+        keep = [] if blocked else list(range(first))
+        blocked = True
+    summary.pending_rows += len(batch.indices) - len(keep)
+    rows = [batch.indices[j] for j in keep]
+    sub = Batch(rows, [batch.rows[j] for j in keep], [batch.where[j] for j in keep])
+    return sub, result.only(keep, rows), blocked
+
+
 def _stop(summary: Summary, result: BatchResult, opts: RunOptions) -> str | None:
     """Why the run stops after this batch (``--max-failures``, ``--max-cost``), or None."""
     if opts.max_failures is not None and summary.failed_rows > opts.max_failures:
@@ -179,6 +204,8 @@ def _stop(summary: Summary, result: BatchResult, opts: RunOptions) -> str | None
 def _write(state: RunState, batch: Batch, result: BatchResult, summary: Summary, log: Log | None) -> None:
     """Append one batch's failure records and output lines (retrying: to the retry journal)."""
     where, locate = batch.where, state.input.locate
+    if not where:  # (batch mode: none of its rows is ready)
+        return
     if result.error and summary.rows_run == 0:
         # nothing has worked yet: a model that cannot load, a server that is down, a bad key.
         # Stop before writing, rather than record every row of the input as failed.

@@ -24,14 +24,18 @@ def batch_runner(recipe: Any, opts: RunOptions) -> BatchRunner:
     """How the batches of ``recipe`` run with ``opts`` become output lines."""
     feed = tuple(k for k, _ in recipe.label_inputs())
     label = recipe.label
+
+    def prices(pricing: Any) -> Any:  # a Batch API run pays the batch prices
+        return pricing.for_batch() if opts.batch and pricing is not None else pricing
+
     return BatchRunner(
         opts.num_generations,
         opts.output_key,
         feed,
         two_stage=label is not None,
         metadata=opts.metadata,
-        pricing=recipe.pricing,
-        label_pricing=None if label is None else label.pricing,
+        pricing=prices(recipe.pricing),
+        label_pricing=None if label is None else prices(label.pricing),
     )
 
 

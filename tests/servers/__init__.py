@@ -20,8 +20,9 @@ and prints its URL (used by the benchmarks).
 """
 
 from tests.servers.base import Fault, Seen
+from tests.servers.batch import BatchServer
 from tests.servers.llama_cpp import LlamaCppServer, shared_llama_server
 from tests.servers.openai_fault import FaultServer
 from tests.servers.tgi import TGIServer
 
-__all__ = ["Fault", "FaultServer", "LlamaCppServer", "Seen", "TGIServer", "shared_llama_server"]
+__all__ = ["BatchServer", "Fault", "FaultServer", "LlamaCppServer", "Seen", "TGIServer", "shared_llama_server"]

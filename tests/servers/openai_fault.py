@@ -45,46 +45,48 @@ class FaultServer(ServerThread):
             return forced
         return 1 if self.ignore_n else int(body.get("n") or 1)
 
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
-        def answer(body: dict, forced: int | None) -> dict[str, Any]:
-            choices = [
-                {"text": reply_text(body, i), "index": i, "finish_reason": finish(body), "logprobs": None}
-                for i in range(self._n(body, forced))
-            ]
-            if body.get("logprobs") is not None:
-                for c in choices:
-                    words = c["text"].split(" ")
-                    c["logprobs"] = {
-                        "tokens": words,
-                        "token_logprobs": [-0.5] * len(words),
-                        "top_logprobs": [{w: -0.5, "x": -2.0} for w in words],
-                    }
-            return _envelope("text_completion", body, choices)
+    def completion_payload(self, body: dict, forced: int | None = None) -> dict[str, Any]:
+        """The answer to a ``/v1/completions`` body (``forced``: the number of choices a fault imposes)."""
+        choices = [
+            {"text": reply_text(body, i), "index": i, "finish_reason": finish(body), "logprobs": None}
+            for i in range(self._n(body, forced))
+        ]
+        if body.get("logprobs") is not None:
+            for c in choices:
+                words = c["text"].split(" ")
+                c["logprobs"] = {
+                    "tokens": words,
+                    "token_logprobs": [-0.5] * len(words),
+                    "top_logprobs": [{w: -0.5, "x": -2.0} for w in words],
+                }
+        return _envelope("text_completion", body, choices)
 
-        return await self.serve(request, answer)
+    def chat_payload(self, body: dict, forced: int | None = None) -> dict[str, Any]:
+        """The answer to a ``/v1/chat/completions`` body (``forced``: the number of choices a fault imposes)."""
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": reply_text(body, i)},
+                "finish_reason": finish(body),
+            }
+            for i in range(self._n(body, forced))
+        ]
+        if body.get("logprobs"):
+            for c in choices:
+                top = [{"token": "x", "logprob": -2.0, "bytes": None}][: body.get("top_logprobs") or 0]
+                c["logprobs"] = {
+                    "content": [
+                        {"token": w, "logprob": -0.5, "bytes": None, "top_logprobs": top}
+                        for w in c["message"]["content"].split(" ")
+                    ]
+                }
+        return _envelope("chat.completion", body, choices)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(request, self.completion_payload)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        def answer(body: dict, forced: int | None) -> dict[str, Any]:
-            choices = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": reply_text(body, i)},
-                    "finish_reason": finish(body),
-                }
-                for i in range(self._n(body, forced))
-            ]
-            if body.get("logprobs"):
-                for c in choices:
-                    top = [{"token": "x", "logprob": -2.0, "bytes": None}][: body.get("top_logprobs") or 0]
-                    c["logprobs"] = {
-                        "content": [
-                            {"token": w, "logprob": -0.5, "bytes": None, "top_logprobs": top}
-                            for w in c["message"]["content"].split(" ")
-                        ]
-                    }
-            return _envelope("chat.completion", body, choices)
-
-        return await self.serve(request, answer)
+        return await self.serve(request, self.chat_payload)
 
     async def _models(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response({"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
