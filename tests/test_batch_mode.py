@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openai
 import pytest
 
 from fnlabel.cli import main
@@ -181,11 +182,52 @@ def test_kill_9_at_any_step_never_submits_twice(server, tmp_path, hold: str) -> 
     _killed_at(server, path, hold)
     made = len(server.batches)
     assert made == (1 if hold == "create" else 0)
-    assert run(path, "--batch") == 5  # the rerun finds what the killed run made, or makes it
-    assert len(server.batches) == 1 and server.batch_requests() == 20
-    assert server.uploads == 1
-    assert run(path, "--batch") == 0
-    assert len(lines(tmp_path / "out.jsonl")) == 10 and server.batch_requests() == 20
+    if made:  # the batch the killed run made finishes before the rerun: the rerun must collect it
+        openai.OpenAI(base_url=server.url, api_key="x").batches.retrieve(next(iter(server.batches)))
+        assert run(path, "--batch") == 0
+    else:  # the rerun makes what the killed run did not (and, done at once here, collects it)
+        assert run(path, "--batch") in (0, 5)
+        assert run(path, "--batch") == 0
+    assert len(server.batches) == 1 and server.batch_requests() == 20 and server.uploads == 1
+    out = lines(tmp_path / "out.jsonl")
+    assert len(out) == 10 and all(o["raw_output"] for r in out for o in r["outputs"])
+    assert not lines(tmp_path / "out.jsonl.failures.jsonl")
+
+
+def test_greedy_generations_take_one_request_per_row(server, tmp_path) -> None:
+    path = recipe(tmp_path, server.url, rows=5)
+    path.write_text(path.read_text().replace("temperature = 0.7", "temperature = 0.0"))
+    assert run(path, "--batch", "--wait") == 0
+    assert server.batch_requests() == 5
+    out = lines(tmp_path / "out.jsonl")
+    assert all(len(r["outputs"]) == 2 and r["outputs"][0]["raw_output"] == r["outputs"][1]["raw_output"] for r in out)
+
+
+def test_a_request_too_large_for_a_batch_file_fails_its_row_only(server, tmp_path) -> None:
+    path = recipe(tmp_path, server.url, rows=4, extra="batch_max_bytes = 1000")
+    rows = [json.loads(line) for line in (tmp_path / "in.jsonl").read_text().splitlines()]
+    rows[2]["input"] = "long " * 300
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run(path, "--batch", "--wait") == 0
+    assert server.batch_requests() == 6
+    fails = lines(tmp_path / "out.jsonl.failures.jsonl")
+    assert {f["row"] for f in fails} == {2} and "batch_max_bytes" in fails[0]["error"]
+
+
+def test_batch_mode_refuses_what_it_cannot_honour(server, tmp_path, capsys) -> None:
+    path = recipe(tmp_path, server.url, rows=3, pricing="[pricing]\ninput = 1.0\n")
+    assert run(path, "--batch", "--max-cost", "1") == 2
+    assert "--max-cost cannot bound a batch-mode run" in capsys.readouterr().err
+    assert run(path, "--wait") == 2  # --wait without --batch
+    # [run] batch = true outside fnlabel run --batch would make live calls: refused
+    from fnlabel import load_recipe
+    from fnlabel.errors import ConfigError
+    from fnlabel.run import resolve_options, run_recipe
+
+    batched = load_recipe(path.write_text(path.read_text() + "batch = true\n") and path)
+    with pytest.raises(ConfigError, match="fnlabel run --batch"):
+        run_recipe(batched, resolve_options(batched))
+    assert server.chat_calls() == 0 and server.batch_requests() == 0
 
 
 def test_batch_mode_needs_the_openai_backend(tmp_path, capsys) -> None:
@@ -247,3 +289,24 @@ def test_export_run_with_vllms_own_batch_runner_and_import(tmp_path) -> None:
     assert [r["id"] for r in out] == [0, 1, 2, 3]
     assert all(o["raw_output"] and o["metadata"]["output_tokens"] for r in out for o in r["outputs"])
     assert not (tmp_path / "out.jsonl.failures.jsonl").exists() or not lines(tmp_path / "out.jsonl.failures.jsonl")
+
+
+def test_a_two_stage_recipe_takes_two_rounds_and_labels_only_whole_rows(server, tmp_path) -> None:
+    path = recipe(tmp_path, server.url, rows=12)
+    path.write_text(
+        path.read_text()
+        + f'\n[label]\n[label.task]\nkind = "ultrafeedback"\n[label.backend]\nkind = "openai"\nmodel = "judge"\n'
+        f'base_url = "{server.url}"\n[label.params]\nmax_new_tokens = 32\n'
+    )
+    server.outcome = "in_progress"
+    assert run(path, "--batch") == 5
+    assert server.batch_requests() == 24  # the generator's only: nothing is labelled before its generations exist
+    server.outcome = "complete"
+    assert run(path, "--batch") == 5  # collected the generations, submitted the labeller's requests
+    assert server.batch_requests() == 24 + 12
+    labels = [b for b in server.batches.values() if b.lines[0]["body"]["model"] == "judge"]
+    assert sum(len(b.lines) for b in labels) == 12
+    assert run(path, "--batch") == 0
+    out = lines(tmp_path / "out.jsonl")
+    assert len(out) == 12 and all(len(r["generator_outputs"]) == 2 and len(r["outputs"]) == 1 for r in out)
+    assert all(r["outputs"][0]["raw_output"] for r in out) and server.chat_calls() == 0

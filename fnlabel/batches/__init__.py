@@ -8,6 +8,6 @@
 * ``mode``: ``fnlabel run --batch`` (:func:`run_batch`), ``fnlabel batch export`` and ``import``.
 """
 
-from fnlabel.batches.mode import BatchRun, export_requests, import_results, open_batches, run_batch
+from fnlabel.batches.mode import BatchRun, export_requests, import_results, run_batch
 
-__all__ = ["BatchRun", "run_batch", "export_requests", "import_results", "open_batches"]
+__all__ = ["BatchRun", "run_batch", "export_requests", "import_results"]

@@ -21,6 +21,7 @@ import cattrs
 
 from fnlabel.batches.requests import Account, RequestFile
 from fnlabel.errors import OutputError
+from fnlabel.run.journal import batch_ledger
 
 __all__ = ["Entry", "Ledger", "FINAL", "ledger_path"]
 
@@ -32,7 +33,7 @@ _FORMAT = "fnlabel-batches-1"
 
 def ledger_path(output: Path) -> Path:
     """Where a run writing ``output`` keeps its batches: ``OUTPUT.batches.json``."""
-    return output.with_name(output.name + ".batches.json")
+    return batch_ledger(output)
 
 
 @attrs.define
@@ -66,8 +67,15 @@ class Entry:
         return Path(self.path).name
 
     def custom_ids(self) -> Iterator[str]:
-        """The ``custom_id`` of each line of the request file."""
-        with open(self.path, "rb") as handle:
+        """The ``custom_id`` of each line of the request file (kept until the batch is collected)."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed below, after the lines are read
+        except FileNotFoundError:
+            raise OutputError(
+                f"{self.path} is gone: it holds the requests of batch {self.name} ({self.batch_id or 'not created'}), "
+                "which fnlabel reads until it collects the batch; restore it"
+            ) from None
+        with handle:
             for line in handle:
                 yield json.loads(line)["custom_id"]
 
@@ -120,7 +128,7 @@ class Ledger:
 
     @property
     def folder(self) -> Path:
-        """Where the request files are kept until their batches are collected: ``OUTPUT.batches/``."""
+        """Where the request files are kept until their batches are collected (then deleted): ``OUTPUT.batches/``."""
         return self.path.with_name(self.path.name.removesuffix(".json"))
 
     @property
@@ -133,7 +141,10 @@ class Ledger:
     def add(self, files: list[RequestFile], resubmitted: set[str]) -> list[Entry]:
         """Record new request files (and forget the failures of the lines they ask again); saved."""
         new = [
-            Entry(Path(f.path).stem.rsplit("-", 1)[-1], f.path, f.url, f.account, f.requests, f.bytes) for f in files
+            Entry(
+                Path(f.path).stem.rsplit("-", 1)[-1], str(Path(f.path).resolve()), f.url, f.account, f.requests, f.bytes
+            )
+            for f in files
         ]
         self.entries.extend(new)
         for cid in resubmitted:

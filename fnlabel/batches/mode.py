@@ -32,7 +32,7 @@ from fnlabel.run.journal import output_lock
 from fnlabel.run.runner import OnProgress
 from fnlabel.run.state import RunState, batch_runner
 
-__all__ = ["BatchRun", "run_batch", "export_requests", "import_results", "check_batch_recipe", "open_batches"]
+__all__ = ["BatchRun", "run_batch", "export_requests", "import_results", "check_batch_recipe"]
 
 Log = Callable[[str], None]
 
@@ -74,12 +74,6 @@ def _store(cache: Any) -> SQLiteStore:
     return cache
 
 
-def open_batches(output: Path) -> list[str]:
-    """The batches of ``output``'s ledger that are not yet collected (what a run without --batch must not redo)."""
-    path = ledger_path(output)
-    return Ledger.open(path).describe() if path.exists() else []
-
-
 def run_batch(
     recipe: Any,
     opts: RunOptions,
@@ -93,7 +87,12 @@ def run_batch(
     """One ``fnlabel run --batch`` (see the module doc); ``wait``: until every batch is collected."""
     check_batch_recipe(recipe)
     store = _store(cache)
-    opts = attrs.evolve(opts, batch=True)
+    if opts.max_cost is not None:
+        raise RecipeError(
+            "--max-cost cannot bound a batch-mode run: every request is submitted at once and its cost is known "
+            "when the results come back; drop --max-cost (or run without --batch)"
+        )
+    opts = attrs.evolve(opts, batch=True, batch_prices=True)
     path = ledger_path(opts.output)
     with output_lock(path):
         ledger = Ledger.open(path)

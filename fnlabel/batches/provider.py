@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -20,7 +21,7 @@ from fnlabel.backends.openai import PLACEHOLDER_KEY
 from fnlabel.backends.openai_wire import generations
 from fnlabel.batches.ledger import FINAL, Entry, Ledger
 from fnlabel.batches.requests import Account, parse_custom_id
-from fnlabel.combinators.store import SQLiteStore
+from fnlabel.combinators.store import SQLiteStore, storable
 from fnlabel.errors import BackendError
 from fnlabel.redact import scrub
 from fnlabel.types import Generation
@@ -142,34 +143,36 @@ class Results:
 
 
 def read_results(lines: Iterable[bytes | str], store: SQLiteStore, results: Results, where: str) -> Results:
-    """Put each successful result line into ``store``; record each failed one in ``results.failed``."""
+    """Put each successful result line into ``store`` (a write error raises: nothing is thought stored
+    that is not); record each failed one in ``results.failed``. Lines that are not fnlabel's results
+    (not JSON, another ``custom_id``) are counted in ``results.foreign``."""
     puts: dict[bytes, list[tuple[bytes, int, Generation]]] = {}
-    for n, raw in enumerate(lines, 1):
+    for raw in lines:
         if not raw.strip():
             continue
         try:
             record = json.loads(raw)
             cid = record.get("custom_id")
         except (ValueError, AttributeError):
-            raise BackendError(f"{where} line {n} is not a batch result (JSON with a custom_id)") from None
+            cid = None
         slot = parse_custom_id(cid)
         if slot is None:
             results.foreign += 1
             continue
         results.seen.add(cid)
         gen, error = _result(record)
-        if gen is None:
-            results.failed[cid] = error
+        if gen is None or not storable(gen.text):
+            results.failed[cid] = error or "batch result: the text cannot be stored (it holds a lone surrogate)"
             continue
         results.failed.pop(cid, None)
-        ident, key, index = slot
+        ident, key, index, count = slot
         batch = puts.setdefault(ident, [])
-        batch.append((key, index, gen))
-        results.stored += 1
+        batch.extend((key, i, gen) for i in range(index, index + count))
+        results.stored += count
         if len(batch) >= 500:
-            store.put(puts.pop(ident), ident)
+            store.put(puts.pop(ident), ident, strict=True)
     for ident, batch in puts.items():
-        store.put(batch, ident)
+        store.put(batch, ident, strict=True)
     return results
 
 
@@ -181,8 +184,8 @@ def _result(record: dict[str, Any]) -> tuple[Generation | None, str]:
         chat = isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict) and "message" in choices[0]
         try:
             return generations(body, chat=chat, top=_TOP)[0], ""
-        except MalformedResponse as exc:
-            return None, scrub(f"batch result: {exc}")
+        except (MalformedResponse, AttributeError, KeyError, TypeError, ValueError) as exc:
+            return None, scrub(f"batch result: {type(exc).__name__}: {exc}"[:500])
     error = record.get("error")
     if isinstance(error, dict):
         return None, scrub(f"batch request failed: {error.get('code')}: {error.get('message')}")
@@ -216,7 +219,8 @@ def collect(ledger: Ledger, entry: Entry, client: Any, store: SQLiteStore) -> Re
             results.failed[cid] = f"batch {entry.batch_id}: {why}"
     ledger.failed.update(results.failed)
     entry.collected = True
-    ledger.save()
+    ledger.save()  # (the results were committed to the cache before)
+    Path(entry.path).unlink(missing_ok=True)
     return results
 
 
@@ -224,17 +228,25 @@ def advance(ledger: Ledger, store: SQLiteStore, log: Callable[[str], None]) -> N
     """One round over the ledger's open entries: submit what is built, poll what runs, collect what is done."""
     clients: dict[Account, Any] = {}
     for entry in ledger.open_entries():
-        client = clients.get(entry.account)
-        if client is None:
-            client = clients[entry.account] = client_for(entry.account)
-        if entry.batch_id is None:
-            submit(ledger, entry, client)
-            log(f"batch {entry.name}: submitted {entry.requests} requests as {entry.batch_id}")
-        else:
-            poll(ledger, entry, client)
-        if entry.status in FINAL:
-            got = collect(ledger, entry, client, store)
-            log(
-                f"batch {entry.name} ({entry.batch_id}) {entry.status}: {got.stored} generations collected"
-                + (f", {len(got.failed)} requests failed" if got.failed else "")
-            )
+        try:
+            client = clients.get(entry.account)
+            if client is None:
+                client = clients[entry.account] = client_for(entry.account)
+            _advance(ledger, entry, client, store, log)
+        except BackendError as exc:  # one batch the provider cannot answer for does not hold up the others
+            ledger.stamp(entry, error=str(exc))
+            log(f"batch {entry.name}: {exc} (tried again on the next run)")
+
+
+def _advance(ledger: Ledger, entry: Entry, client: Any, store: SQLiteStore, log: Callable[[str], None]) -> None:
+    if entry.batch_id is None:
+        submit(ledger, entry, client)
+        log(f"batch {entry.name}: submitted {entry.requests} requests as {entry.batch_id}")
+    if entry.status not in FINAL or (entry.output_file_id is None and entry.error_file_id is None):
+        poll(ledger, entry, client)  # (a batch found after a kill may be done already: its files are read here)
+    if entry.status in FINAL:
+        got = collect(ledger, entry, client, store)
+        log(
+            f"batch {entry.name} ({entry.batch_id}) {entry.status}: {got.stored} generations collected"
+            + (f", {len(got.failed)} requests failed" if got.failed else "")
+        )

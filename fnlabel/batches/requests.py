@@ -29,28 +29,31 @@ from fnlabel.types import FormattedPrompt, GenerationFailure, GenerationParams, 
 
 __all__ = ["custom_id", "parse_custom_id", "Account", "RequestFile", "RequestFiles", "Collector", "collecting"]
 
-_CUSTOM_ID = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{32})-([0-9]{1,6})$")
+_CUSTOM_ID = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{32})-([0-9]{1,6})(?:\+([0-9]{1,6}))?$")
 
 
-def custom_id(identity: bytes, key: bytes, index: int) -> str:
-    """The ``custom_id`` of generation ``index`` of cache entry ``key`` of the backend tagged ``identity``.
+def custom_id(identity: bytes, key: bytes, index: int, count: int = 1) -> str:
+    """The ``custom_id`` of generation ``index`` of cache entry ``key`` of the backend tagged ``identity``
+    (``count`` > 1: of generations ``index..index+count-1``, all the same text: a greedy request).
 
     Examples:
         >>> cid = custom_id(bytes(8), bytes(16), 3)
         >>> cid
         '0000000000000000-00000000000000000000000000000000-3'
-        >>> parse_custom_id(cid) == (bytes(8), bytes(16), 3)
+        >>> parse_custom_id(cid) == (bytes(8), bytes(16), 3, 1)
         True
+        >>> parse_custom_id(custom_id(bytes(8), bytes(16), 0, 4))[3]
+        4
     """
-    return f"{identity.hex()}-{key.hex()}-{index}"
+    return f"{identity.hex()}-{key.hex()}-{index}" + (f"+{count}" if count > 1 else "")
 
 
-def parse_custom_id(value: Any) -> tuple[bytes, bytes, int] | None:
-    """``(identity tag, entry key, generation index)`` of a ``custom_id`` fnlabel wrote, else None."""
+def parse_custom_id(value: Any) -> tuple[bytes, bytes, int, int] | None:
+    """``(identity tag, entry key, first generation index, generations)`` of a ``custom_id`` fnlabel wrote, else None."""
     found = _CUSTOM_ID.match(value) if isinstance(value, str) else None
     if found is None:
         return None
-    return bytes.fromhex(found[1]), bytes.fromhex(found[2]), int(found[3])
+    return bytes.fromhex(found[1]), bytes.fromhex(found[2]), int(found[3]), int(found[4] or 1)
 
 
 @attrs.frozen
@@ -97,9 +100,7 @@ class RequestFiles:
     def add(self, account: Account, url: str, cid: str, body: dict[str, Any]) -> None:
         line = (json.dumps({"custom_id": cid, "method": "POST", "url": url, "body": body}) + "\n").encode()
         if len(line) > self.max_bytes:
-            raise ConfigError(
-                f"one batch request is {len(line)} bytes, more than [run] batch_max_bytes = {self.max_bytes}"
-            )
+            raise ValueError(f"the request is {len(line)} bytes, more than [run] batch_max_bytes = {self.max_bytes}")
         with self._lock:
             if cid in self.written:
                 return
@@ -177,18 +178,25 @@ class Collector(CachedBackend):
         out: list[list[RawGeneration]] = []
         for (key, missing), prompt in zip(batch, prompts):
             chat = not isinstance(prompt, str)
+            url = "/v1/chat/completions" if chat else "/v1/completions"
+            # greedy: one request stands for every missing generation (as the openai backend asks once)
+            greedy = params.temperature == 0 and missing == list(range(missing[0], missing[0] + len(missing)))
+            slots = [(0, missing[0], len(missing))] if greedy else [(m, i, 1) for m, i in enumerate(missing)]
             gens: list[RawGeneration] = []
-            for m, index in enumerate(missing):
-                cid = custom_id(ident, key, index)
+            for m, index, count in slots:
+                cid = custom_id(ident, key, index, count)
+                state: RawGeneration = GenerationFailure(BATCH_PENDING)
                 if cid in self.failed and not self.resubmit:
-                    gens.append(GenerationFailure(self.failed[cid]))
-                    continue
-                if cid not in self.pending and self.files is not None:
+                    state = GenerationFailure(self.failed[cid])
+                elif cid not in self.pending and self.files is not None:
                     # generation m of this call: the seed the openai backend gives it when it fans out
                     body = self.backend.request_body(params, 1, m, chat)  # type: ignore[attr-defined]
                     body["messages" if chat else "prompt"] = prompt
-                    self.files.add(account, "/v1/chat/completions" if chat else "/v1/completions", cid, body)
-                gens.append(GenerationFailure(BATCH_PENDING))
+                    try:
+                        self.files.add(account, url, cid, body)
+                    except ValueError as exc:  # too large for a batch file: this generation fails, not the run
+                        state = GenerationFailure(f"not submitted: {exc}")
+                gens.extend([state] * count)
             out.append(gens)
         return out
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from fnlabel.cli.batch import add_batch_parser, batch_command, refuse_open_batches, run_batch_command
+from fnlabel.cli.batch import add_batch_parser, batch_command, run_batch_command
 from fnlabel.errors import BackendError, ConfigError, FnlabelError, RecipeError
 from fnlabel.redact import scrub
 
@@ -129,7 +129,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if opts.batch or args.wait:
         return run_batch_command(args, recipe, opts, _cache_store)
-    refuse_open_batches(opts)
     display = RunDisplay(sys.stderr)
     try:
         cache = _cache_store(args, opts, display.log)

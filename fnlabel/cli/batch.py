@@ -10,7 +10,7 @@ from typing import Any
 
 from fnlabel.errors import ConfigError, RecipeError
 
-__all__ = ["add_batch_parser", "batch_command", "refuse_open_batches", "run_batch_command"]
+__all__ = ["add_batch_parser", "batch_command", "run_batch_command"]
 
 EXIT_OK, EXIT_STOPPED, EXIT_PENDING = 0, 3, 5
 
@@ -32,18 +32,6 @@ def add_batch_parser(sub: Any) -> None:
         p.add_argument("--cache", metavar="PATH", help="cache file (as fnlabel run --cache)")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         p.set_defaults(no_cache=False)
-
-
-def refuse_open_batches(opts: Any) -> None:
-    """A run without --batch must not ask again what batches of the same output are still answering."""
-    from fnlabel.batches import open_batches
-
-    running = open_batches(opts.output)
-    if running:
-        raise RecipeError(
-            f"{opts.output} has {len(running)} Batch API batches not yet collected ({running[0]}): rerun with "
-            "--batch to collect them; or delete its .batches.json to forget them (their requests would be paid twice)"
-        )
 
 
 def _composing(recipe_path: str, call: Callable[[], Any]) -> Any:

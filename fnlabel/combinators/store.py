@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fnlabel.errors import ConfigError
+from fnlabel.errors import ConfigError, OutputError
 from fnlabel.types import Generation
 
-__all__ = ["SQLiteStore", "SCHEMA_VERSION", "identity_hash"]
+__all__ = ["SQLiteStore", "SCHEMA_VERSION", "identity_hash", "storable"]
 
 log = logging.getLogger("fnlabel")
 
@@ -169,17 +169,19 @@ class SQLiteStore:
             return {}
         return found
 
-    def put(self, entries: Iterable[tuple[bytes, int, str | Generation]], backend: bytes) -> None:
+    def put(self, entries: Iterable[tuple[bytes, int, str | Generation]], backend: bytes, strict: bool = False) -> None:
         """Store ``(key, index, output)`` entries in one committed transaction (first value wins).
 
         An output is a text or a :class:`~fnlabel.types.Generation` (stored with its metadata).
         A write error is logged, not raised: the outputs of the call are still returned.
+        ``strict``: a write error raises :class:`~fnlabel.errors.OutputError` (results that exist
+        nowhere else, e.g. a batch's, must not be thought stored when they are not).
         """
         now = time.time()
         rows = []
         for key, idx, out in entries:
             text, meta = (out.text, _meta_json(out)) if isinstance(out, Generation) else (out, None)
-            if _storable(text):
+            if storable(text):
                 rows.append((key, idx, text, backend, now, meta))
         if not rows:
             return
@@ -187,6 +189,8 @@ class SQLiteStore:
             conn = self._connect()
             _retry_locked(lambda: self._write(conn, rows), self.timeout)
         except sqlite3.Error as exc:
+            if strict:
+                raise OutputError(f"cannot write to the cache file {self.path}: {exc}") from exc
             self._warn(f"cannot write to the cache file {self.path} ({exc}); outputs are not cached")
 
     @staticmethod
@@ -278,7 +282,7 @@ def _generation(text: str, meta: str) -> str | Generation:
     return Generation(text, finish, tokens_in, tokens_out, None if logprobs is None else tuple(logprobs))
 
 
-def _storable(text: str) -> bool:
+def storable(text: str) -> bool:
     """Whether SQLite can hold ``text`` (not with a lone surrogate: such an output is not cached, only returned)."""
     try:
         text.encode("utf-8")

@@ -22,7 +22,24 @@ from typing import Any
 
 from fnlabel.errors import InputError, OutputError
 
-__all__ = ["JsonlLog", "to_json_line", "normalized", "output_lock"]
+__all__ = ["JsonlLog", "to_json_line", "normalized", "output_lock", "batch_ledger", "open_batches"]
+
+
+def batch_ledger(output: Path) -> Path:
+    """Where batch mode records the batches of ``output``: ``OUTPUT.batches.json`` (see fnlabel.batches)."""
+    return output.with_name(output.name + ".batches.json")
+
+
+def open_batches(output: Path) -> list[str]:
+    """The ids (or names) of the Batch API batches of ``output`` whose results are not yet collected."""
+    path = batch_ledger(output)
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["entries"]
+        return [str(e.get("batch_id") or e["name"]) for e in entries if not e["collected"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [f"({path} cannot be read)"]
 
 
 def to_json_line(obj: Any) -> str:

@@ -29,6 +29,8 @@ class RunOptions:
     metadata: bool = True
     #: through the provider's Batch API (see fnlabel.batches): rows are written once their batches answered
     batch: bool = False
+    #: the cost is counted at the [pricing] tables' batch prices (set by fnlabel.batches.run_batch)
+    batch_prices: bool = False
 
     @property
     def journal(self) -> Path:

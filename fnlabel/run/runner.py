@@ -28,10 +28,10 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import BATCH_PENDING, BackendError
+from fnlabel.errors import BATCH_PENDING, BackendError, ConfigError, InputError
 from fnlabel.run.batch import Batch, BatchResult, Usage, usd
 from fnlabel.run.engines import Engine, Log, Plan, make_engine
-from fnlabel.run.journal import output_lock, to_json_line
+from fnlabel.run.journal import batch_ledger, open_batches, output_lock, to_json_line
 from fnlabel.run.options import RunOptions
 from fnlabel.run.parquet import write_parquet
 from fnlabel.run.state import RunState, batch_runner
@@ -115,6 +115,7 @@ def run_recipe(
         >>> run_recipe(recipe, resolve_options(recipe, output=out, limit=3)).rows_done
         3
     """
+    _check_batch_mode(opts, wrap_llm)
     # one run at a time writes a journal: the lock is the file written (an .parquet output's .jsonl too)
     recipe.register_secrets()  # the keys its backends read are masked in what this run writes
     with output_lock(opts.journal):
@@ -126,6 +127,22 @@ def run_recipe(
             engine.close()
             raise
         return _run(state, engine, progress, log)
+
+
+def _check_batch_mode(opts: RunOptions, wrap_llm: Any) -> None:
+    """Batch mode runs through fnlabel.batches; a run of an output whose batches are open would pay twice."""
+    if opts.batch and wrap_llm is None:
+        raise ConfigError(
+            "[run] batch = true: a batch-mode run goes through the Batch API: run it with `fnlabel run --batch` "
+            "(or fnlabel.batches.run_batch)"
+        )
+    running = [] if opts.batch else open_batches(opts.output)
+    if running:
+        raise InputError(
+            f"{opts.output} has {len(running)} Batch API batches whose results are not yet collected "
+            f"({', '.join(running[:3])}): rerun with --batch to collect them; or delete "
+            f"{batch_ledger(opts.output)} to forget them (their requests would be paid for twice)"
+        )
 
 
 def _run(state: RunState, engine: Engine, progress: OnProgress | None, log: Log | None) -> Summary:

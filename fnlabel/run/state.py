@@ -26,7 +26,7 @@ def batch_runner(recipe: Any, opts: RunOptions) -> BatchRunner:
     label = recipe.label
 
     def prices(pricing: Any) -> Any:  # a Batch API run pays the batch prices
-        return pricing.for_batch() if opts.batch and pricing is not None else pricing
+        return pricing.for_batch() if opts.batch_prices and pricing is not None else pricing
 
     return BatchRunner(
         opts.num_generations,
