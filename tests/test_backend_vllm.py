@@ -43,9 +43,9 @@ def backend():
 
 @pytest.fixture
 def spy(backend, monkeypatch):
-    """Count LLM.generate / LLM.chat calls (the real methods still run) and vLLM's own request counter."""
-    llm, calls = backend.llm, {"generate": 0, "chat": 0}
-    for name in calls:
+    """Count LLM.enqueue / LLM.enqueue_chat calls (the real methods still run) and vLLM's own request counter."""
+    llm, calls = backend.llm, {"enqueue": 0, "enqueue_chat": 0}
+    for name in ("enqueue", "enqueue_chat"):
         real = getattr(llm, name)
 
         def counted(*a, _real=real, _name=name, **kw):
@@ -152,15 +152,42 @@ def test_shapes_and_model_name(backend):
 
 
 @pytest.mark.slow
-def test_one_engine_call_serves_a_batch(backend, spy):
+def test_one_request_per_prompt_queued_as_llm_generate_and_chat_queue_them(backend, spy):
     prompts = [f"<|im_start|>user\nSay {i}<|im_end|>\n<|im_start|>assistant\n" for i in range(5)]
     out = backend(prompts, SAMPLE.replace(num_generations=3, max_new_tokens=8))
     assert [len(g) for g in out] == [3] * 5
-    assert (spy["generate"], spy["chat"]) == (1, 0)
+    assert (spy["enqueue"], spy["enqueue_chat"]) == (5, 0)
     # vLLM numbered one request per prompt: the 3 generations ride inside each request (n=3)
     assert backend.llm.request_counter.counter - spy["requests_before"] == 5
     mixed = backend([prompts[0], chat("Hi"), prompts[1], chat("Bye")], SAMPLE.replace(max_new_tokens=8))
-    assert [len(g) for g in mixed] == [1] * 4 and (spy["generate"], spy["chat"]) == (2, 1)
+    assert [len(g) for g in mixed] == [1] * 4 and (spy["enqueue"], spy["enqueue_chat"]) == (7, 2)
+    # the same texts as vLLM's own LLM.generate over the same prompts and params
+    from vllm import SamplingParams
+
+    sampling = SamplingParams(**sampling_kwargs(SAMPLE.replace(num_generations=3, max_new_tokens=8)))
+    raw = [[o.text for o in r.outputs] for r in backend.llm.generate(prompts, sampling, use_tqdm=False)]
+    assert texts(out) == raw
+
+
+def test_calls_in_flight_share_the_engine_so_it_never_drains_between_them(backend, monkeypatch):
+    """Three calls from three threads: their requests are in the engine together (a lock per call would
+    let the engine run one call's requests alone, and drain at its end)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = backend.llm.llm_engine
+    unfinished: list[int] = []
+    real = engine.step
+
+    def step():
+        unfinished.append(engine.get_num_unfinished_requests())
+        return real()
+
+    monkeypatch.setattr(engine, "step", step)
+    params = SAMPLE.replace(max_new_tokens=24, num_generations=1)
+    calls = [[chat(f"Tell a story about the number {i}.")] for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda prompts: backend(prompts, params), calls))
+    assert max(unfinished) >= 2
 
 
 @pytest.mark.slow
@@ -318,7 +345,7 @@ def test_calls_from_threads_are_served_correctly(backend):
 
     batches = [[chat(f"Count to {i}.")] for i in (3, 4, 5)]
     params = SAMPLE.replace(max_new_tokens=8, num_generations=2)
-    with ThreadPoolExecutor(3) as pool:  # vllm.LLM is not thread-safe: the backend serialises calls
+    with ThreadPoolExecutor(3) as pool:  # vllm.LLM is not thread-safe: only the feeder thread touches it
         threaded = list(pool.map(lambda b: backend(b, params), batches))
     assert [texts(out) for out in threaded] == [texts(backend(b, params)) for b in batches]
 
@@ -353,16 +380,16 @@ def bos_backend(tmp_path_factory):
 @pytest.mark.slow
 def test_a_string_that_starts_with_bos_gets_no_second_one(bos_backend, monkeypatch):
     import fnlabel
+    import fnlabel.backends.vllm as module
 
-    llm_, seen = bos_backend.llm, []  # the prompt token ids vLLM reports for each generate request
-    real = llm_.generate
+    llm_, seen = bos_backend.llm, []  # the prompt token ids vLLM reports for each request, in prompt order
+    real = module._generations
 
-    def recording(*a, **kw):
-        results = real(*a, **kw)
-        seen.extend(r.prompt_token_ids for r in results)
-        return results
+    def recording(result, top):
+        seen.append(result.prompt_token_ids)
+        return real(result, top)
 
-    monkeypatch.setattr(llm_, "generate", recording)
+    monkeypatch.setattr(module, "_generations", recording)
     tok = llm_.get_tokenizer()
     bos_id, system_id = tok.bos_token_id, tok.encode("system", add_special_tokens=False)[0]
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]

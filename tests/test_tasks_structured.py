@@ -437,8 +437,11 @@ def test_recipe_with_structured_true_loads_and_builds():
     task = recipe.task.build()
     assert task == tasks.ultrafeedback(aspect="honesty", structured=True)
     gen = build(recipe)
-    outputs = gen(rows_for("ultrafeedback"))
-    assert [o[0]["parsed_output"] for o in outputs] == [{"rating": [1.0], "rationale": ["x"]}] * len(outputs)
+    rows = rows_for("ultrafeedback")
+    outputs = gen(rows)
+    # the schema asks for exactly one rating and rationale per text of the row
+    expected = [{"rating": [1.0] * len(r["generations"]), "rationale": ["x"] * len(r["generations"])} for r in rows]
+    assert [o[0]["parsed_output"] for o in outputs] == expected
 
 
 def test_recipe_with_a_non_bool_structured_is_refused():

@@ -251,7 +251,7 @@ def tgi_grammar(constraint: StructuredOutput | None) -> dict[str, Any] | None:
 
     Examples:
         >>> tgi_grammar(StructuredOutput(choice=["yes", "no (sure)"]))
-        {'type': 'regex', 'value': '(yes|no \\(sure\\))'}
+        {'type': 'regex', 'value': '(yes|no \\\\(sure\\\\))'}
     """
     if constraint is None:
         return None

@@ -1,9 +1,10 @@
 """OpenAI and OpenAI-compatible servers (vLLM serve, llama.cpp's server, TGI, ...).
 
 Chat prompts go to ``/chat/completions``, string prompts to ``/completions``.
-Requests run on the official SDK's ``AsyncOpenAI`` with its aiohttp transport,
-at most ``max_concurrency`` in flight, on an event loop owned by the backend
-(see :mod:`fnlabel.backends._async`), so the sync ``generate`` is safe anywhere.
+Requests are JSON bodies POSTed with aiohttp (:class:`~fnlabel.backends.openai_wire.WireClient`:
+the SDK's per-request machinery was most of the client's CPU; the SDK runs the Batch API), at most
+``max_concurrency`` in flight, on an event loop owned by the backend (see
+:mod:`fnlabel.backends.loop`), so the sync ``generate`` is safe anywhere.
 ``num_generations`` uses the native ``n`` (greedy, ``temperature == 0``: one
 choice, repeated); when a server returns fewer choices (llama.cpp's server
 ignores ``n``) the missing ones are requested one by one, concurrently, and
@@ -15,7 +16,6 @@ out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -24,7 +24,6 @@ import attrs
 
 from fnlabel.backends.base import check_capabilities
 from fnlabel.backends.http import (
-    MalformedResponse,
     RetryPolicy,
     RowError,
     failed,
@@ -35,7 +34,7 @@ from fnlabel.backends.http import (
 )
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend, Session
-from fnlabel.backends.openai_wire import DIALECTS, constraint_fields, generations, raw_response, usage
+from fnlabel.backends.openai_wire import DIALECTS, WireClient, constraint_fields, generations, usage
 from fnlabel.backends.ratelimit import estimate_tokens
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
@@ -45,9 +44,6 @@ from fnlabel.types import FormattedPrompt, Generation, GenerationParams, OnPromp
 from fnlabel.validators import boolean, integer, number, one_of, text, url
 
 __all__ = ["OpenAIConfig", "OpenAIBackend", "openai", "PLACEHOLDER_KEY"]
-
-#: request options of ``AsyncOpenAI.post``: authenticate with the key, as the typed endpoints do
-_POST_OPTIONS: Any = {"security": {"bearer_auth": True}}
 
 #: sent when ``base_url`` is set and the key variable is unset (local servers need no key)
 PLACEHOLDER_KEY = "sk-no-key-required"
@@ -170,16 +166,7 @@ class OpenAIBackend(LoopBackend):
 
     def __init__(self, config: OpenAIConfig, api_key: str | None) -> None:
         async def open_client() -> Any:
-            from openai import AsyncOpenAI, DefaultAioHttpClient
-
-            return AsyncOpenAI(
-                api_key=api_key or PLACEHOLDER_KEY,
-                organization=config.organization,
-                base_url=config.base_url,
-                timeout=config.timeout + 5,  # asyncio.timeout in with_retries enforces config.timeout
-                max_retries=0,  # fnlabel's retries are the only ones
-                http_client=DefaultAioHttpClient(timeout=config.timeout + 5),
-            )
+            return WireClient(config.base_url, api_key or PLACEHOLDER_KEY, config.organization, config.max_concurrency)
 
         super().__init__(config, "fnlabel-openai", open_client, read_headers=True)
         self._placeholder_key = api_key is None
@@ -258,25 +245,14 @@ class OpenAIBackend(LoopBackend):
     async def _request(
         self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int
     ) -> tuple[list[Generation], Any]:
-        # The body is plain JSON already, so it goes through the SDK's generic ``post`` (its
-        # documented route for any endpoint): the typed ``create`` would transform every param
-        # against its TypedDicts and cost ~20% more client CPU per request (benchmarks/openai_bench.py).
-        # The response comes back as bytes and is read with json.loads for the same reason.
         chat = not isinstance(prompt, str)
         body = self.request_body(params, n, index, chat)
         body["messages" if chat else "prompt"] = prompt
-        response = await client.post(
-            "/chat/completions" if chat else "/completions", body=body, cast_to=raw_response(), options=_POST_OPTIONS
-        )
-        content = response.content
-        try:
-            data = json.loads(content)
-        except ValueError as exc:
-            raise MalformedResponse(f"response is not JSON: {content[:200]!r}") from exc
+        data, headers = await client.post(chat, body)
         gens = generations(data, chat=chat, top=params.logprobs)
         if params.stop:  # TGI's messages API keeps the stop sequence in the text; OpenAI and vLLM do not
             gens = [attrs.evolve(g, text=cut_at_stop(g.text, params.stop)) for g in gens]
-        return gens, response.headers
+        return gens, headers
 
     def request_body(self, params: GenerationParams, n: int = 1, index: int = 0, chat: bool = True) -> dict[str, Any]:
         """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.

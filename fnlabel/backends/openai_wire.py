@@ -6,7 +6,7 @@ logprobs; :func:`constraint_fields` spells a structured output in a server's dia
 
 from __future__ import annotations
 
-import functools
+import json
 from typing import Any
 
 from fnlabel.backends.grammar import gbnf
@@ -15,7 +15,7 @@ from fnlabel.backends.usage import chat_logprobs, completion_logprobs, finish_re
 from fnlabel.structured import KINDS, StructuredOutput
 from fnlabel.types import Generation
 
-__all__ = ["DIALECTS", "constraint_fields", "raw_response", "usage", "generations"]
+__all__ = ["DIALECTS", "constraint_fields", "usage", "generations", "HTTPStatusError", "WireClient"]
 
 #: structured output dialect -> the kinds it can ask for
 DIALECTS = {"openai": ("json_schema",), "vllm": ("json_schema", "choice", "regex"), "llama-cpp": KINDS}
@@ -64,14 +64,71 @@ def openai_schema(schema: Any) -> Any:
     return out
 
 
-@functools.cache
-def raw_response() -> Any:
-    """The response class ``AsyncOpenAI.post`` returns as is (the body and the headers): the SDK's HTTP library's."""
+class HTTPStatusError(Exception):
+    """A 4xx/5xx answer: its status, headers and body, read by :mod:`fnlabel.backends.http`
+    (``status_code`` classifies it, ``headers`` give Retry-After, ``body`` the server's message)."""
+
+    def __init__(self, status: int, headers: Any, raw: bytes) -> None:
+        try:
+            self.body: Any = json.loads(raw)
+        except ValueError:
+            self.body = raw[:500].decode("utf-8", "replace")
+        self.status_code, self.headers = status, headers
+        super().__init__(f"HTTP {status}")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        from httpx2 import Response  # the SDK's HTTP library since openai 2.x
-    except ImportError:  # pragma: no cover - older openai releases are built on httpx
-        from httpx import Response  # type: ignore[assignment]
-    return Response
+        return version("fnlabel")
+    except PackageNotFoundError:  # (run from a source tree)
+        return "dev"
+
+
+class WireClient:
+    """The requests of the openai backend: JSON bodies POSTed with aiohttp, answers read with ``json.loads``.
+
+    What the SDK would add per request (building typed request options, httpx-style request and
+    response objects over its aiohttp transport) is most of the client's CPU at hundreds of
+    requests in flight: see docs/backends/openai.md. Made on the backend's event loop.
+    """
+
+    def __init__(self, base_url: str | None, api_key: str, organization: str | None, limit: int) -> None:
+        import aiohttp
+        from yarl import URL
+
+        base = (base_url or "https://api.openai.com/v1").rstrip("/")
+        self.urls = {True: URL(base + "/chat/completions"), False: URL(base + "/completions")}
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "User-Agent": f"fnlabel/{_version()}",
+        }
+        if organization:
+            headers["OpenAI-Organization"] = organization
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
+        # no timeout here: fnlabel's retry loop times each attempt (asyncio.timeout)
+        self.session = aiohttp.ClientSession(
+            connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+        )
+
+    async def post(self, chat: bool, body: dict[str, Any]) -> tuple[Any, Any]:
+        """POST ``body`` to the completions endpoint: (the decoded JSON answer, the headers).
+
+        Raises HTTPStatusError for a 4xx/5xx, MalformedResponse for an answer that is not JSON.
+        """
+        async with self.session.post(self.urls[chat], data=json.dumps(body).encode()) as response:
+            raw = await response.read()
+            if response.status >= 400:
+                raise HTTPStatusError(response.status, response.headers, raw)
+            try:
+                return json.loads(raw), response.headers
+            except ValueError as exc:
+                raise MalformedResponse(f"response is not JSON: {raw[:200]!r}") from exc
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 def usage(answer: tuple[list[Generation], Any]) -> tuple[int | None, Any]:

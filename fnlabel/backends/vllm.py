@@ -1,11 +1,12 @@
-"""vLLM backend: one ``LLM.generate`` (or ``LLM.chat``) call per batch of prompts.
+"""vLLM backend: the prompts of every call queued on one engine that is kept full.
 
-String prompts go to ``LLM.generate`` and chat-message prompts (the ``openai``
-format, this backend's natural one) to ``LLM.chat``, which applies the model's
-own chat template. ``num_generations`` becomes ``SamplingParams(n=...)``, so a
-batch of prompts with ``k`` generations each is served by one engine call. The
-engine loads once per config and is shared by every backend built from an
-equal config (a module-level cache keyed by the frozen config).
+String prompts are queued as ``LLM.generate`` queues them and chat-message prompts (the
+``openai`` format, this backend's natural one) as ``LLM.chat`` does, with the model's own chat
+template. ``num_generations`` becomes ``SamplingParams(n=...)``. Calls do not each run the engine
+to completion: one thread steps it while any call's requests are unfinished
+(:mod:`fnlabel.backends.vllm_feed`), so a run that keeps ``max_concurrency`` prompts in flight
+never lets the engine drain between batches. The engine loads once per config and is shared by
+every backend built from an equal config (a module-level cache keyed by the frozen config).
 
 vLLM starts its engine in a separate process (``spawn`` on CPU), so a script
 that builds this backend needs the usual guard::
@@ -29,6 +30,7 @@ import attrs
 
 from fnlabel.backends.base import BackendBase, check_capabilities
 from fnlabel.backends.usage import token_entry
+from fnlabel.backends.vllm_feed import Feeder, Rejected
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
 from fnlabel.types import FormattedPrompt, Generation, GenerationFailure, GenerationParams, RawGeneration
@@ -68,6 +70,8 @@ class VLLMConfig:
         gpu_memory_utilization: fraction of GPU memory vLLM may use.
         enforce_eager: disable CUDA graphs / compilation.
         seed: the engine's seed (used by requests without ``params.seed``).
+        max_concurrency: prompts a run keeps queued in the engine at once, over its batches (so the
+            engine is never drained between two batches); not part of the cache identity.
         engine_kwargs: any other ``vllm.LLM`` / ``EngineArgs`` argument, as a table
             (e.g. ``{"served_model_name": "smol", "kv_cache_memory_bytes": 2**30}``).
     """
@@ -81,9 +85,12 @@ class VLLMConfig:
     )
     enforce_eager: bool = attrs.field(default=False, validator=boolean())
     seed: int | None = attrs.field(default=None, validator=integer(0, optional=True))
+    max_concurrency: int = attrs.field(default=256, validator=integer(1))
     engine_kwargs: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_table, validator=_check_engine_kwargs)
 
     kind: ClassVar[str] = "vllm"
+    #: how many prompts are queued at once does not change an output
+    cache_ignore: ClassVar[tuple[str, ...]] = ("max_concurrency",)
 
     def check_params(self, params: GenerationParams) -> None:
         """Raise :class:`ConfigError` for params vLLM cannot honour (temperature above 2)."""
@@ -138,14 +145,15 @@ class VLLMConfig:
 
 
 class _Engine:
-    """A loaded ``vllm.LLM`` plus the lock that serialises calls to it (it is not thread-safe)."""
+    """A loaded ``vllm.LLM`` and the :class:`~fnlabel.backends.vllm_feed.Feeder` that alone steps it."""
 
     def __init__(self, llm: Any, model_name: str) -> None:
         self.llm = llm
         self.model_name = model_name
-        self.lock = threading.Lock()
+        self.feeder = Feeder(llm, model_name)
 
     def shutdown(self) -> None:
+        self.feeder.stop()  # (after the step it is in: the engine is never shut down under it)
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
@@ -255,6 +263,11 @@ class VLLM(BackendBase):
     def prompt_format(self) -> str:
         return "openai"
 
+    @property
+    def max_concurrency(self) -> int:
+        """Prompts a run keeps queued in the engine (calls run concurrently: see the module doc)."""
+        return self.config.max_concurrency
+
     supports_logprobs = True
     #: vLLM's structured outputs (xgrammar, or the engine's ``structured_outputs_config`` backend)
     structured_outputs = ("json_schema", "choice", "regex")
@@ -277,40 +290,15 @@ class VLLM(BackendBase):
         sampling = SamplingParams(**sampling_kwargs(params), **_constraint(params))
         engine = self.engine
         out: list[list[RawGeneration]] = [[] for _ in prompts]
-        with engine.lock:
-            for idx, method in ((texts, "generate"), (chats, "chat")):
-                if idx:
-                    batch: list[Any] = [prompts[j] for j in idx]
-                    if method == "generate":
-                        batch = _text_prompts(engine.llm.get_tokenizer(), batch)
-                    results = self._run(engine, method, batch, sampling)
-                    for j, gens in zip(idx, results):
-                        out[j] = _complete(gens, params.num_generations)
+        for idx, method in ((texts, "generate"), (chats, "chat")):
+            if idx:
+                batch: list[Any] = [prompts[j] for j in idx]
+                if method == "generate":
+                    batch = _text_prompts(engine.llm.get_tokenizer(), batch)
+                results = engine.feeder.run(method, batch, sampling)
+                for j, result in zip(idx, results):
+                    out[j] = _complete(_generations(result, sampling.logprobs), params.num_generations)
         return out
-
-    def _run(self, engine: _Engine, method: str, batch: list[Any], sampling: Any) -> list[list[RawGeneration]]:
-        """One engine call for the batch; a prompt vLLM rejects fails alone (the batch is split)."""
-        from vllm.exceptions import VLLMValidationError
-
-        call = getattr(engine.llm, method)
-        try:
-            results = call(batch, sampling, use_tqdm=False)
-        except (VLLMValidationError, ValueError) as exc:
-            # vLLM rejects the whole call when one prompt is invalid (e.g. longer than
-            # max_model_len): split to find it, so only that prompt's generations are lost
-            if len(batch) == 1:
-                return [[GenerationFailure(f"vllm rejected the prompt: {exc}")]]
-            half = len(batch) // 2
-            return self._run(engine, method, batch[:half], sampling) + self._run(engine, method, batch[half:], sampling)
-        except Exception as exc:
-            raise BackendError(f"vllm ({engine.model_name}) {method} failed: {type(exc).__name__}: {exc}") from exc
-        return [
-            [
-                _generation(o, len(r.prompt_token_ids or ()), sampling.logprobs)
-                for o in sorted(r.outputs, key=lambda o: o.index)
-            ]
-            for r in results
-        ]
 
     def close(self) -> None:
         """Shut the engine down (for every backend built from an equal config)."""
@@ -318,6 +306,14 @@ class VLLM(BackendBase):
             engine = _ENGINES.pop(self.config, None)
         if engine is not None:
             engine.shutdown()
+
+
+def _generations(result: Any, top: int | None) -> list[RawGeneration]:
+    """One prompt's generations from its finished ``RequestOutput`` (a prompt vLLM refused: one failure)."""
+    if isinstance(result, Rejected):
+        return [GenerationFailure(f"vllm rejected the prompt: {result.error}")]
+    inputs = len(result.prompt_token_ids or ())
+    return [_generation(o, inputs, top) for o in sorted(result.outputs, key=lambda o: o.index)]
 
 
 def _text_prompts(tokenizer: Any, texts: list[str]) -> list[str | dict[str, Any]]:

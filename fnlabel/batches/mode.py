@@ -55,6 +55,8 @@ def check_batch_recipe(recipe: Any) -> None:
     """RecipeError unless every LLM of the recipe is an openai backend running in this process, locally."""
     if recipe.run.engine != "local":
         raise RecipeError("batch mode runs on the local engine: drop --ray (or [run] engine)")
+    if recipe.run.processes > 1:
+        raise RecipeError("[run] processes: batch mode makes no requests itself; set processes = 1")
     stages = [("", recipe)] + ([("[label] ", recipe.label)] if recipe.label is not None else [])
     for where, stage in stages:
         for spec, child in stage.specs():

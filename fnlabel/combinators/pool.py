@@ -8,6 +8,11 @@ their ``submit``. Outputs are merged per input in member order, so generation
 ``g`` of the pool is always made by the same member, and each LLMOutput keeps
 its member's ``model_name``.
 
+``pooled(members, by="rows")`` spreads each call's *rows* instead: member ``j`` gets a
+contiguous share of them (the same split) with every generation, so identical members (e.g.
+``in_process`` children of one HTTP backend, :func:`~fnlabel.combinators.process.in_processes`)
+share the work of one call, and the outputs come back in input order.
+
 Failure semantics: a member that raises (backend error, dead in_process child,
 ...) loses only its own share. Its generations of every row come back as empty
 outputs (``raw_output=None``) and as ``RowFailure(stage="backend")`` entries in
@@ -29,6 +34,7 @@ import attrs
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLMBase, as_rows, check_call
 from fnlabel.types import Input, LLMLike, LLMOutput, RowFailure, RunResult, Task, is_llm_like
+from fnlabel.validators import check_one_of
 
 __all__ = ["pooled", "Pooled", "split_generations"]
 
@@ -90,6 +96,7 @@ class Pooled(LLMBase):
     """
 
     members: tuple[LLMLike, ...]
+    by: str = "generations"
 
     @property
     def task(self) -> Task:
@@ -101,12 +108,13 @@ class Pooled(LLMBase):
 
     @property
     def max_concurrency(self) -> int:
-        """The smallest member's (a call reaches every member with a share)."""
-        return min(m.max_concurrency for m in self.members)
+        """By generations: the smallest member's (a call reaches every member with a share); by rows: their sum."""
+        values = [m.max_concurrency for m in self.members]
+        return sum(values) if self.by == "rows" else min(values)
 
     def map_inner(self, change: Callable[[Any], Any]) -> Any:
         """The pool with ``change`` applied inside every member (used by with_prompt_format and cached)."""
-        return pooled([m.map_inner(change) for m in self.members])
+        return pooled([m.map_inner(change) for m in self.members], by=self.by)
 
     def submit(
         self, inputs: Sequence[Input], num_generations: int = 1, *, first_generation: int = 0
@@ -118,6 +126,8 @@ class Pooled(LLMBase):
         """
         k, start = check_call(num_generations, first_generation)
         rows = list(as_rows(inputs))
+        if self.by == "rows":
+            return self._submit_rows(rows, k, start)
         shares = split_generations(k, len(self.members))
         calls: list[tuple[int, int, int]] = []  # (member, first pooled generation, share)
         futures: list[Future[Any]] = []
@@ -131,6 +141,46 @@ class Pooled(LLMBase):
                 calls.append((j, offset, share))
             offset += share
         return _settle_all(futures, lambda outcomes: self._merge(len(rows), calls, outcomes))
+
+    def _submit_rows(self, rows: list[Input], k: int, start: int) -> Future[RunResult]:
+        """By rows: member ``j`` runs its contiguous share of ``rows`` with all ``k`` generations."""
+        futures: list[Future[Any]] = []
+        spans: list[tuple[int, int, int]] = []  # (member, first row, rows)
+        first = 0
+        for j, (member, share) in enumerate(zip(self.members, split_generations(len(rows), len(self.members)))):
+            if share:
+                try:
+                    futures.append(member.submit(rows[first : first + share], k, first_generation=start))
+                except Exception as exc:  # a member that cannot even start loses only its rows
+                    futures.append(_failed_future(exc))
+                spans.append((j, first, share))
+            first += share
+        return _settle_all(futures, lambda outcomes: self._merge_rows(len(rows), k, spans, outcomes))
+
+    def _merge_rows(self, n_rows: int, k: int, spans: list[tuple[int, int, int]], outcomes: list[Any]) -> RunResult:
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors and len(errors) == len(outcomes):
+            raise errors[0]
+        outputs: list[list[LLMOutput]] = []
+        failures: list[RowFailure] = []
+        for (j, first, share), outcome in zip(spans, outcomes):
+            if isinstance(outcome, RunResult) and len(outcome.outputs) != share:
+                outcome = BackendError(f"returned {len(outcome.outputs)} rows for {share} inputs")
+            if isinstance(outcome, RunResult):
+                outputs.extend(outcome.outputs)
+                failures.extend(attrs.evolve(f, row=f.row + first) for f in outcome.failures)
+                continue
+            msg = f"pooled member {j} ({self._name(j)}) failed: {type(outcome).__name__}: {outcome}"
+            log.error("%s; its %d row(s) are reported as failures", msg, share)
+            empty: LLMOutput = {
+                "model_name": self._name(j),
+                "prompt_used": None,
+                "raw_output": None,
+                "parsed_output": None,
+            }
+            outputs.extend([dict(empty) for _ in range(k)] for _ in range(share))  # type: ignore[misc]
+            failures.extend(RowFailure(first + i, None, "backend", msg) for i in range(share))
+        return RunResult(outputs, tuple(failures))
 
     def _merge(self, n_rows: int, calls: list[tuple[int, int, int]], outcomes: list[Any]) -> RunResult:
         errors = [o for o in outcomes if isinstance(o, BaseException)]
@@ -210,8 +260,8 @@ def _check_compatible(members: list[Any]) -> None:
                 )
 
 
-def pooled(members: Iterable[Any]) -> Any:
-    """One LLM that spreads each input's ``num_generations`` over ``members``.
+def pooled(members: Iterable[Any], by: str = "generations") -> Any:
+    """One LLM that spreads each input's ``num_generations`` over ``members`` (``by="rows"``: each call's rows).
 
     Member ``j`` of ``k`` makes ``n // k`` generations, plus one of the
     remainder when ``j < n % k``; members with none are not called. Members may
@@ -237,7 +287,8 @@ def pooled(members: Iterable[Any]) -> Any:
     for j, member in enumerate(members):
         if not is_llm_like(member):
             raise ConfigError(f"pooled member {j} is a {type(member).__name__}, not an LLM (see fnlabel.types.LLMLike)")
+    check_one_of(by, "by", ("generations", "rows"))
     if len(members) == 1:
         return members[0]
     _check_compatible(members)
-    return Pooled(tuple(members))
+    return Pooled(tuple(members), by)

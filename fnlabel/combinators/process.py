@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
+import attrs
+
 from fnlabel.combinators.child import child_main
 from fnlabel.combinators.futures import FutureLLM
 from fnlabel.combinators.parent import State, closed, reader, shutdown, writer
@@ -46,7 +48,7 @@ from fnlabel.llm import Unreachable, as_rows, check_call
 from fnlabel.types import Input, RunResult, Task
 from fnlabel.validators import check_int, check_one_of
 
-__all__ = ["in_process", "InProcess"]
+__all__ = ["in_process", "in_processes", "InProcess"]
 
 log = logging.getLogger("fnlabel")
 
@@ -237,3 +239,47 @@ def in_process(
     return InProcess(
         spec, start_method=start_method, workers=workers, ready_timeout=ready_timeout, close_timeout=close_timeout
     )
+
+
+def in_processes(spec: Any, processes: int, rows_per_call: int = 1) -> Any:
+    """An HTTP backend's LLM spread over ``processes`` children, so its requests use as many cores.
+
+    Each child is an :func:`in_process` LLM built from ``spec`` with its share of the backend's
+    ``max_concurrency`` (and of its ``max_requests_per_minute`` / ``max_tokens_per_minute``), and
+    each call's rows are spread over the children (``pooled(by="rows")``): outputs come back in
+    input order, the same as from one process. ``rows_per_call``: the rows a call gives each child
+    (so each child runs enough calls at once to keep its share of requests in flight).
+
+    Examples:
+        >>> from fnlabel.backends import EchoConfig
+        >>> from fnlabel.tasks import text_generation
+        >>> in_processes(LLMSpec(text_generation(), EchoConfig()), 2)
+        Traceback (most recent call last):
+        ...
+        fnlabel.errors.ConfigError: processes: backend 'echo' has no max_concurrency to share; ...
+    """
+    from fnlabel.combinators.pool import pooled, split_generations
+
+    check_int(processes, "processes", low=1)
+    config = spec.backend
+    concurrency = getattr(config, "max_concurrency", None)
+    if not isinstance(concurrency, int):
+        raise ConfigError(
+            f"processes: backend {getattr(type(config), 'kind', type(config).__name__)!r} has no max_concurrency "
+            "to share; processes spread the requests of an HTTP backend (for local models see in_process and pooled)"
+        )
+    members = []
+    try:
+        for share in split_generations(max(concurrency, processes), processes):
+            changes: dict[str, Any] = {"max_concurrency": share}
+            for budget in ("max_requests_per_minute", "max_tokens_per_minute"):
+                value = getattr(config, budget, None)
+                if value is not None:
+                    changes[budget] = max(1, value // processes)
+            member = attrs.evolve(spec, backend=attrs.evolve(config, **changes))
+            members.append(in_process(member, workers=-(-share // max(1, rows_per_call)) + 1))
+        return pooled(members, by="rows")
+    except BaseException:
+        for built in members:
+            built.close()
+        raise

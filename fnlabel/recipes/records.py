@@ -15,7 +15,7 @@ import attrs
 
 from fnlabel.combinators.chain import Chain
 from fnlabel.combinators.pool import pooled
-from fnlabel.combinators.process import in_process
+from fnlabel.combinators.process import in_process, in_processes
 from fnlabel.combinators.spec import LLMSpec
 from fnlabel.errors import ConfigError
 from fnlabel.frozen import FrozenMap, thaw
@@ -165,19 +165,25 @@ class Stage:
         for spec, _child in self.specs():
             register_config(spec.backend)
 
-    def build(self, cache: Any = None, metadata: bool = False) -> Any:
+    def build(self, cache: Any = None, metadata: bool = False, processes: int = 1, rows_per_call: int = 1) -> Any:
         """Compose this stage's LLM (in_process children and pools are started here).
 
         ``cache`` (a store or a file path, see :func:`fnlabel.combinators.cache.cached`) caches
         every generation, in whichever process builds each LLM; ``metadata``: each output gets its
-        ``metadata`` (see :func:`fnlabel.llm`).
+        ``metadata`` (see :func:`fnlabel.llm`); ``processes`` > 1: the backend's requests are spread
+        over that many child processes (:func:`~fnlabel.combinators.process.in_processes`).
         """
+        if processes > 1 and (self.pool or self.in_process):
+            raise ConfigError("[run] processes: not with [[pool]] or in_process = true (set processes = 1)")
         llms: list[Any] = []
         self.register_secrets()  # this process masks the keys its in_process children read, too
         try:
             for spec, child in self.specs():
                 spec = attrs.evolve(spec, cache=cache, metadata=metadata)
-                llms.append(in_process(spec) if child else spec.build())
+                if processes > 1:
+                    llms.append(in_processes(spec, processes, rows_per_call))
+                else:
+                    llms.append(in_process(spec) if child else spec.build())
             return pooled(llms) if self.pool else llms[0]
         except BaseException:  # a member that fails must not leave the others' children running
             for built in llms:
@@ -221,6 +227,8 @@ class RunSpec:
     #: each output's ``metadata`` (finish reason, tokens, logprobs) is written; false: the seed's four keys only
     metadata: bool = True
     #: "ray": run on a Ray cluster (see docs/ray.md and fnlabel.run.ray); the rest are Ray's settings
+    #: child processes an HTTP backend's requests are spread over (each with its share of max_concurrency)
+    processes: PositiveInt = attrs.field(default=PositiveInt(1), validator=integer(1, high=256))
     engine: Literal["local", "ray"] = "local"
     address: str | None = None
     replicas: PositiveInt = PositiveInt(1)
@@ -235,17 +243,24 @@ class Recipe(Stage):
     run: RunSpec = RunSpec()
     label: LabelStage | None = None
 
-    def build(self, cache: Any = None, metadata: bool = False) -> Any:
+    def build(
+        self, cache: Any = None, metadata: bool = False, processes: int | None = None, rows_per_call: int = 1
+    ) -> Any:
         """The composed LLM: the generator, or a :class:`~fnlabel.combinators.chain.Chain` when ``[label]`` is set.
 
         ``cache``: a per-sample cache store or file path for every LLM of the recipe;
-        ``metadata``: every output gets its ``metadata`` (see :func:`fnlabel.llm`).
+        ``metadata``: every output gets its ``metadata`` (see :func:`fnlabel.llm`); ``processes``:
+        child processes per stage for an HTTP backend (default: ``[run] processes``).
         """
-        generator = super().build(cache, metadata)
+        n = self.run.processes if processes is None else processes
+        per_call = max(rows_per_call, -(-self.run.batch_size // n))
+        if n > 1 and self.run.engine != "local":
+            raise ConfigError("[run] processes: Ray replicas are processes already; set processes = 1 with --ray")
+        generator = super().build(cache, metadata, n, per_call)
         if self.label is None:
             return generator
         try:
-            labeller = self.label.build(cache, metadata)
+            labeller = self.label.build(cache, metadata, n, per_call)
         except BaseException:
             generator.close()
             raise
