@@ -30,7 +30,8 @@ import attrs
 
 from fnlabel.backends.base import BackendBase, check_capabilities
 from fnlabel.backends.usage import token_entry
-from fnlabel.backends.vllm_feed import Feeder, Rejected
+from fnlabel.backends.vllm_feed import Engine as _Engine
+from fnlabel.backends.vllm_feed import Rejected
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.frozen import FrozenMap, frozen_table, thaw
 from fnlabel.types import FormattedPrompt, Generation, GenerationFailure, GenerationParams, RawGeneration
@@ -144,21 +145,6 @@ class VLLMConfig:
                 kw[name] = getattr(self, name)
         kw.update(thaw(self.engine_kwargs))
         return kw
-
-
-class _Engine:
-    """A loaded ``vllm.LLM`` and the :class:`~fnlabel.backends.vllm_feed.Feeder` that alone steps it."""
-
-    def __init__(self, llm: Any, model_name: str) -> None:
-        self.llm = llm
-        self.model_name = model_name
-        self.feeder = Feeder(llm, model_name)
-
-    def shutdown(self) -> None:
-        self.feeder.stop()  # (after the step it is in: the engine is never shut down under it)
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
 
 
 _ENGINES: dict[VLLMConfig, _Engine] = {}

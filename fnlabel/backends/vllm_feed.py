@@ -18,7 +18,7 @@ from typing import Any
 
 from fnlabel.errors import BackendError
 
-__all__ = ["Feeder", "Rejected"]
+__all__ = ["Engine", "Feeder", "Rejected"]
 
 
 class Rejected:
@@ -142,3 +142,18 @@ class Feeder:
         for job in jobs.values():
             job.error = error
             job.done.set()
+
+
+class Engine:
+    """A loaded ``vllm.LLM`` and the :class:`Feeder` that alone steps it."""
+
+    def __init__(self, llm: Any, model_name: str) -> None:
+        self.llm = llm
+        self.model_name = model_name
+        self.feeder = Feeder(llm, model_name)
+
+    def shutdown(self) -> None:
+        self.feeder.stop()  # (after the step it is in: the engine is never shut down under it)
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
