@@ -78,11 +78,11 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def bench_fnlabel(url: str, n: int, warm: int) -> tuple[float, float]:
+def bench_fnlabel(url: str, n: int, warm: int, concurrency: int = CONCURRENCY) -> tuple[float, float]:
     from fnlabel import GenerationParams, llm, tasks
     from fnlabel.backends.openai import openai
 
-    backend = openai(model=MODEL, base_url=url, max_concurrency=CONCURRENCY)
+    backend = openai(model=MODEL, base_url=url, max_concurrency=concurrency)
     gen = llm(tasks.text_generation(system_prompt=SYSTEM), backend, GenerationParams(max_new_tokens=16))
     gen([{"input": f"warm {i}"} for i in range(warm)])
     cpu, start = time.process_time(), time.perf_counter()
@@ -124,13 +124,14 @@ def bench_raw_sdk(url: str, n: int, warm: int) -> tuple[float, float]:
     return asyncio.run(main())
 
 
-def bench_bare_aiohttp(url: str, n: int, warm: int) -> tuple[float, float]:
-    """No SDK, no parsing beyond json.loads: the practical ceiling of this server and machine."""
+def bench_bare_aiohttp(url: str, n: int, warm: int, concurrency: int = CONCURRENCY) -> tuple[float, float]:
+    """No SDK, no parsing beyond json.loads: the practical ceiling of this server and machine
+    (a connection per request in flight)."""
     import aiohttp
 
     async def main() -> tuple[float, float]:
-        async with aiohttp.ClientSession() as session:
-            semaphore = asyncio.Semaphore(CONCURRENCY)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            semaphore = asyncio.Semaphore(concurrency)
 
             async def one(i: int) -> str:
                 async with (

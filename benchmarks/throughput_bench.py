@@ -20,7 +20,6 @@ Writes benchmarks/results/throughput.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -33,53 +32,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.openai_bench import MODEL, SYSTEM, _messages, start_server
+from benchmarks import openai_bench
+from benchmarks.openai_bench import MODEL, SYSTEM, start_server
 
 LATENCY = 0.1
 LEVELS = (64, 256, 1024)
 
 
 def bench_fnlabel(url: str, n: int, c: int) -> tuple[float, float]:
-    from fnlabel import GenerationParams, llm, tasks
-    from fnlabel.backends.openai import openai
-
-    backend = openai(model=MODEL, base_url=url, max_concurrency=c)
-    gen = llm(tasks.text_generation(system_prompt=SYSTEM), backend, GenerationParams(max_new_tokens=16))
-    gen([{"input": f"warm {i}"} for i in range(c)])
-    cpu, start = time.process_time(), time.perf_counter()
-    result = gen.run([{"input": f"question {i}"} for i in range(n)])
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    assert not result.failures and len(result.outputs) == n
-    backend.close()
-    return elapsed, cpu
+    return openai_bench.bench_fnlabel(url, n, c, concurrency=c)
 
 
 def bench_bare(url: str, n: int, c: int) -> tuple[float, float]:
-    import aiohttp
-
-    async def main() -> tuple[float, float]:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
-            semaphore = asyncio.Semaphore(c)
-
-            async def one(i: int) -> str:
-                async with (
-                    semaphore,
-                    session.post(
-                        f"{url}/chat/completions",
-                        json={"model": MODEL, "max_tokens": 16, "messages": _messages(i)},
-                        headers={"Authorization": "Bearer sk-bench"},
-                    ) as r,
-                ):
-                    return json.loads(await r.read())["choices"][0]["message"]["content"]
-
-            await asyncio.gather(*(one(i) for i in range(c)))
-            cpu, start = time.process_time(), time.perf_counter()
-            out = await asyncio.gather(*(one(i) for i in range(n)))
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            assert len(out) == n and all(out)
-            return elapsed, cpu
-
-    return asyncio.run(main())
+    return openai_bench.bench_bare_aiohttp(url, n, c, concurrency=c)
 
 
 def levels(url: str, per_slot: int, rounds: int) -> dict:

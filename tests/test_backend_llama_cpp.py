@@ -13,6 +13,7 @@ from fnlabel import ConfigError, Generation, GenerationFailure, GenerationParams
 from fnlabel.backends import config_class
 from fnlabel.backends.llama_cpp import LlamaCpp, LlamaCppConfig, _prompt_tokens, llama_cpp, sampling_kwargs
 from fnlabel.seeds import generation_seed
+from tests.model_helpers import assert_logprobs
 from tests.structured_helpers import check_all_valid
 
 pytestmark = pytest.mark.slow
@@ -103,18 +104,6 @@ def template_tokens(backend: LlamaCpp, messages: list[dict[str, str]]) -> int:
 
     template = backend.llama().metadata["tokenizer.chat_template"]
     return n_tokens(backend, jinja2.Template(template).render(messages=messages, add_generation_prompt=True))
-
-
-def assert_logprobs(gen: Generation, n: int) -> None:
-    """One entry per output token, each with its ``n`` most likely tokens, most likely first; greedy picks the top."""
-    assert gen.logprobs is not None and len(gen.logprobs) == gen.output_tokens > 0
-    assert "".join(e["token"] for e in gen.logprobs) == gen.text
-    for entry in gen.logprobs:
-        top = [t["logprob"] for t in entry["top_logprobs"]]
-        assert len(top) == n and top == sorted(top, reverse=True), entry
-        assert entry["logprob"] <= 0
-        assert entry["top_logprobs"][0]["token"] == entry["token"], "greedy: the chosen token is the most likely"
-        assert entry["logprob"] == pytest.approx(top[0])
 
 
 def test_a_generation_ended_by_eos_reports_stop_and_its_tokens(backend):

@@ -13,6 +13,7 @@ import fnlabel
 from fnlabel import BackendError, ConfigError, Generation, GenerationParams, text_of
 from fnlabel.backends import config_class
 from fnlabel.backends.transformers import Transformers, TransformersConfig, transformers
+from tests.model_helpers import assert_logprobs
 from tests.structured_helpers import SCHEMA, check_all_valid
 
 pytestmark = pytest.mark.slow
@@ -104,18 +105,6 @@ def test_max_new_tokens_bounds_length(backend):
 
 
 SAY_HI = [{"role": "user", "content": "Say hi"}]
-
-
-def assert_logprobs(gen: Generation, n: int) -> None:
-    """One entry per output token, each with its ``n`` most likely tokens, most likely first; greedy picks the top."""
-    assert gen.logprobs is not None and len(gen.logprobs) == gen.output_tokens > 0
-    assert "".join(e["token"] for e in gen.logprobs) == gen.text
-    for entry in gen.logprobs:
-        top = [t["logprob"] for t in entry["top_logprobs"]]
-        assert len(top) == n and top == sorted(top, reverse=True), entry
-        assert entry["logprob"] <= 0
-        assert entry["top_logprobs"][0]["token"] == entry["token"], "greedy: the chosen token is the most likely"
-        assert entry["logprob"] == pytest.approx(top[0])
 
 
 def test_a_generation_ended_by_eos_reports_stop_and_its_tokens(backend):

@@ -19,6 +19,7 @@ from fnlabel.backends.vllm import VLLM, VLLMConfig, loaded_engines, sampling_kwa
 from fnlabel.errors import ConfigError
 from fnlabel.frozen import FrozenMap, thaw
 from fnlabel.types import Generation, GenerationFailure, GenerationParams, text_of
+from tests.model_helpers import assert_logprobs
 from tests.structured_helpers import check_all_valid
 
 CONFIG = VLLMConfig(model="smollm2", dtype="float32", max_model_len=512, enforce_eager=True, seed=0)
@@ -233,18 +234,6 @@ def test_stop_strings_stop(backend):
 
 
 SAY_HI = chat("Say hi")
-
-
-def assert_logprobs(gen: Generation, n: int) -> None:
-    """One entry per output token, each with its ``n`` most likely tokens, most likely first; greedy picks the top."""
-    assert gen.logprobs is not None and len(gen.logprobs) == gen.output_tokens > 0
-    assert "".join(e["token"] for e in gen.logprobs) == gen.text
-    for entry in gen.logprobs:
-        top = [t["logprob"] for t in entry["top_logprobs"]]
-        assert len(top) == n and top == sorted(top, reverse=True), entry
-        assert entry["logprob"] <= 0
-        assert entry["top_logprobs"][0]["token"] == entry["token"], "greedy: the chosen token is the most likely"
-        assert entry["logprob"] == pytest.approx(top[0])
 
 
 @pytest.mark.slow

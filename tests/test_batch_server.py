@@ -8,11 +8,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 
-openai = pytest.importorskip("openai")
-
-from tests.servers import BatchServer  # noqa: E402
+from tests.servers import BatchServer
 
 CHAT = "/v1/chat/completions"
 
