@@ -1,7 +1,10 @@
-"""Recipes on Ray: a real local Ray instance (one per test session), compared with local runs."""
+"""Recipes on Ray: a real multi-node cluster (a head and two worker nodes, each started with
+``ray start``, see tests/ray_cluster.py), compared with local runs: node loss, poison rows, one
+cache for the cluster, and a new local instance when no address is given."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -15,36 +18,49 @@ import fnlabel
 from fnlabel.cli import main
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.run import resolve_options, run_recipe
-from tests.recipe_helpers import ROOT, echo_recipe, questions, read_jsonl, write_jsonl
+from tests.ray_cluster import Cluster
+from tests.recipe_helpers import ROOT, echo_recipe, popen, questions, read_jsonl, write_jsonl
 from tests.recipe_helpers import fnlabel as fnlabel_cli
 
 # Ray Data copies its context with a few deprecated attributes; not ours to fix
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.timeout(600)]
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray instance (2 CPUs, no dashboard, 127.0.0.1) for all the Ray tests; its address.
+#: worker nodes have one ``replica`` each: ``resources = {replica = 1}`` puts one replica on each
+PINNED = "replicas = 2\nresources = { replica = 1 }"
 
-    Module-scoped: every test that needs Ray is in this file, so this is one start per test session,
-    and Ray's processes are gone before the rest of the suite runs.
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head (1 CPU) and two worker nodes (2 CPUs and one ``replica`` each), this process connected.
+
+    Module-scoped: every test that needs Ray is in this file, so this is one cluster per test
+    session, and all its processes are gone before the rest of the suite runs.
     """
     import ray
 
-    from fnlabel.run.ray import start_local
+    old = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_ADDRESS")}
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # (a loopback-only test cluster; CLI drivers inherit it)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), old["PYTHONPATH"]]))
+    with Cluster(head_cpus=1) as c:
+        for n in (1, 2):
+            c.add_worker(n, cpus=2, resources={"replica": 1})
+        ray.init(address=c.address, logging_level=logging.WARNING)
+        try:
+            yield c
+        finally:
+            ray.shutdown()
+            for key, value in old.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
-    old = os.environ.get("PYTHONPATH")
-    # workers (also those of a second driver, the CLI subprocess) import fnlabel and tests.* from here
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), old]))
-    start_local(num_cpus=2, object_store_memory=256 * 2**20)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+
+@pytest.fixture
+def ray_address(cluster):
+    return cluster.address
 
 
 def local_and_ray(recipe, tmp: Path, **ray_kw):
@@ -97,7 +113,7 @@ def _replica_pids() -> list[int]:
 
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if "_Replica" in " ".join(proc.info["cmdline"] or []):
+        if "Replica" in " ".join(proc.info["cmdline"] or []):
             pids.append(proc.info["pid"])
     return pids
 
@@ -191,12 +207,138 @@ input = "{(tmp_path / "in.jsonl").as_posix()}"
 
 
 @pytest.mark.slow
-def test_cli_ray_address_runs_on_that_cluster(ray_address, tmp_path):
+def test_cli_ray_address_runs_on_the_worker_nodes_of_that_cluster(cluster, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", questions(9))
-    path = echo_recipe(tmp_path, run="batch_size = 3\nnum_generations = 3")
-    proc = fnlabel_cli("run", str(path), "--output", str(tmp_path / "ray.jsonl"), "--ray", ray_address, timeout=240)
+    calls = tmp_path / "calls.log"
+    path = echo_recipe(
+        tmp_path, backend=f'call_log = "{calls.as_posix()}"', run=f"batch_size = 3\nnum_generations = 3\n{PINNED}"
+    )
+    proc = fnlabel_cli("run", str(path), "--output", str(tmp_path / "ray.jsonl"), "--ray", cluster.address, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert "9 rows run; 27 generations" in proc.stderr
+    recipe = fnlabel.load_recipe(path)
+    run_recipe(recipe, resolve_options(recipe, output=tmp_path / "local.jsonl"))
+    same_files(tmp_path)
+    assert calls.read_text().count("g") == 27 * 2  # (the local run made the second 27)
+
+
+def _rows(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_a_worker_node_lost_mid_run_loses_and_duplicates_nothing(cluster, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", questions(40))
+    recipe = fnlabel.load_recipe(
+        echo_recipe(tmp_path, backend="latency = 0.3", run=f"batch_size = 2\nnum_generations = 2\n{PINNED}")
+    )
+    out = tmp_path / "ray.jsonl"
+    killed: dict[str, int] = {}
+
+    def kill_a_node_mid_run() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _rows(out) >= 6:
+                killed["rows"] = _rows(out)
+                cluster.kill_worker(2)  # kill -9 its raylet: its replica and its objects go with it
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_node_mid_run)
+    killer.start()
+    try:
+        ray_run = fnlabel.on_ray(recipe, out)
+    finally:
+        killer.join()
+        if 2 not in cluster.workers:  # the next tests get both nodes again
+            cluster.add_worker(2, cpus=2, resources={"replica": 1})
+    assert killed and killed["rows"] < 30, killed
+    assert ray_run.rows_done == 40 and ray_run.failed_rows == 0
+    run_recipe(recipe, resolve_options(recipe, output=tmp_path / "local.jsonl"))
+    same_files(tmp_path)  # every row once, in order, as a local run writes them
+    assert [r["id"] for r in read_jsonl(out)] == list(range(40))
+
+
+@pytest.mark.slow
+def test_a_poison_row_is_isolated_recorded_and_fails_the_run(cluster, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", questions(16))
+    run = f"batch_size = 4\nnum_generations = 2\nmax_batch_attempts = 2\n{PINNED}"
+    path = echo_recipe(tmp_path, backend='crash_on = ["number 7"]', run=run)
+    proc = fnlabel_cli(
+        "run", str(path), "--output", str(tmp_path / "ray.jsonl"), "--ray", cluster.address, "--no-cache", timeout=400
+    )
+    assert proc.returncode == 6, proc.stderr
+    assert "1 rows killed the replica running them every time" in proc.stderr
+    (record,) = read_jsonl(tmp_path / "ray.jsonl.failures.jsonl")
+    assert (record["row"], record["stage"], record["generation"]) == (7, "replica", None)
+    # the batch was tried twice, then split: [6, 7] died once, then [7] alone
+    assert "died all 4 times it ran it" in record["error"] and "ActorDiedError" in record["error"]
+    rows = read_jsonl(tmp_path / "ray.jsonl")
+    assert [r["id"] for r in rows] == list(range(16))
+    assert [o["raw_output"] for o in rows[7]["outputs"]] == [None, None]
+    # every other row is what a run without the poison writes (crash_on does not change outputs)
+    clean = fnlabel.load_recipe(echo_recipe(tmp_path, run=run, name="clean.toml"))
+    run_recipe(clean, resolve_options(clean, output=tmp_path / "local.jsonl"))
+    local = (tmp_path / "local.jsonl").read_text().splitlines()
+    ray_lines = (tmp_path / "ray.jsonl").read_text().splitlines()
+    assert [line for i, line in enumerate(ray_lines) if i != 7] == [line for i, line in enumerate(local) if i != 7]
+
+
+def _holders(cluster: Cluster, path: Path) -> set[str]:
+    """The command lines (Ray actors: ``ray::Class.method``) of the cluster's processes that have ``path`` open."""
+    names = set()
+    for proc in cluster.processes():
+        try:
+            if any(f.path == str(path) for f in proc.open_files()):
+                names.add(" ".join(proc.cmdline()))
+        except Exception:  # (a process that ended meanwhile)
+            continue
+    return names
+
+
+@pytest.mark.slow
+def test_one_cache_for_the_cluster_a_rerun_after_the_driver_dies_redoes_only_what_never_came_back(cluster, tmp_path):
+    from fnlabel.combinators.store import SQLiteStore
+
+    write_jsonl(tmp_path / "in.jsonl", questions(30))
+    calls, cache, out = tmp_path / "calls.log", tmp_path / "cache.sqlite", tmp_path / "ray.jsonl"
+    path = echo_recipe(
+        tmp_path,
+        backend=f'latency = 0.3\ncall_log = "{calls.as_posix()}"',
+        run=f"batch_size = 2\nnum_generations = 2\n{PINNED}",
+    )
+    args = ("run", str(path), "--output", str(out), "--ray", cluster.address, "--cache", str(cache))
+    driver = popen(*args)
+    holders: set[str] = set()
+    deadline = time.monotonic() + 180
+    while _rows(out) < 6 and driver.poll() is None and time.monotonic() < deadline:
+        holders |= _holders(cluster, cache)
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)  # the driver dies: nothing is written or committed after this
+    driver.communicate(timeout=30)
+    assert driver.returncode == -signal.SIGKILL
+    # the file is opened on the driver's node by the cache's keeper only, never by a replica
+    assert holders and all(h.startswith("ray::CacheKeeper") for h in holders), holders
+    written, stored = _rows(out), SQLiteStore(cache).count()
+    assert 6 <= written < 30 and stored >= 2 * written
+    made = calls.read_text().count("g")
+
+    again = fnlabel_cli(*args, timeout=240)
+    assert again.returncode == 0, again.stderr
+    remade = calls.read_text().count("g") - made
+    assert remade == 2 * 30 - stored  # every generation that reached the cache is reused, wherever it was made
+    recipe = fnlabel.load_recipe(path)
+    run_recipe(recipe, resolve_options(recipe, output=tmp_path / "local.jsonl"), cache=tmp_path / "other.sqlite")
+    same_files(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_ray_without_an_address_starts_a_local_instance(cluster, tmp_path):
+    # (a cluster runs on this machine: a new local instance is started anyway, not joined to it)
+    write_jsonl(tmp_path / "in.jsonl", questions(5))
+    path = echo_recipe(tmp_path, run="batch_size = 2")
+    proc = fnlabel_cli("run", str(path), "--output", str(tmp_path / "ray.jsonl"), "--ray", timeout=240)
+    assert proc.returncode == 0, proc.stderr
     recipe = fnlabel.load_recipe(path)
     run_recipe(recipe, resolve_options(recipe, output=tmp_path / "local.jsonl"))
     same_files(tmp_path)
@@ -217,12 +359,44 @@ def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkey
 
 
 def test_ray_settings_are_recipe_keys_and_round_trip(tmp_path):
-    path = echo_recipe(tmp_path, run='engine = "ray"\naddress = "auto"\nreplicas = 4\nnum_gpus = 1\nnum_cpus = 0.5')
+    path = echo_recipe(
+        tmp_path,
+        run='engine = "ray"\naddress = "auto"\nreplicas = 4\nnum_gpus = 1\nnum_cpus = 0.5\n'
+        "resources = { replica = 1, big_disk = 0.5 }\nmax_batch_attempts = 5",
+    )
     recipe = fnlabel.load_recipe(path)
     assert (recipe.run.engine, recipe.run.address, recipe.run.replicas) == ("ray", "auto", 4)
     assert (recipe.run.num_gpus, recipe.run.num_cpus) == (1.0, 0.5)
+    assert (dict(recipe.run.resources), recipe.run.max_batch_attempts) == ({"replica": 1, "big_disk": 0.5}, 5)
+    assert fnlabel.load_recipe(echo_recipe(tmp_path)).run.max_batch_attempts == 3
     assert fnlabel.recipes.loads_recipe(fnlabel.dump_recipe(recipe)) == recipe
     with pytest.raises(fnlabel.RecipeError, match="num_gpus must be a number >= 0"):
         fnlabel.load_recipe(echo_recipe(tmp_path, run="num_gpus = -1"))
     with pytest.raises(fnlabel.RecipeError, match="run.engine: expected one of 'local', 'ray'"):
         fnlabel.load_recipe(echo_recipe(tmp_path, run='engine = "spark"'))
+    with pytest.raises(fnlabel.RecipeError, match=r"run.resources.gpu_kind must be a number >= 0.*got 'a100'"):
+        fnlabel.load_recipe(echo_recipe(tmp_path, run='resources = { gpu_kind = "a100" }'))
+    with pytest.raises(fnlabel.RecipeError, match="max_batch_attempts"):
+        fnlabel.load_recipe(echo_recipe(tmp_path, run="max_batch_attempts = 0"))
+
+
+def test_the_parts_of_a_split_batch_join_into_the_result_one_call_gives():
+    from fnlabel.run.batch import BatchResult, Usage
+
+    def part(rows, gens):  # rows: input indices; one failure record per row, two for row 11
+        fails = [{"row": r, "error": f"e{r}"} for r in rows] + ([{"row": 11, "error": "e11b"}] if 11 in rows else [])
+        return BatchResult(
+            [f"line {r}" for r in rows],
+            fails,
+            sum(gens),
+            None,
+            Usage(1, len(rows)),
+            (Usage(1, 1),) * len(rows),
+            tuple(gens),
+        )
+
+    whole = BatchResult.join([([2, 3], part([12, 13], [2, 0])), ([0], part([10], [2])), ([1], part([11], [1]))], 4)
+    assert whole.lines == ["line 10", "line 11", "line 12", "line 13"]
+    assert [f["error"] for f in whole.failures] == ["e10", "e11", "e11b", "e12", "e13"]
+    assert (whole.generations, whole.row_generations) == (5, (2, 1, 2, 0))
+    assert whole.usage == Usage(3, 4) and whole.error is None

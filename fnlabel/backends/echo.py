@@ -55,6 +55,9 @@ class EchoConfig:
             :class:`GenerationFailure` for each of its generations.
         raise_on: a call with a prompt containing any of these substrings raises
             :class:`BackendError` (the whole call fails).
+        crash_on: a call with a prompt containing any of these substrings ends its own
+            process at once (``os._exit(70)``), as a crash inside a native library would:
+            for testing what a run does with a row that kills its worker.
         prompt_format: the backend's natural prompt format.
         call_log: a file to which one line per produced generation is appended,
             so tests can count backend work, even across processes.
@@ -65,6 +68,7 @@ class EchoConfig:
     latency_per_prompt: float = attrs.field(default=0.0, validator=number(0.0))
     fail_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     raise_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    crash_on: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     prompt_format: str = attrs.field(default="default", validator=lambda _i, _a, v: check_format(v))
     call_log: str | None = attrs.field(
         default=None,
@@ -74,7 +78,14 @@ class EchoConfig:
 
     kind: ClassVar[str] = "echo"
     #: fields that do not change a successful output: left out of the cache identity
-    cache_ignore: ClassVar[tuple[str, ...]] = ("latency", "latency_per_prompt", "fail_on", "raise_on", "call_log")
+    cache_ignore: ClassVar[tuple[str, ...]] = (
+        "latency",
+        "latency_per_prompt",
+        "fail_on",
+        "raise_on",
+        "crash_on",
+        "call_log",
+    )
 
     def build(self) -> Echo:
         """The backend callable for this config."""
@@ -100,6 +111,8 @@ class Echo(BackendBase):
     def __call__(self, prompts: Sequence[FormattedPrompt], params: GenerationParams) -> list[list[RawGeneration]]:
         cfg = self.config
         texts = [prompt_text(p) for p in prompts]
+        if any(s in prompt for s in cfg.crash_on for prompt in texts):
+            os._exit(70)  # (crash_on) no cleanup, no exception: the process is gone
         for row, prompt in enumerate(texts):
             hit = next((s for s in cfg.raise_on if s in prompt), None)
             if hit is not None:

@@ -13,6 +13,8 @@ exit code. Exit codes:
   that is down, a bad key): nothing was written;
 * 5: batch mode (``--batch``, ``fnlabel batch import``): batches are still running, or rows wait
   for generations not yet answered; rerun the same command to collect them (docs/batch.md);
+* 6: the run finished, but some rows killed the process running them every time (poison rows of
+  a Ray run, recorded in the failures file with ``stage = "replica"``); every other row is written;
 * 130: interrupted (Ctrl-C); rerun the same command to resume.
 """
 
@@ -37,6 +39,7 @@ from fnlabel.redact import scrub
 __all__ = ["main"]
 
 EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_STOPPED, EXIT_BACKEND, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+EXIT_CRASHED = 6
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,6 +146,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.stopped:
         print(f"fnlabel: {summary.stopped}", file=sys.stderr)
         return EXIT_STOPPED
+    if summary.crashed_rows:
+        print(
+            f"fnlabel: {summary.crashed_rows} rows killed the replica running them every time (poison rows); "
+            f'they are recorded in {summary.failures_path} (stage "replica"), every other row is written',
+            file=sys.stderr,
+        )
+        return EXIT_CRASHED
     return EXIT_OK
 
 

@@ -37,7 +37,7 @@ import attrs
 from fnlabel import seeds
 from fnlabel.backends.base import BackendBase, FunctionBackend, as_backend, canonical_json, describe_backend
 from fnlabel.backends.models import cache_dir
-from fnlabel.combinators.store import SQLiteStore, identity_hash
+from fnlabel.combinators.store import SQLiteStore, Store, identity_hash
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.llm import LLM, map_llms
 from fnlabel.types import (
@@ -119,7 +119,7 @@ class CachedBackend(BackendBase):
     """A backend whose generations are read from / written to ``store``. Made by :func:`cached`."""
 
     backend: Backend = attrs.field(converter=as_backend)
-    store: SQLiteStore
+    store: Store
     batch_size: int | None = None
     identity: str = attrs.field(default=attrs.Factory(lambda s: cache_identity(s.backend), takes_self=True))
 
@@ -235,18 +235,19 @@ def _shape(raw: Any) -> str:
     return "[" + ", ".join(str(len(g)) if isinstance(g, list) else type(g).__name__ for g in raw[:8]) + "]"
 
 
-def as_store(store: SQLiteStore | str | os.PathLike[str] | None) -> SQLiteStore:
-    """A store from a store, a file path, or ``None`` (the default file, :func:`default_cache_path`)."""
+def as_store(store: Store | str | os.PathLike[str] | None) -> Store:
+    """A store from a store (a :class:`~fnlabel.combinators.store.Store`), a file path, or ``None``
+    (the default file, :func:`default_cache_path`)."""
     if store is None:
         return SQLiteStore(default_cache_path())
     if isinstance(store, (str, os.PathLike)):
         return SQLiteStore(store)
-    if not isinstance(store, SQLiteStore):
+    if not isinstance(store, Store):
         raise ConfigError(f"cache store must be a SQLiteStore or a file path, got {type(store).__name__}")
     return store
 
 
-def cached(llm: T, store: SQLiteStore | str | os.PathLike[str] | None = None, *, batch_size: int | None = None) -> T:
+def cached(llm: T, store: Store | str | os.PathLike[str] | None = None, *, batch_size: int | None = None) -> T:
     """The same LLM, with every generation cached in ``store`` and reused on later calls.
 
     Works on a plain LLM and through wrappers with ``map_inner`` (``threaded``,

@@ -21,12 +21,12 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fnlabel.errors import ConfigError, OutputError
 from fnlabel.types import Generation
 
-__all__ = ["SQLiteStore", "SCHEMA_VERSION", "identity_hash", "storable"]
+__all__ = ["Store", "SQLiteStore", "SCHEMA_VERSION", "identity_hash", "storable"]
 
 log = logging.getLogger("fnlabel")
 
@@ -50,6 +50,28 @@ _MIGRATE_1_TO_2 = """
 ALTER TABLE generations ADD COLUMN meta TEXT;
 UPDATE meta SET value = '2' WHERE name = 'schema';
 """
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the per-sample cache reads and writes: :class:`SQLiteStore`, or a proxy of one held
+    elsewhere (a Ray run's replicas reach the driver's store through :mod:`fnlabel.run.ray_cache`)."""
+
+    def get(self, keys: Sequence[bytes], num_generations: int) -> dict[bytes, dict[int, str | Generation]]:
+        """The stored outputs of generations ``0..num_generations-1`` of each key (absent keys: nothing stored)."""
+        ...
+
+    def put(self, entries: Iterable[tuple[bytes, int, str | Generation]], backend: bytes, strict: bool = False) -> None:
+        """Store ``(key, index, output)`` entries (first value wins)."""
+        ...
+
+    def tally(self, hits: int, misses: int) -> None:
+        """Count generations served from the store and computed."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (reopened on next use)."""
+        ...
 
 
 def identity_hash(identity: str) -> bytes:

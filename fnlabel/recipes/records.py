@@ -204,6 +204,15 @@ class LabelStage(Stage):
     num_generations: PositiveInt = attrs.field(default=PositiveInt(1), validator=integer(1, high=MAX_NUM_GENERATIONS))
 
 
+def _check_resources(value: Any) -> None:
+    for name, amount in value.items():
+        if not isinstance(amount, int | float) or isinstance(amount, bool) or amount < 0:
+            raise ValueError(
+                f"run.resources.{name} must be a number >= 0 (how much of the Ray resource {name!r} a "
+                f"replica needs), got {amount!r}"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class RunSpec:
     """``[run]``: what ``fnlabel run`` reads and writes (command-line options override these)."""
@@ -234,6 +243,10 @@ class RunSpec:
     replicas: PositiveInt = PositiveInt(1)
     num_cpus: float = attrs.field(default=1.0, validator=number(0.0))  # resources per Ray replica
     num_gpus: float = attrs.field(default=0.0, validator=number(0.0))
+    #: custom Ray resources each replica needs (``{worker = 1}``: only nodes started with that resource)
+    resources: FrozenMap = attrs.field(default=FrozenMap(), validator=lambda _i, _a, v: _check_resources(v))
+    #: tries of a batch whose replica dies (a crash, a lost node) before its rows are split to find the poison
+    max_batch_attempts: PositiveInt = attrs.field(default=PositiveInt(3), validator=integer(1, high=100))
 
 
 @attrs.frozen(kw_only=True)

@@ -104,6 +104,25 @@ class BatchResult:
     row_usage: tuple[Usage, ...] = ()
     row_generations: tuple[int, ...] = ()
 
+    @staticmethod
+    def join(parts: Sequence[tuple[Sequence[int], BatchResult]], size: int) -> BatchResult:
+        """One result from the results of parts of a batch of ``size`` rows: ``(positions, result)`` pairs
+        whose positions cover ``0..size-1`` once; failure records in row order, as one call writes them."""
+        lines: list[str] = [""] * size
+        row_usage, row_gens = [Usage()] * size, [0] * size
+        failures: list[dict[str, Any]] = []
+        for positions, res in parts:
+            for j, p in enumerate(positions):
+                lines[p] = res.lines[j]
+                row_usage[p] = res.row_usage[j] if res.row_usage else Usage()
+                row_gens[p] = res.row_generations[j] if res.row_generations else 0
+            failures.extend(res.failures)
+        failures.sort(key=lambda f: f["row"])  # (stable: a row's records keep their order)
+        error = next((res.error for _, res in parts if res.error), None)
+        usage = sum((res.usage for _, res in parts), Usage())
+        gens = sum(res.generations for _, res in parts)
+        return BatchResult(lines, failures, gens, error, usage, tuple(row_usage), tuple(row_gens))
+
     def only(self, positions: Sequence[int], rows: Sequence[int]) -> BatchResult:
         """The result of some rows of the batch: their ``positions`` in it and their input indices ``rows``."""
         keep = set(rows)
@@ -159,7 +178,7 @@ class BatchRunner:
                 failures, gens = list(res.failures), [_count([outs]) for outs in res.outputs]
         except Exception as exc:  # a whole call failed: its rows are recorded, the run goes on
             error = scrub(f"{type(exc).__name__}: {exc}")
-            objs = [self._failed_row(llm, row) for row in inputs]
+            objs = [self._failed_row(self.model_name(llm), row) for row in inputs]
             failures = [RowFailure(j, None, "backend", error) for j in range(len(rows))]
         records = [
             {
@@ -192,10 +211,24 @@ class BatchRunner:
             error = scrub(f"labeller: {type(res.label_error).__name__}: {res.label_error}")
         return objs, list(res.failures), gens, error, usage
 
-    def _failed_row(self, llm: LLMLike, row: dict[str, Any]) -> dict[str, Any]:
+    def model_name(self, llm: LLMLike) -> str:
+        """The model name the empty outputs of a failed row carry (a chain's: its generator's)."""
+        return llm.generator.model_name if self.two_stage and isinstance(llm, Chain) else llm.model_name
+
+    def crashed(self, model_name: str, batch: Batch, error: str) -> BatchResult:
+        """The result of rows that never got a result (their worker died running them): empty outputs, and
+        one ``stage = "replica"`` failure record per row with ``error``."""
+        lines = [to_json_line(self._failed_row(model_name, row)) for row in batch.rows]
+        records = [
+            {"row": i, "where": w, "generation": None, "stage": "replica", "error": scrub(error)}
+            for i, w in zip(batch.indices, batch.where)
+        ]
+        n = len(batch.indices)
+        return BatchResult(lines, records, 0, None, Usage(), (Usage(),) * n, (0,) * n)
+
+    def _failed_row(self, name: str, row: dict[str, Any]) -> dict[str, Any]:
         """The output line of a row whose call raised: empty outputs (for a chain: not labelled)."""
         k, key = self.num_generations, self.output_key
         if self.two_stage:
-            name = llm.generator.model_name if isinstance(llm, Chain) else llm.model_name
             return {**row, **{f: [] for f in self.feed}, key: [], GENERATOR_KEY: _empty(name, k)}
-        return {**row, key: _empty(llm.model_name, k)}
+        return {**row, key: _empty(name, k)}

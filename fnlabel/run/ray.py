@@ -8,16 +8,17 @@ instead of in this process. Everything else is the runner's own code:
 * the driver (this process) reads the input, skips the rows the output already
   holds, and writes each finished batch through the same crash-safe
   :class:`~fnlabel.run.journal.JsonlLog` and failures file, in input order;
-* the remaining rows become a Ray Data dataset (one block per batch) and
-  ``map_batches`` runs them through an actor pool; each actor builds the
-  recipe's LLM once, from the picklable :class:`~fnlabel.run.engines.Plan`, and turns
-  each batch into output lines with the same :class:`~fnlabel.run.batch.BatchRunner`,
-  so a Ray run writes the same rows, in the same order, with the same ``LLMOutput`` s
-  as a local run;
-* an actor that dies (a crash, a lost node, ``kill -9``) is restarted by Ray and
-  its batches are retried (Ray Data's actor pools restart actors and retry their
-  tasks without limit: ``max_restarts=-1``, ``max_task_retries=-1``); rows that
-  fail are recorded as in a local run.
+* the batches go to a pool of replica actors (:mod:`fnlabel.run.ray_pool`), read as
+  the replicas need them; each replica builds the recipe's LLM once, from the picklable
+  :class:`~fnlabel.run.engines.Plan`, and turns each batch into output lines with the same
+  :class:`~fnlabel.run.batch.BatchRunner`, so a Ray run writes the same rows, in the same
+  order, with the same ``LLMOutput`` s as a local run;
+* a replica that dies (a crash, a lost node, ``kill -9``) is replaced and its batches are
+  sent again; a batch that kills its replica ``[run] max_batch_attempts`` times is split
+  to find the row(s) that do, which are recorded as failed (``stage = "replica"``);
+* the run's per-sample cache stays on the driver's node, and every replica reads and
+  writes it there (:mod:`fnlabel.run.ray_actors`): a rerun finds every generation that
+  any node returned.
 
 Ray is an optional extra (``pip install 'fnlabel[ray]'``), imported only here.
 See docs/ray.md for running against a real cluster.
@@ -25,10 +26,9 @@ See docs/ray.md for running against a real cluster.
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
-import pickle
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,12 @@ from fnlabel.run.runner import OnProgress, Summary, run_recipe
 
 __all__ = ["on_ray", "start_local", "RayEngine"]
 
-_INSTALL = "Ray is not installed: pip install 'fnlabel[ray]' (or pip install 'ray[data]')"
+_INSTALL = "Ray is not installed: pip install 'fnlabel[ray]' (or pip install ray)"
 
 
 def _ray() -> Any:
     try:
         import ray
-        import ray.data
     except ImportError as exc:
         raise ConfigError(f"engine 'ray' needs Ray: {_INSTALL}") from exc
     return ray
@@ -74,6 +73,7 @@ def start_local(**init_kwargs: Any) -> Any:
     env = dict(init_kwargs.pop("runtime_env", None) or {})
     env["env_vars"] = {"PYTHONPATH": _worker_pythonpath(), **env.get("env_vars", {})}
     kwargs = {
+        "address": "local",  # a new instance, even when a cluster started by `ray start` runs here
         "include_dashboard": False,
         "_node_ip_address": "127.0.0.1",
         "logging_level": logging.WARNING,
@@ -101,14 +101,6 @@ def _connect(address: str | None) -> Any:
     return ray
 
 
-def _fatal(exc: BaseException) -> bytes:
-    """An actor's error, pickled for the driver (Ray keeps only the text of what a UDF raises)."""
-    try:
-        return pickle.dumps(exc)
-    except Exception:
-        return pickle.dumps(BackendError(f"{type(exc).__name__}: {exc}"))
-
-
 def _ray_failure(exc: BaseException) -> BackendError:
     text = str(exc).strip().splitlines() or [type(exc).__name__]
     return BackendError(
@@ -117,157 +109,41 @@ def _ray_failure(exc: BaseException) -> BackendError:
     )
 
 
-def _out_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("batch", pa.int64()),
-            ("indices", pa.list_(pa.int64())),
-            ("lines", pa.list_(pa.string())),
-            ("records", pa.string()),
-            ("gens", pa.int64()),
-            ("error", pa.string()),
-            ("fatal", pa.binary()),
-        ]
-    )
-
-
-def _reraise(fatal: bytes) -> None:
-    inner = pickle.loads(fatal)
-    try:
-        outer = type(inner)(f"{inner} (raised on a Ray replica)")
-    except Exception:
-        raise inner from None
-    raise outer from inner
-
-
-class _Replica:
-    """The ``map_batches`` callable: one per Ray actor, holding one LLM built from the plan."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.llm: Any = None
-        self.error: BaseException | None = None
-        try:
-            self.llm = plan.build_llm()
-        except Exception as exc:  # raised with the first batch, so the run stops with this error
-            self.error = exc
-
-    def __call__(self, table: Any) -> Any:
-        import pyarrow as pa
-
-        cols = table.to_pydict()
-        groups: dict[int, list[int]] = {}
-        for pos, batch in enumerate(cols["batch"]):
-            groups.setdefault(batch, []).append(pos)
-        out: dict[str, list[Any]] = {
-            "batch": [],
-            "indices": [],
-            "lines": [],
-            "records": [],
-            "gens": [],
-            "error": [],
-            "fatal": [],
-        }
-        for batch, positions in groups.items():
-            indices = [cols["index"][p] for p in positions]
-            if self.error is not None:  # the LLM could not be built: the driver raises this error
-                values: tuple[Any, ...] = (batch, indices, [], "[]", 0, None, _fatal(self.error))
-            else:
-                rows = [pickle.loads(cols["row"][p]) for p in positions]
-                res = self.plan.runner.run(self.llm, Batch(indices, rows, [cols["where"][p] for p in positions]))
-                values = (batch, indices, res.lines, json.dumps(res.failures), res.generations, res.error, None)
-            for key, value in zip(out, values):
-                out[key].append(value)
-        return pa.table(out, schema=_out_schema())
-
-    def __del__(self) -> None:
-        if self.llm is not None:
-            self.llm.close()
-
-
 class RayEngine:
-    """The engine of ``[run] engine = "ray"``: batches computed by a Ray Data actor pool, yielded in order."""
+    """The engine of ``[run] engine = "ray"``: batches computed by a pool of replica actors, yielded in order."""
 
     def __init__(self, plan: Plan) -> None:
         _ray()  # fail before reading anything if Ray is missing
         self.plan = plan
-        self._running: Iterator[Any] | None = None
-
-    def _dataset(self, ray: Any, batches: list[Batch]) -> Any:
-        import pyarrow as pa
-
-        blocks = [
-            pa.table(
-                {
-                    "index": batch.indices,
-                    "batch": [b] * len(batch.indices),
-                    "where": batch.where,
-                    "row": [pickle.dumps(row, protocol=5) for row in batch.rows],
-                }
-            )
-            for b, batch in enumerate(batches)
-        ]
-        return ray.data.from_arrow(blocks)
+        self._running: Generator[tuple[Batch, BatchResult], None, None] | None = None
 
     def results(self, batches: Iterator[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
-        self._running = self._results(list(batches))  # (the dataset is made of every batch left)
+        self._running = self._results(batches)
         return self._running
 
-    def _pool(self, ray: Any, batches: list[Batch]) -> Any:
-        run = self.plan.recipe.run
-        ds = self._dataset(ray, batches).map_batches(
-            _Replica,
-            fn_constructor_args=(self.plan,),
-            batch_size=None,  # a block is a batch: the actors see the runner's batches
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=run.replicas),
-            num_cpus=run.num_cpus,
-            num_gpus=run.num_gpus,
-        )
-        ds.context.enable_progress_bars = False  # fnlabel draws its own
-        ds.context.execution_options.preserve_order = True
-        return ds
+    def _results(self, batches: Iterator[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
+        from fnlabel.run.ray_pool import Pool
 
-    def _results(self, batches: list[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
-        if not batches:
+        first = next(batches, None)
+        if first is None:  # nothing to do: Ray is not even asked
             return
         ray = _connect(self.plan.recipe.run.address)
-        logging.getLogger("ray.data").setLevel(max(logging.getLogger("ray.data").level, logging.WARNING))
-        # its one message is "Progress bars disabled": fnlabel draws its own
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-        done: dict[int, dict[int, Any]] = {}  # batch -> index -> line; a batch may come in pieces
-        extra: dict[int, tuple[list[dict[str, Any]], int, str | None]] = {}
-        nxt = 0
-        rows = self._pool(ray, batches).iter_rows()
+        pool = None
         try:
-            for piece in rows:
-                if piece["fatal"] is not None:
-                    _reraise(piece["fatal"])
-                b = piece["batch"]
-                done.setdefault(b, {}).update(zip(piece["indices"], piece["lines"]))
-                recs, gens, err = extra.get(b, ([], 0, None))
-                extra[b] = (recs + json.loads(piece["records"]), gens + piece["gens"], err or piece["error"])
-                while nxt < len(batches) and len(done.get(nxt, ())) == len(batches[nxt].indices):
-                    lines = [done[nxt][i] for i in batches[nxt].indices]
-                    recs, gens, err = extra.pop(nxt)
-                    del done[nxt]
-                    yield batches[nxt], BatchResult(lines, recs, gens, err)
-                    nxt += 1
+            pool = Pool(ray, self.plan)
+            yield from pool.results(itertools.chain([first], batches))
         except ray.exceptions.RayError as exc:
             raise _ray_failure(exc) from exc
         finally:
-            getattr(rows, "close", lambda: None)()
-        if nxt < len(batches):
-            raise BackendError(f"Ray returned {nxt} of {len(batches)} batches; rerun to complete the output")
+            if pool is not None:
+                pool.stop()
 
     def settle(self, log: Log | None = None, *, interrupted: bool = False) -> None:
-        """Nothing to wait for: the actors are stopped with the dataset."""
+        """Nothing to wait for: each batch's result (and its cache writes) came back whole, or not at all."""
 
     def close(self) -> None:
         if self._running is not None:
-            self._running.close()  # type: ignore[attr-defined]
+            self._running.close()
             self._running = None
 
 

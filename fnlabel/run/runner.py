@@ -87,6 +87,8 @@ class Summary:
     usage: Usage = Usage()
     #: batch mode: rows not written because a generation of theirs (or of a row before them) is pending
     pending_rows: int = 0
+    #: Ray: rows recorded as failed because they killed the replica running them, every time
+    crashed_rows: int = 0
 
     def progress(self, todo: int, elapsed: float) -> Progress:
         return Progress(self.rows_run, todo, self.generations, self.failed_rows, self.usage, elapsed)
@@ -241,4 +243,5 @@ def _write(state: RunState, batch: Batch, result: BatchResult, summary: Summary,
     summary.generations += result.generations
     summary.usage += result.usage
     summary.failed_rows += len({r["row"] for r in result.failures})  # (batches never share a row)
+    summary.crashed_rows += len({r["row"] for r in result.failures if r["stage"] == "replica"})
     summary.failures.extend(result.failures[: max(0, 20 - len(summary.failures))])

@@ -1,0 +1,130 @@
+"""What runs on the Ray cluster during a Ray run: the replicas, and the keeper of the run's cache.
+
+* :class:`Replica` is one actor of the pool: it builds the recipe's LLM once, from the
+  picklable :class:`~fnlabel.run.engines.Plan`, and turns each batch it is sent into a
+  :class:`~fnlabel.run.batch.BatchResult` with the runner's own :class:`~fnlabel.run.batch.BatchRunner`,
+  so a Ray run writes what a local run writes.
+* :class:`CacheKeeper` holds the run's per-sample cache file on the driver's node, and
+  :class:`RemoteStore` is how a replica on any node reads and writes it: every generation
+  made anywhere in the cluster lands in the one cache a rerun reads, and a replica's batch
+  result leaves it only after its generations are committed there.
+
+Ray is imported only when these run (they are made remote by :mod:`fnlabel.run.ray_pool`).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fnlabel.errors import BackendError
+from fnlabel.run.batch import Batch, BatchResult
+from fnlabel.run.engines import Plan
+from fnlabel.types import Generation
+
+__all__ = ["Replica", "CacheKeeper", "RemoteStore", "pickled_error"]
+
+
+def pickled_error(exc: BaseException) -> bytes:
+    """An actor's error, pickled for the driver (Ray would keep only its text)."""
+    try:
+        return pickle.dumps(exc)
+    except Exception:
+        return pickle.dumps(BackendError(f"{type(exc).__name__}: {exc}"))
+
+
+class Replica:
+    """One actor of a Ray run: the recipe's LLM, built once; ``run`` turns a batch into its result."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.llm: Any = None
+        self.error: BaseException | None = None
+        try:
+            self.llm = plan.build_llm()
+        except Exception as exc:  # the driver stops the run with it (as a local run would)
+            self.error = exc
+
+    def ready(self) -> tuple[bytes | None, str]:
+        """``(None, model name)`` once the LLM is built; ``(pickled error, "")`` when it could not be."""
+        if self.error is not None:
+            return pickled_error(self.error), ""
+        return None, self.plan.runner.model_name(self.llm)
+
+    def run(self, batch: Batch) -> BatchResult:
+        """The batch's result; its new generations are in the driver's cache before it is returned."""
+        result = self.plan.runner.run(self.llm, batch)
+        if isinstance(self.plan.cache, RemoteStore):
+            self.plan.cache.sync()
+        return result
+
+    def __del__(self) -> None:
+        llm = getattr(self, "llm", None)  # (Ray makes instances of a subclass without __init__)
+        if llm is not None:
+            llm.close()
+
+
+class CacheKeeper:
+    """The actor that owns a Ray run's cache store, on the driver's node; replicas reach it by
+    :class:`RemoteStore`. Ray runs an actor's calls from one caller in the order they were sent."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store  # (a SQLiteStore arrives as its path and opens the file here)
+
+    def get(self, keys: Sequence[bytes], num_generations: int) -> dict[bytes, dict[int, str | Generation]]:
+        return self.store.get(keys, num_generations)
+
+    def put(self, entries: list[tuple[bytes, int, str | Generation]], backend: bytes, strict: bool) -> None:
+        self.store.put(entries, backend, strict)
+
+    def tally(self, hits: int, misses: int) -> None:
+        self.store.tally(hits, misses)
+
+    def counts(self) -> tuple[int, int]:
+        """Generations served from the cache and computed, over the whole run."""
+        return self.store.hits, self.store.misses
+
+
+class RemoteStore:
+    """A :class:`~fnlabel.combinators.store.Store` whose file is on the driver's node, behind a
+    :class:`CacheKeeper`: reads wait for the keeper's answer; writes are sent without waiting,
+    and :meth:`sync` waits until every write sent so far is committed."""
+
+    def __init__(self, keeper: Any) -> None:
+        self.keeper = keeper
+        self._last: Any = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"keeper": self.keeper}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["keeper"])  # type: ignore[misc]
+
+    def get(self, keys: Sequence[bytes], num_generations: int) -> dict[bytes, dict[int, str | Generation]]:
+        import ray
+
+        return ray.get(self.keeper.get.remote(list(keys), num_generations))
+
+    def put(self, entries: Iterable[tuple[bytes, int, str | Generation]], backend: bytes, strict: bool = False) -> None:
+        rows = list(entries)
+        if rows:
+            with self._lock:  # (the last write sent is the last the keeper runs: sync waits for it)
+                self._last = self.keeper.put.remote(rows, backend, strict)
+
+    def tally(self, hits: int, misses: int) -> None:
+        self.keeper.tally.remote(hits, misses)
+
+    def sync(self) -> None:
+        """Wait until the writes sent so far are committed (an error writing them is raised here)."""
+        import ray
+
+        with self._lock:
+            last, self._last = self._last, None
+        if last is not None:
+            ray.get(last)
+
+    def close(self) -> None:
+        """Nothing to release here: the keeper closes the file."""

@@ -1,0 +1,280 @@
+"""The driver's side of a Ray run: a pool of replica actors fed with batches, results in input order.
+
+:class:`Pool` starts ``replicas`` :class:`~fnlabel.run.ray_actors.Replica` actors (and the
+:class:`~fnlabel.run.ray_actors.CacheKeeper` of the run's cache on the driver's node), sends
+each replica that is ready up to two batches (one running, one waiting, so it never idles
+between batches), and yields each batch's result once every batch before it is yielded.
+
+What fails, and what happens then:
+
+* **A replica dies** (a crash in the backend, an out-of-memory kill, its node lost): a new
+  replica is started in its place (on any node with the resources), the batches it held are
+  sent again, and the one it was running counts one attempt against it.
+* **A poison batch** (one that kills its replica every time): after ``max_batch_attempts``
+  attempts its rows are split in two halves, each tried once; a half that kills its replica
+  again is split again, down to single rows. A row that kills its replica on its own is
+  recorded as failed (``stage = "replica"``), and the rest of its batch is written as usual.
+* **Replicas that die while starting** (before their LLM is built), more than
+  ``max_batch_attempts`` times per replica: the run stops with :class:`~fnlabel.errors.BackendError`.
+* **An LLM that cannot be built** (a missing model): the run stops with that error.
+
+Only a window of batches is held (a few per replica), so a run's memory does not grow with
+its input.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import deque
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import attrs
+
+from fnlabel.errors import BackendError
+from fnlabel.run.batch import Batch, BatchResult
+from fnlabel.run.engines import Plan
+from fnlabel.run.ray_actors import CacheKeeper, RemoteStore, Replica
+
+__all__ = ["Pool"]
+
+#: batches sent to a replica at once: the one it runs and the next
+DEPTH = 2
+
+
+@attrs.define(eq=False)
+class _Work:
+    """Rows of a batch to compute: the batch's sequence number, their positions in it, attempts made."""
+
+    seq: int
+    positions: list[int]
+    attempts: int = 0
+    split: bool = False
+    crashes: int = 0  # replicas that died running these rows (with the batch they came from)
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """One replica actor: its handle, whether its LLM is built, the work sent to it (oldest first)."""
+
+    actor: Any
+    ready_ref: Any
+    ready: bool = False
+    sent: deque[tuple[Any, _Work]] = attrs.Factory(deque)
+
+
+def _reraise(fatal: bytes) -> None:
+    inner = pickle.loads(fatal)
+    try:
+        outer = type(inner)(f"{inner} (raised on a Ray replica)")
+    except Exception:
+        raise inner from None
+    raise outer from inner
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+class Pool:
+    """Replica actors on a connected Ray, computing a run's batches (see the module docstring)."""
+
+    def __init__(self, ray: Any, plan: Plan) -> None:
+        self.ray, self.plan, run = ray, plan, plan.recipe.run
+        self.max_attempts = run.max_batch_attempts
+        self.keeper = None
+        if plan.cache is not None:
+            self.keeper = self._keeper(plan.cache)
+            plan = attrs.evolve(plan, cache=RemoteStore(self.keeper))
+        self.replica_plan = plan
+        self.actor_class = ray.remote(Replica).options(
+            num_cpus=run.num_cpus,
+            num_gpus=run.num_gpus,
+            resources=dict(run.resources) or None,
+            max_restarts=0,  # a dead replica is replaced by the pool, which knows what it was running
+            max_task_retries=0,
+        )
+        self.slots: list[_Slot] = []
+        self.owner: dict[Any, _Slot] = {}
+        self.queue: deque[_Work] = deque()
+        self.model_name = ""
+        self.start_failures = 0
+        self.parts: dict[int, list[tuple[list[int], BatchResult]]] = {}
+        self.left: dict[int, int] = {}
+        for _ in range(run.replicas):
+            self._start()
+
+    def _keeper(self, cache: Any) -> Any:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from fnlabel.combinators.cache import as_store
+
+        here = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=False)
+        keeper = self.ray.remote(CacheKeeper).options(num_cpus=0, scheduling_strategy=here, max_restarts=0)
+        return keeper.remote(as_store(cache))
+
+    def _start(self) -> None:
+        actor = self.actor_class.remote(self.replica_plan)
+        slot = _Slot(actor, actor.ready.remote())
+        self.slots.append(slot)
+        self.owner[slot.ready_ref] = slot
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def results(self, batches: Iterator[Batch]) -> Generator[tuple[Batch, BatchResult], None, None]:
+        """Each batch with its result, in order; at most a few batches per replica are read ahead."""
+        window: dict[int, Batch] = {}
+        cap = DEPTH * 2 * len(self.slots) + 2
+        read = out = 0
+        source: Iterator[Batch] | None = iter(batches)
+        while True:
+            while source is not None and len(window) < cap:
+                batch = next(source, None)
+                if batch is None:
+                    source = None
+                    break
+                window[read], self.parts[read], self.left[read] = batch, [], len(batch.indices)
+                self.queue.append(_Work(read, list(range(len(batch.indices)))))
+                read += 1
+            self._send(window)
+            while out in window and self.left[out] == 0:
+                batch, parts = window.pop(out), self.parts.pop(out)
+                del self.left[out]
+                whole = len(parts) == 1 and len(parts[0][0]) == len(batch.indices)
+                yield batch, parts[0][1] if whole else BatchResult.join(parts, len(batch.indices))
+                out += 1
+            if source is None and not window:
+                return
+            self._wait(window)
+
+    def _send(self, window: dict[int, Batch]) -> None:
+        """Send waiting work to ready replicas: first one batch each, then a second."""
+        for depth in range(1, DEPTH + 1):
+            for slot in self.slots:
+                if slot.ready and len(slot.sent) < depth and self.queue:
+                    work = self.queue.popleft()
+                    batch = window[work.seq]
+                    if len(work.positions) < len(batch.indices):
+                        batch = _subset(batch, work.positions)
+                    ref = slot.actor.run.remote(batch)
+                    slot.sent.append((ref, work))
+                    self.owner[ref] = slot
+
+    def _wait(self, window: dict[int, Batch]) -> None:
+        """Wait for a replica to be ready or a batch to come back, and take what came."""
+        done, _ = self.ray.wait(list(self.owner), num_returns=1)
+        for ref in done:
+            slot = self.owner.pop(ref, None)
+            if slot is None:
+                continue
+            if ref is slot.ready_ref:
+                self._on_ready(slot)
+            else:
+                self._on_result(slot, ref, window)
+
+    def _on_ready(self, slot: _Slot) -> None:
+        try:
+            fatal, name = self.ray.get(slot.ready_ref)
+        except self.ray.exceptions.RayError as exc:  # it died while starting (its node lost, a crash)
+            self._drop(slot)
+            self.start_failures += 1
+            if self.start_failures > self.max_attempts * self.plan.recipe.run.replicas:
+                raise BackendError(
+                    f"Ray replicas keep dying before their LLM is built ({self.start_failures} so far; last: "
+                    f"{_first_line(exc)}); the actors' logs are in /tmp/ray/session_latest/logs on their nodes"
+                ) from exc
+            self._start()
+            return
+        if fatal is not None:
+            _reraise(fatal)
+        slot.ready, self.model_name = True, name
+
+    def _on_result(self, slot: _Slot, ref: Any, window: dict[int, Batch]) -> None:
+        try:
+            result = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:  # the replica died: what it held goes elsewhere
+            self._replace(slot, _first_line(exc), window)
+            return
+        except self.ray.exceptions.RayError as exc:  # (an object lost with its node): the batch is tried again
+            work = next(w for r, w in slot.sent if r is ref)
+            slot.sent = deque((r, w) for r, w in slot.sent if r is not ref)
+            self._crashed(work, _first_line(exc), window)
+            return
+        work = next(w for r, w in slot.sent if r is ref)
+        slot.sent = deque((r, w) for r, w in slot.sent if r is not ref)
+        self._record(work, result)
+
+    def _replace(self, slot: _Slot, reason: str, window: dict[int, Batch]) -> None:
+        """A dead replica: what it finished is kept; the batch it was running counts an attempt; the ones
+        waiting behind it are sent again as they are."""
+        lost = []
+        for ref, work in slot.sent:  # (in the order sent, which is the order it ran them)
+            result = self._finished(ref)
+            if result is None:
+                lost.append(work)
+            else:
+                self._record(work, result)
+        self._drop(slot)
+        self._start()
+        for work in reversed(lost[1:]):
+            self.queue.appendleft(work)
+        if lost:
+            self._crashed(lost[0], reason, window)
+
+    def _finished(self, ref: Any) -> BatchResult | None:
+        """The result of a batch if it came back, else None."""
+        if not self.ray.wait([ref], timeout=0)[0]:
+            return None
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError:
+            return None
+
+    def _drop(self, slot: _Slot) -> None:
+        self.slots.remove(slot)
+        for ref in [slot.ready_ref, *(r for r, _ in slot.sent)]:
+            self.owner.pop(ref, None)
+        slot.sent.clear()
+        self.ray.kill(slot.actor, no_restart=True)
+
+    def _crashed(self, work: _Work, reason: str, window: dict[int, Batch]) -> None:
+        """Rows whose replica died running them: tried again, split, or (a single row) recorded as failed."""
+        work.attempts += 1
+        work.crashes += 1
+        limit = 1 if work.split else self.max_attempts
+        if work.attempts < limit:
+            self.queue.appendleft(work)
+        elif len(work.positions) > 1:  # look for the row(s) that kill the replica: each half once
+            half = len(work.positions) // 2
+            for part in (work.positions[half:], work.positions[:half]):
+                self.queue.appendleft(_Work(work.seq, part, split=True, crashes=work.crashes))
+        else:
+            rows = _subset(window[work.seq], work.positions)
+            error = (
+                f"the Ray replica running this row died all {work.crashes} times it ran it (last: {reason}); "
+                "the rest of its batch was written: the backend crashes on this input"
+            )
+            self._record(work, self.plan.runner.crashed(self.model_name, rows, error))
+
+    def _record(self, work: _Work, result: BatchResult) -> None:
+        self.parts[work.seq].append((work.positions, result))
+        self.left[work.seq] -= len(work.positions)
+
+    def cache_counts(self) -> tuple[int, int] | None:
+        """Generations served from the run's cache and computed (None without a cache)."""
+        return None if self.keeper is None else tuple(self.ray.get(self.keeper.counts.remote()))
+
+    def stop(self) -> None:
+        """Stop every actor of the run (the cache's last: each batch's writes were committed before its result)."""
+        for slot in list(self.slots):
+            self._drop(slot)
+        if self.keeper is not None:
+            self.ray.kill(self.keeper, no_restart=True)
+            self.keeper = None
+
+
+def _subset(batch: Batch, positions: list[int]) -> Batch:
+    return Batch(
+        [batch.indices[p] for p in positions], [batch.rows[p] for p in positions], [batch.where[p] for p in positions]
+    )
