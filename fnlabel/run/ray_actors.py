@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,6 +26,10 @@ from fnlabel.run.engines import Plan
 from fnlabel.types import Generation
 
 __all__ = ["Replica", "CacheKeeper", "RemoteStore", "pickled_error"]
+
+#: a replica sends its gathered cache writes to the driver's node once it holds this many, with the first
+#: write this many seconds after the last send, and at the end of each batch
+FLUSH_ENTRIES, FLUSH_SECONDS = 256, 0.5
 
 
 def pickled_error(exc: BaseException) -> bytes:
@@ -89,13 +94,17 @@ class CacheKeeper:
 
 class RemoteStore:
     """A :class:`~fnlabel.combinators.store.Store` whose file is on the driver's node, behind a
-    :class:`CacheKeeper`: reads wait for the keeper's answer; writes are sent without waiting,
-    and :meth:`sync` waits until every write sent so far is committed."""
+    :class:`CacheKeeper`: reads wait for the keeper's answer; writes are gathered and sent without
+    waiting (see :data:`FLUSH_ENTRIES`), and :meth:`sync` sends the rest and waits until every write is committed."""
 
     def __init__(self, keeper: Any) -> None:
         self.keeper = keeper
         self._last: Any = None
         self._lock = threading.Lock()
+        self._rows: list[tuple[bytes, int, str | Generation]] = []
+        self._backend = b""
+        self._strict = False
+        self._sent = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"keeper": self.keeper}
@@ -109,10 +118,20 @@ class RemoteStore:
         return ray.get(self.keeper.get.remote(list(keys), num_generations))
 
     def put(self, entries: Iterable[tuple[bytes, int, str | Generation]], backend: bytes, strict: bool = False) -> None:
-        rows = list(entries)
-        if rows:
-            with self._lock:  # (the last write sent is the last the keeper runs: sync waits for it)
-                self._last = self.keeper.put.remote(rows, backend, strict)
+        with self._lock:
+            if backend != self._backend or strict != self._strict:
+                self._flush()
+                self._backend, self._strict = backend, strict
+            self._rows.extend(entries)
+            if len(self._rows) >= FLUSH_ENTRIES or time.monotonic() - self._sent > FLUSH_SECONDS:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Send the gathered writes (under the lock: the last write sent is the last the keeper runs)."""
+        if self._rows:
+            self._last = self.keeper.put.remote(self._rows, self._backend, self._strict)
+            self._rows = []
+        self._sent = time.monotonic()
 
     def tally(self, hits: int, misses: int) -> None:
         self.keeper.tally.remote(hits, misses)
@@ -122,6 +141,7 @@ class RemoteStore:
         import ray
 
         with self._lock:
+            self._flush()
             last, self._last = self._last, None
         if last is not None:
             ray.get(last)
