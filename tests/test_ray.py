@@ -22,8 +22,7 @@ from tests.ray_cluster import Cluster
 from tests.recipe_helpers import ROOT, echo_recipe, popen, questions, read_jsonl, write_jsonl
 from tests.recipe_helpers import fnlabel as fnlabel_cli
 
-# Ray Data copies its context with a few deprecated attributes; not ours to fix
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 
 #: worker nodes have one ``replica`` each: ``resources = {replica = 1}`` puts one replica on each
@@ -220,6 +219,35 @@ def test_cli_ray_address_runs_on_the_worker_nodes_of_that_cluster(cluster, tmp_p
     run_recipe(recipe, resolve_options(recipe, output=tmp_path / "local.jsonl"))
     same_files(tmp_path)
     assert calls.read_text().count("g") == 27 * 2  # (the local run made the second 27)
+
+
+@pytest.mark.slow
+def test_batches_are_read_only_as_far_as_the_replicas_need_them(cluster, tmp_path):
+    from fnlabel.run.batch import Batch
+    from fnlabel.run.engines import Plan
+    from fnlabel.run.ray import RayEngine
+    from fnlabel.run.ray_pool import DEPTH
+    from fnlabel.run.state import batch_runner
+
+    write_jsonl(tmp_path / "in.jsonl", questions(1))
+    recipe = fnlabel.load_recipe(echo_recipe(tmp_path, backend="latency = 0.01", run=f"batch_size = 1\n{PINNED}"))
+    pulled: list[int] = []
+
+    def batches():  # a long input, read lazily
+        for i in range(120):
+            pulled.append(i)
+            yield Batch([i], [{"id": i, "input": f"question number {i}"}], [f"line {i + 1}"])
+
+    engine = RayEngine(Plan(recipe, batch_runner(recipe, resolve_options(recipe))))
+    ahead = []
+    try:
+        for done, (batch, result) in enumerate(engine.results(batches()), start=1):
+            assert batch.indices == [done - 1] and not result.failures
+            ahead.append(len(pulled) - done)
+    finally:
+        engine.close()
+    assert len(ahead) == 120
+    assert max(ahead) <= DEPTH * 2 * 2 + 2  # a window of batches per replica, never the whole input
 
 
 def _rows(path: Path) -> int:
