@@ -158,6 +158,7 @@ def on_ray(
     progress: OnProgress | None = None,
     wrap_llm: Callable[[Any], Any] | None = None,
     log: Callable[[str], None] | None = None,
+    cache: Any = None,
     **run_options: Any,
 ) -> Summary:
     """Run ``recipe`` on Ray; arguments left as None keep the recipe's ``[run]`` values.
@@ -165,7 +166,8 @@ def on_ray(
     ``run_options`` are the other ``[run]`` overrides: ``input``, ``num_generations``,
     ``limit``, ``batch_size``, ``max_failures``, ``retry_failed``. Ray is reached at
     ``address`` (else ``RAY_ADDRESS``, else a new local instance); if this process
-    is already connected (``ray.init`` was called), that connection is used.
+    is already connected (``ray.init`` was called), that connection is used. ``cache`` is the
+    run's per-sample cache (a store or a file path, kept on this machine for every replica).
 
     Examples:
         >>> import fnlabel
@@ -180,4 +182,4 @@ def on_ray(
         raise ConfigError(f"on_ray: {exc}") from exc
     recipe = attrs.evolve(recipe, run=spec)
     opts = resolve_options(recipe, output=output, **run_options)
-    return run_recipe(recipe, opts, progress=progress, wrap_llm=wrap_llm, log=log)
+    return run_recipe(recipe, opts, progress=progress, wrap_llm=wrap_llm, log=log, cache=cache)

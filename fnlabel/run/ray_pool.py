@@ -110,7 +110,10 @@ class Pool:
 
         from fnlabel.combinators.cache import as_store
 
-        here = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=False)
+        try:  # the driver's node (through Ray Client, ray://, the driver has none: the head's, then)
+            here: Any = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=False)
+        except Exception:
+            here = "DEFAULT"
         keeper = self.ray.remote(CacheKeeper).options(num_cpus=0, scheduling_strategy=here, max_restarts=0)
         return keeper.remote(as_store(cache))
 
