@@ -361,6 +361,35 @@ def test_one_cache_for_the_cluster_a_rerun_after_the_driver_dies_redoes_only_wha
 
 
 @pytest.mark.slow
+def test_a_lost_cache_keeper_stops_the_run_rather_than_blaming_rows(cluster, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", questions(40))
+    recipe = fnlabel.load_recipe(
+        echo_recipe(tmp_path, backend="latency = 0.2", run=f"batch_size = 2\nnum_generations = 2\n{PINNED}")
+    )
+    out = tmp_path / "ray.jsonl"
+
+    def kill_the_keeper() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            keepers = [p for p in cluster.processes() if "CacheKeeper" in " ".join(p.cmdline())]
+            if keepers and _rows(out) >= 4:
+                keepers[0].kill()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_keeper)
+    killer.start()
+    try:
+        with pytest.raises(BackendError, match="failed outside its batch's rows"):
+            fnlabel.on_ray(recipe, out, cache=tmp_path / "cache.sqlite")
+    finally:
+        killer.join()
+    assert 4 <= _rows(out) < 40
+    failures = tmp_path / "ray.jsonl.failures.jsonl"
+    assert not failures.exists() or not failures.read_text()  # no row was blamed
+
+
+@pytest.mark.slow
 def test_cli_ray_without_an_address_starts_a_local_instance(cluster, tmp_path):
     # (a cluster runs on this machine: a new local instance is started anyway, not joined to it)
     write_jsonl(tmp_path / "in.jsonl", questions(5))

@@ -196,6 +196,10 @@ class Pool:
     def _on_result(self, slot: _Slot, ref: Any, window: dict[int, Batch]) -> None:
         try:
             result = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:
+            # the replica lives but its call raised, which a batch's rows cannot cause (the runner records
+            # their errors): the run's cache keeper is gone, or a result could not be sent back
+            raise BackendError(f"a Ray replica failed outside its batch's rows: {_first_line(exc)}") from exc
         except self.ray.exceptions.RayActorError as exc:  # the replica died: what it held goes elsewhere
             self._replace(slot, _first_line(exc), window)
             return
