@@ -62,6 +62,18 @@ def test_two_processes_write_the_same_output_as_one(tmp_path: Path) -> None:
     assert (tmp_path / "out1.jsonl.failures.jsonl").read_text() == (tmp_path / "out2.jsonl.failures.jsonl").read_text()
 
 
+def test_two_processes_keep_the_whole_max_concurrency_in_flight(tmp_path: Path) -> None:
+    # the runner sizes its window of batches from max_concurrency (in prompts): the children's
+    # shares must add up to the backend's, whatever the rows each call gives a child
+    with FaultServer({}, latency=0.01) as srv:
+        recipe, _opts = _recipe(tmp_path, srv.url, 2)
+        built = recipe.build()
+        try:
+            assert built.max_concurrency == 32
+        finally:
+            built.close()
+
+
 def test_processes_need_a_backend_with_requests_to_share(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"input": "a"}\n')
     recipe = load_recipe(

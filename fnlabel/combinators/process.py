@@ -241,14 +241,15 @@ def in_process(
     )
 
 
-def in_processes(spec: Any, processes: int, rows_per_call: int = 1) -> Any:
+def in_processes(spec: Any, processes: int) -> Any:
     """An HTTP backend's LLM spread over ``processes`` children, so its requests use as many cores.
 
     Each child is an :func:`in_process` LLM built from ``spec`` with its share of the backend's
     ``max_concurrency`` (and of its ``max_requests_per_minute`` / ``max_tokens_per_minute``), and
     each call's rows are spread over the children (``pooled(by="rows")``): outputs come back in
-    input order, the same as from one process. ``rows_per_call``: the rows a call gives each child
-    (so each child runs enough calls at once to keep its share of requests in flight).
+    input order, the same as from one process. A child answers as many calls at once as its share
+    (each in a thread made when needed), so its ``max_concurrency`` is its whole share: the runner
+    sizes its window of batches from the sum, which is the backend's ``max_concurrency``.
 
     Examples:
         >>> from fnlabel.backends import EchoConfig
@@ -277,7 +278,7 @@ def in_processes(spec: Any, processes: int, rows_per_call: int = 1) -> Any:
                 if value is not None:
                     changes[budget] = max(1, value // processes)
             member = attrs.evolve(spec, backend=attrs.evolve(config, **changes))
-            members.append(in_process(member, workers=-(-share // max(1, rows_per_call)) + 1))
+            members.append(in_process(member, workers=share))
         return pooled(members, by="rows")
     except BaseException:
         for built in members:

@@ -165,7 +165,7 @@ class Stage:
         for spec, _child in self.specs():
             register_config(spec.backend)
 
-    def build(self, cache: Any = None, metadata: bool = False, processes: int = 1, rows_per_call: int = 1) -> Any:
+    def build(self, cache: Any = None, metadata: bool = False, processes: int = 1) -> Any:
         """Compose this stage's LLM (in_process children and pools are started here).
 
         ``cache`` (a store or a file path, see :func:`fnlabel.combinators.cache.cached`) caches
@@ -181,7 +181,7 @@ class Stage:
             for spec, child in self.specs():
                 spec = attrs.evolve(spec, cache=cache, metadata=metadata)
                 if processes > 1:
-                    llms.append(in_processes(spec, processes, rows_per_call))
+                    llms.append(in_processes(spec, processes))
                 else:
                     llms.append(in_process(spec) if child else spec.build())
             return pooled(llms) if self.pool else llms[0]
@@ -256,9 +256,7 @@ class Recipe(Stage):
     run: RunSpec = RunSpec()
     label: LabelStage | None = None
 
-    def build(
-        self, cache: Any = None, metadata: bool = False, processes: int | None = None, rows_per_call: int = 1
-    ) -> Any:
+    def build(self, cache: Any = None, metadata: bool = False, processes: int | None = None) -> Any:
         """The composed LLM: the generator, or a :class:`~fnlabel.combinators.chain.Chain` when ``[label]`` is set.
 
         ``cache``: a per-sample cache store or file path for every LLM of the recipe;
@@ -266,14 +264,13 @@ class Recipe(Stage):
         child processes per stage for an HTTP backend (default: ``[run] processes``).
         """
         n = self.run.processes if processes is None else processes
-        per_call = max(rows_per_call, -(-self.run.batch_size // n))
         if n > 1 and self.run.engine != "local":
             raise ConfigError("[run] processes: Ray replicas are processes already; set processes = 1 with --ray")
-        generator = super().build(cache, metadata, n, per_call)
+        generator = super().build(cache, metadata, n)
         if self.label is None:
             return generator
         try:
-            labeller = self.label.build(cache, metadata, n, per_call)
+            labeller = self.label.build(cache, metadata, n)
         except BaseException:
             generator.close()
             raise
