@@ -296,7 +296,8 @@ def test_a_poison_row_is_isolated_recorded_and_fails_the_run(cluster, tmp_path):
         "run", str(path), "--output", str(tmp_path / "ray.jsonl"), "--ray", cluster.address, "--no-cache", timeout=400
     )
     assert proc.returncode == 6, proc.stderr
-    assert "1 rows killed the replica running them every time" in proc.stderr
+    fails = (tmp_path / "ray.jsonl.failures.jsonl").read_text()
+    assert "1 rows killed the replica running them every time" in proc.stderr, fails
     (record,) = read_jsonl(tmp_path / "ray.jsonl.failures.jsonl")
     assert (record["row"], record["stage"], record["generation"]) == (7, "replica", None)
     # the batch was tried twice, then split: [6, 7] died once, then [7] alone
@@ -389,6 +390,35 @@ def test_a_lost_cache_keeper_stops_the_run_rather_than_blaming_rows(cluster, tmp
     assert not failures.exists() or not failures.read_text()  # no row was blamed
 
 
+def test_a_cache_keeper_that_cannot_be_reached_fails_the_batch_not_its_rows(cluster, tmp_path):
+    import ray
+
+    from fnlabel.combinators.store import SQLiteStore
+    from fnlabel.run.ray_actors import CacheKeeper, RemoteStore
+
+    keeper = ray.remote(CacheKeeper).options(num_cpus=0).remote(SQLiteStore(tmp_path / "c.sqlite"))
+    store = RemoteStore(keeper)
+    store.put([(b"k", 0, "text")], backend=b"echo")
+    store.sync()
+    assert store.get([b"k"], 1) == {b"k": {0: "text"}}
+    ray.kill(keeper)
+    with pytest.raises(ray.exceptions.RayActorError):  # (once the kill has landed)
+        for _ in range(100):
+            ray.get(keeper.tally.remote(0, 0))
+            time.sleep(0.1)
+    with pytest.raises(ray.exceptions.RayActorError):
+        store.get([b"k"], 1)  # (a batch's LLM records this as its rows' failure...)
+    with pytest.raises(ray.exceptions.RayActorError):
+        store.sync()  # (...but the replica's sync raises it, so the pool stops the run instead)
+
+
+def test_in_process_children_cannot_reach_a_ray_runs_cache(cluster, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", questions(2))
+    recipe = fnlabel.load_recipe(echo_recipe(tmp_path, extra="in_process = true"))
+    with pytest.raises(ConfigError, match="in_process = true on Ray with a cache"):
+        fnlabel.on_ray(recipe, tmp_path / "ray.jsonl", cache=tmp_path / "c.sqlite")
+
+
 @pytest.mark.slow
 def test_cli_ray_without_an_address_starts_a_local_instance(cluster, tmp_path):
     # (a cluster runs on this machine: a new local instance is started anyway, not joined to it)
@@ -433,6 +463,8 @@ def test_ray_settings_are_recipe_keys_and_round_trip(tmp_path):
         fnlabel.load_recipe(echo_recipe(tmp_path, run='engine = "spark"'))
     with pytest.raises(fnlabel.RecipeError, match=r"run.resources.gpu_kind must be a number >= 0.*got 'a100'"):
         fnlabel.load_recipe(echo_recipe(tmp_path, run='resources = { gpu_kind = "a100" }'))
+    with pytest.raises(fnlabel.RecipeError, match="run.resources.GPU: set it with .run. num_cpus / num_gpus"):
+        fnlabel.load_recipe(echo_recipe(tmp_path, run="resources = { GPU = 1 }"))
     with pytest.raises(fnlabel.RecipeError, match="max_batch_attempts"):
         fnlabel.load_recipe(echo_recipe(tmp_path, run="max_batch_attempts = 0"))
 

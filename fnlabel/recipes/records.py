@@ -206,6 +206,8 @@ class LabelStage(Stage):
 
 def _check_resources(value: Any) -> None:
     for name, amount in value.items():
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"run.resources.{name}: set it with [run] num_cpus / num_gpus, not as a custom resource")
         if not isinstance(amount, int | float) or isinstance(amount, bool) or amount < 0:
             raise ValueError(
                 f"run.resources.{name} must be a number >= 0 (how much of the Ray resource {name!r} a "

@@ -52,11 +52,13 @@ class Replica:
         except Exception as exc:  # the driver stops the run with it (as a local run would)
             self.error = exc
 
-    def ready(self) -> tuple[bytes | None, str]:
-        """``(None, model name)`` once the LLM is built; ``(pickled error, "")`` when it could not be."""
+    def ready(self) -> tuple[bytes | None, str, str]:
+        """``(None, model name, node id)`` once the LLM is built; ``(pickled error, "", "")`` when it could not be."""
         if self.error is not None:
-            return pickled_error(self.error), ""
-        return None, self.plan.runner.model_name(self.llm)
+            return pickled_error(self.error), "", ""
+        import ray
+
+        return None, self.plan.runner.model_name(self.llm), ray.get_runtime_context().get_node_id()
 
     def run(self, batch: Batch) -> BatchResult:
         """The batch's result; its new generations are in the driver's cache before it is returned."""
@@ -87,10 +89,6 @@ class CacheKeeper:
     def tally(self, hits: int, misses: int) -> None:
         self.store.tally(hits, misses)
 
-    def counts(self) -> tuple[int, int]:
-        """Generations served from the cache and computed, over the whole run."""
-        return self.store.hits, self.store.misses
-
 
 class RemoteStore:
     """A :class:`~fnlabel.combinators.store.Store` whose file is on the driver's node, behind a
@@ -101,10 +99,9 @@ class RemoteStore:
         self.keeper = keeper
         self._last: Any = None
         self._lock = threading.Lock()
-        self._rows: list[tuple[bytes, int, str | Generation]] = []
-        self._backend = b""
-        self._strict = False
+        self._rows: dict[tuple[bytes, bool], list[tuple[bytes, int, str | Generation]]] = {}
         self._sent = time.monotonic()
+        self._broken: BaseException | None = None  # the keeper could not be reached: sync raises it
 
     def __getstate__(self) -> dict[str, Any]:
         return {"keeper": self.keeper}
@@ -115,22 +112,25 @@ class RemoteStore:
     def get(self, keys: Sequence[bytes], num_generations: int) -> dict[bytes, dict[int, str | Generation]]:
         import ray
 
-        return ray.get(self.keeper.get.remote(list(keys), num_generations))
+        try:
+            return ray.get(self.keeper.get.remote(list(keys), num_generations))
+        except ray.exceptions.RayError as exc:  # (the batch's rows would be blamed: the run must stop)
+            self._broken = exc
+            raise
 
     def put(self, entries: Iterable[tuple[bytes, int, str | Generation]], backend: bytes, strict: bool = False) -> None:
         with self._lock:
-            if backend != self._backend or strict != self._strict:
-                self._flush()
-                self._backend, self._strict = backend, strict
-            self._rows.extend(entries)
-            if len(self._rows) >= FLUSH_ENTRIES or time.monotonic() - self._sent > FLUSH_SECONDS:
+            rows = self._rows.setdefault((backend, strict), [])
+            rows.extend(entries)
+            if len(rows) >= FLUSH_ENTRIES or time.monotonic() - self._sent > FLUSH_SECONDS:
                 self._flush()
 
     def _flush(self) -> None:
         """Send the gathered writes (under the lock: the last write sent is the last the keeper runs)."""
-        if self._rows:
-            self._last = self.keeper.put.remote(self._rows, self._backend, self._strict)
-            self._rows = []
+        for (backend, strict), rows in self._rows.items():
+            if rows:
+                self._last = self.keeper.put.remote(rows, backend, strict)
+        self._rows = {}
         self._sent = time.monotonic()
 
     def tally(self, hits: int, misses: int) -> None:
@@ -143,6 +143,8 @@ class RemoteStore:
         with self._lock:
             self._flush()
             last, self._last = self._last, None
+        if self._broken is not None:
+            raise self._broken
         if last is not None:
             ray.get(last)
 

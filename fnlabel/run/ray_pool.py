@@ -7,15 +7,20 @@ between batches), and yields each batch's result once every batch before it is y
 
 What fails, and what happens then:
 
-* **A replica dies** (a crash in the backend, an out-of-memory kill, its node lost): a new
-  replica is started in its place (on any node with the resources), the batches it held are
-  sent again, and the one it was running counts one attempt against it.
+* **A replica dies** (a crash in the backend, an out-of-memory kill): a new replica is started
+  in its place (on any node with the resources), the batches it held are sent again, and the
+  one it was running counts one attempt against it.
+* **A node is lost** (its replicas with it): the same, but no batch is charged (a lost node is
+  no batch's fault); a batch result lost with its node's object store is computed again.
 * **A poison batch** (one that kills its replica every time): after ``max_batch_attempts``
-  attempts its rows are split in two halves, each tried once; a half that kills its replica
-  again is split again, down to single rows. A row that kills its replica on its own is
+  attempts its rows are split in two halves, each tried once, alone on its replica; a half that
+  kills its replica again is split again, down to single rows. A row that kills its replica on its own is
   recorded as failed (``stage = "replica"``), and the rest of its batch is written as usual.
 * **Replicas that die while starting** (before their LLM is built), more than
-  ``max_batch_attempts`` times per replica: the run stops with :class:`~fnlabel.errors.BackendError`.
+  ``max_batch_attempts`` x ``replicas`` times in a row: the run stops with
+  :class:`~fnlabel.errors.BackendError`.
+* **A replica call that raises** (the run's cache keeper lost): the run stops with
+  :class:`~fnlabel.errors.BackendError`, rather than record the batch's rows as failed.
 * **An LLM that cannot be built** (a missing model): the run stops with that error.
 
 Only a window of batches is held (a few per replica), so a run's memory does not grow with
@@ -31,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from fnlabel.errors import BackendError
+from fnlabel.errors import BackendError, ConfigError
 from fnlabel.run.batch import Batch, BatchResult
 from fnlabel.run.engines import Plan
 from fnlabel.run.ray_actors import CacheKeeper, RemoteStore, Replica
@@ -60,6 +65,7 @@ class _Slot:
     actor: Any
     ready_ref: Any
     ready: bool = False
+    node: str = ""  # the node it runs on, once ready
     sent: deque[tuple[Any, _Work]] = attrs.Factory(deque)
 
 
@@ -84,18 +90,23 @@ class Pool:
         self.ray, self.plan, run = ray, plan, plan.recipe.run
         self.max_attempts = run.max_batch_attempts
         self.keeper = None
+        self.slots: list[_Slot] = []
         if plan.cache is not None:
+            _check_no_children(plan.recipe)
             self.keeper = self._keeper(plan.cache)
             plan = attrs.evolve(plan, cache=RemoteStore(self.keeper))
         self.replica_plan = plan
-        self.actor_class = ray.remote(Replica).options(
-            num_cpus=run.num_cpus,
-            num_gpus=run.num_gpus,
-            resources=dict(run.resources) or None,
-            max_restarts=0,  # a dead replica is replaced by the pool, which knows what it was running
-            max_task_retries=0,
-        )
-        self.slots: list[_Slot] = []
+        try:
+            self.actor_class = ray.remote(Replica).options(
+                num_cpus=run.num_cpus,
+                num_gpus=run.num_gpus,
+                resources=dict(run.resources) or None,
+                max_restarts=0,  # a dead replica is replaced by the pool, which knows what it was running
+                max_task_retries=0,
+            )
+        except ValueError as exc:
+            self.stop()
+            raise ConfigError(f"[run] Ray replica settings: {exc}") from exc
         self.owner: dict[Any, _Slot] = {}
         self.queue: deque[_Work] = deque()
         self.model_name = ""
@@ -152,10 +163,18 @@ class Pool:
             self._wait(window)
 
     def _send(self, window: dict[int, Batch]) -> None:
-        """Send waiting work to ready replicas: first one batch each, then a second."""
+        """Send waiting work to ready replicas: first one batch each, then a second.
+
+        A piece of a split batch runs alone on its replica: a replica that dies right after finishing
+        one batch may take that batch's result with it, so only a piece with nothing beside it can
+        be told apart as the one that killed it.
+        """
         for depth in range(1, DEPTH + 1):
             for slot in self.slots:
                 if slot.ready and len(slot.sent) < depth and self.queue:
+                    alone = bool(slot.sent) and slot.sent[0][1].split
+                    if alone or (self.queue[0].split and slot.sent):
+                        continue
                     work = self.queue.popleft()
                     batch = window[work.seq]
                     if len(work.positions) < len(batch.indices):
@@ -178,7 +197,7 @@ class Pool:
 
     def _on_ready(self, slot: _Slot) -> None:
         try:
-            fatal, name = self.ray.get(slot.ready_ref)
+            fatal, *name = self.ray.get(slot.ready_ref)
         except self.ray.exceptions.RayError as exc:  # it died while starting (its node lost, a crash)
             self._drop(slot)
             self.start_failures += 1
@@ -191,7 +210,8 @@ class Pool:
             return
         if fatal is not None:
             _reraise(fatal)
-        slot.ready, self.model_name = True, name
+        (self.model_name, slot.node), slot.ready = name, True
+        self.start_failures = 0  # (counted while none starts: transient losses add up to nothing)
 
     def _on_result(self, slot: _Slot, ref: Any, window: dict[int, Batch]) -> None:
         try:
@@ -203,10 +223,10 @@ class Pool:
         except self.ray.exceptions.RayActorError as exc:  # the replica died: what it held goes elsewhere
             self._replace(slot, _first_line(exc), window)
             return
-        except self.ray.exceptions.RayError as exc:  # (an object lost with its node): the batch is tried again
+        except self.ray.exceptions.RayError:  # its result was lost with its node: computed again, not charged
             work = next(w for r, w in slot.sent if r is ref)
             slot.sent = deque((r, w) for r, w in slot.sent if r is not ref)
-            self._crashed(work, _first_line(exc), window)
+            self.queue.appendleft(work)
             return
         work = next(w for r, w in slot.sent if r is ref)
         slot.sent = deque((r, w) for r, w in slot.sent if r is not ref)
@@ -215,6 +235,10 @@ class Pool:
     def _replace(self, slot: _Slot, reason: str, window: dict[int, Batch]) -> None:
         """A dead replica: what it finished is kept; the batch it was running counts an attempt; the ones
         waiting behind it are sent again as they are."""
+        refs = [r for r, _ in slot.sent]
+        # each comes back soon, its result or the replica's death (which may be noticed before a result it
+        # sent just before dying): waiting for all keeps a finished batch from being charged for the next
+        self.ray.wait(refs, num_returns=len(refs), timeout=10, fetch_local=False)
         lost = []
         for ref, work in slot.sent:  # (in the order sent, which is the order it ran them)
             result = self._finished(ref)
@@ -224,18 +248,22 @@ class Pool:
                 self._record(work, result)
         self._drop(slot)
         self._start()
-        for work in reversed(lost[1:]):
+        node_lost = slot.node not in self._live_nodes()
+        for work in reversed(lost if node_lost else lost[1:]):
             self.queue.appendleft(work)
-        if lost:
+        if lost and not node_lost:  # (a lost node is no batch's fault: nothing is charged)
             self._crashed(lost[0], reason, window)
 
+    def _live_nodes(self) -> set[str]:
+        return {n["NodeID"] for n in self.ray.nodes() if n.get("Alive")}
+
     def _finished(self, ref: Any) -> BatchResult | None:
-        """The result of a batch if it came back, else None."""
-        if not self.ray.wait([ref], timeout=0)[0]:
+        """The result of a batch if it was computed (wherever its result object is), else None."""
+        if not self.ray.wait([ref], timeout=0, fetch_local=False)[0]:
             return None
         try:
             return self.ray.get(ref)
-        except self.ray.exceptions.RayError:
+        except self.ray.exceptions.RayError:  # (failed, or its object was lost with its node)
             return None
 
     def _drop(self, slot: _Slot) -> None:
@@ -268,17 +296,28 @@ class Pool:
         self.parts[work.seq].append((work.positions, result))
         self.left[work.seq] -= len(work.positions)
 
-    def cache_counts(self) -> tuple[int, int] | None:
-        """Generations served from the run's cache and computed (None without a cache)."""
-        return None if self.keeper is None else tuple(self.ray.get(self.keeper.counts.remote()))
-
     def stop(self) -> None:
         """Stop every actor of the run (the cache's last: each batch's writes were committed before its result)."""
         for slot in list(self.slots):
             self._drop(slot)
         if self.keeper is not None:
+            try:  # the writes it has queued are committed first (paid-for generations a rerun reuses)
+                self.ray.get(self.keeper.tally.remote(0, 0), timeout=30)
+            except Exception:  # (gone already, or stuck: nothing more to save)
+                pass
             self.ray.kill(self.keeper, no_restart=True)
             self.keeper = None
+
+
+def _check_no_children(recipe: Any) -> None:
+    """A replica's cache is reached through Ray: an ``in_process`` child (started by the replica, outside
+    Ray) could not reach it."""
+    stages = [recipe] if recipe.label is None else [recipe, recipe.label]
+    if any(child for stage in stages for _spec, child in stage.specs()):
+        raise ConfigError(
+            "in_process = true on Ray with a cache: each Ray replica is a process of its own already, and an "
+            "in_process child could not reach the run's cache; set in_process = false (or run with --no-cache)"
+        )
 
 
 def _subset(batch: Batch, positions: list[int]) -> Batch:
