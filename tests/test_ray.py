@@ -10,6 +10,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,24 @@ def test_echo_on_two_replicas_writes_what_a_local_run_writes_and_resumes(ray_add
     assert fnlabel.on_ray(recipe, tmp_path / "ray.jsonl").rows_run == 0
 
 
+@contextmanager
+def meanwhile(act: Callable[[], bool]) -> Iterator[None]:
+    """Call ``act`` every 50 ms in a thread (for at most 120 s) until it returns True: it does its
+    damage once the run has got far enough; the thread is joined when the block ends."""
+
+    def poll() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not act():
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 def _replica_pids() -> list[int]:
     import psutil
 
@@ -131,23 +151,15 @@ def test_a_killed_replica_is_replaced_and_the_output_is_complete(ray_address, tm
     killed: dict[str, int] = {}
     before = set(_replica_pids())  # actors of earlier runs that Ray has not reaped yet are not this run's
 
-    def kill_one_replica_mid_run() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            pids = [p for p in _replica_pids() if p not in before]
-            rows = len(out.read_text().splitlines()) if out.exists() else 0
-            if pids and rows >= 4:
-                os.kill(pids[0], signal.SIGKILL)
-                killed.update(pid=pids[0], rows=rows)
-                return
-            time.sleep(0.05)
+    def kill_one_replica_mid_run() -> bool:
+        pids, rows = [p for p in _replica_pids() if p not in before], _rows(out)
+        if pids and rows >= 4:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.update(pid=pids[0], rows=rows)
+        return bool(killed)
 
-    killer = threading.Thread(target=kill_one_replica_mid_run)
-    killer.start()
-    try:
+    with meanwhile(kill_one_replica_mid_run):
         ray_run = fnlabel.on_ray(recipe, out)
-    finally:
-        killer.join()
     assert killed, "no replica was found to kill"
     assert killed["rows"] < 40, "the replica was killed after the run had finished"
     assert ray_run.rows_done == 40 and ray_run.failed_rows == 0
@@ -263,21 +275,16 @@ def test_a_worker_node_lost_mid_run_loses_and_duplicates_nothing(cluster, tmp_pa
     out = tmp_path / "ray.jsonl"
     killed: dict[str, int] = {}
 
-    def kill_a_node_mid_run() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if _rows(out) >= 6:
-                killed["rows"] = _rows(out)
-                cluster.kill_worker(2)  # kill -9 its raylet: its replica and its objects go with it
-                return
-            time.sleep(0.05)
+    def kill_a_node_mid_run() -> bool:
+        if _rows(out) >= 6:
+            killed["rows"] = _rows(out)
+            cluster.kill_worker(2)  # kill -9 its raylet: its replica and its objects go with it
+        return bool(killed)
 
-    killer = threading.Thread(target=kill_a_node_mid_run)
-    killer.start()
     try:
-        ray_run = fnlabel.on_ray(recipe, out)
+        with meanwhile(kill_a_node_mid_run):
+            ray_run = fnlabel.on_ray(recipe, out)
     finally:
-        killer.join()
         if 2 not in cluster.workers:  # the next tests get both nodes again
             cluster.add_worker(2, cpus=2, resources={"replica": 1})
     assert killed and killed["rows"] < 30, killed
@@ -369,22 +376,15 @@ def test_a_lost_cache_keeper_stops_the_run_rather_than_blaming_rows(cluster, tmp
     )
     out = tmp_path / "ray.jsonl"
 
-    def kill_the_keeper() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            keepers = [p for p in cluster.processes() if "CacheKeeper" in " ".join(p.cmdline())]
-            if keepers and _rows(out) >= 4:
-                keepers[0].kill()
-                return
-            time.sleep(0.05)
+    def kill_the_keeper() -> bool:
+        keepers = [p for p in cluster.processes() if "CacheKeeper" in " ".join(p.cmdline())]
+        if keepers and _rows(out) >= 4:
+            keepers[0].kill()
+            return True
+        return False
 
-    killer = threading.Thread(target=kill_the_keeper)
-    killer.start()
-    try:
-        with pytest.raises(BackendError, match="failed outside its batch's rows"):
-            fnlabel.on_ray(recipe, out, cache=tmp_path / "cache.sqlite")
-    finally:
-        killer.join()
+    with meanwhile(kill_the_keeper), pytest.raises(BackendError, match="failed outside its batch's rows"):
+        fnlabel.on_ray(recipe, out, cache=tmp_path / "cache.sqlite")
     assert 4 <= _rows(out) < 40
     failures = tmp_path / "ray.jsonl.failures.jsonl"
     assert not failures.exists() or not failures.read_text()  # no row was blamed

@@ -224,13 +224,13 @@ class Pool:
             self._replace(slot, _first_line(exc), window)
             return
         except self.ray.exceptions.RayError:  # its result was lost with its node: computed again, not charged
-            work = next(w for r, w in slot.sent if r is ref)
-            slot.sent = deque((r, w) for r, w in slot.sent if r is not ref)
-            self.queue.appendleft(work)
-            return
+            result = None
         work = next(w for r, w in slot.sent if r is ref)
         slot.sent = deque((r, w) for r, w in slot.sent if r is not ref)
-        self._record(work, result)
+        if result is None:
+            self.queue.appendleft(work)
+        else:
+            self._record(work, result)
 
     def _replace(self, slot: _Slot, reason: str, window: dict[int, Batch]) -> None:
         """A dead replica: what it finished is kept; the batch it was running counts an attempt; the ones
@@ -238,10 +238,10 @@ class Pool:
         refs = [r for r, _ in slot.sent]
         # each comes back soon, its result or the replica's death (which may be noticed before a result it
         # sent just before dying): waiting for all keeps a finished batch from being charged for the next
-        self.ray.wait(refs, num_returns=len(refs), timeout=10, fetch_local=False)
+        back = set(self.ray.wait(refs, num_returns=len(refs), timeout=10, fetch_local=False)[0])
         lost = []
         for ref, work in slot.sent:  # (in the order sent, which is the order it ran them)
-            result = self._finished(ref)
+            result = self._result(ref) if ref in back else None
             if result is None:
                 lost.append(work)
             else:
@@ -257,10 +257,8 @@ class Pool:
     def _live_nodes(self) -> set[str]:
         return {n["NodeID"] for n in self.ray.nodes() if n.get("Alive")}
 
-    def _finished(self, ref: Any) -> BatchResult | None:
-        """The result of a batch if it was computed (wherever its result object is), else None."""
-        if not self.ray.wait([ref], timeout=0, fetch_local=False)[0]:
-            return None
+    def _result(self, ref: Any) -> BatchResult | None:
+        """The result of a batch that came back (wherever its result object is), or None if it failed."""
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayError:  # (failed, or its object was lost with its node)
