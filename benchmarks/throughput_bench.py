@@ -9,10 +9,15 @@ tests.servers``), rounds alternating, each client sends ``--per-slot`` x concurr
 
 Then ``fnlabel run`` (the runner: input read, rows written in order) at 1,024 in flight with
 ``[run] processes = 1`` and ``= 2``: rows/s, and whether both write the same output.
+
+Last, the client's own CPU per request with the network taken out: both clients' aiohttp session
+replaced by one that answers every POST at once with a canned completion (each client in a fresh
+process, 20,000 requests at 1,024 in flight, best of 9 rounds): what fnlabel's hot path costs on
+top of the bare client's, whatever the server.
 The issue's goals: fnlabel >= 0.9x bare aiohttp at 256 and 1,024 in flight, client CPU per
 request <= 1.5x the bare client's.
 
-    python benchmarks/throughput_bench.py [--per-slot 8] [--rounds 3] [--rows 20000]
+    python benchmarks/throughput_bench.py [--per-slot 8] [--rounds 3] [--rows 20000] [--canned 20000]
 
 Writes benchmarks/results/throughput.json.
 """
@@ -20,10 +25,12 @@ Writes benchmarks/results/throughput.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,12 +119,123 @@ def processes(url: str, rows: int, rounds: int) -> dict:
     }
 
 
+CANNED = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "model": MODEL,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "a canned answer"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24},
+    }
+).encode()
+
+
+class CannedResponse:
+    """What ``aiohttp.ClientSession.post`` gives, answered at once (one event-loop turn)."""
+
+    status, headers = 200, {}  # type: ignore[var-annotated]
+
+    async def __aenter__(self) -> CannedResponse:
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def read(self) -> bytes:
+        return CANNED
+
+
+class CannedSession:
+    def post(self, url: str, **options: object) -> CannedResponse:
+        if "json" in options:  # what aiohttp does with json=: the body is encoded either way
+            json.dumps(options["json"]).encode()
+        return CannedResponse()
+
+    async def close(self) -> None:
+        pass
+
+
+def canned_child(client: str, n: int, rounds: int) -> list[float]:
+    """Client CPU microseconds per request, per round, with canned answers (run in its own process)."""
+    import gc
+
+    from fnlabel import GenerationParams, llm, tasks
+    from fnlabel.backends.openai import openai
+
+    out = []
+    if client == "fnlabel":
+        backend = openai(model=MODEL, base_url="http://127.0.0.1:9/v1", max_concurrency=1024)
+        gen = llm(tasks.text_generation(system_prompt=SYSTEM), backend, GenerationParams(max_new_tokens=16))
+        backend._loop._start()  # the session is made on the backend's loop: swap in the canned one
+        client = backend._loop.state.client
+        backend._loop.run(client.session.close())
+        client.session = CannedSession()
+        for _ in range(rounds):
+            gc.collect()
+            rows = [{"input": f"question {i}"} for i in range(n)]
+            cpu = time.process_time()
+            result = gen.run(rows)
+            out.append(1e6 * (time.process_time() - cpu) / n)
+            assert len(result.outputs) == n and not result.failures
+            del result
+        return out
+
+    async def bare() -> float:
+        session, semaphore = CannedSession(), asyncio.Semaphore(1024)
+
+        async def one(i: int) -> str:
+            body = {"model": MODEL, "max_tokens": 16, "messages": openai_bench._messages(i)}
+            async with semaphore, session.post("/chat/completions", json=body, headers={"Authorization": "x"}) as r:
+                return json.loads(await r.read())["choices"][0]["message"]["content"]
+
+        cpu = time.process_time()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return 1e6 * (time.process_time() - cpu) / n
+
+    for _ in range(rounds):
+        gc.collect()
+        out.append(asyncio.run(bare()))
+    return out
+
+
+def canned(n: int, rounds: int = 9) -> dict:
+    best = {}
+    for client in ("fnlabel", "bare_aiohttp"):
+        line = (
+            subprocess.run(
+                [sys.executable, __file__, "--canned-child", client, "--canned", str(n), "--rounds", str(rounds)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        per_round = json.loads(line)
+        best[client] = min(per_round)
+        print(f"canned answers: {client:13s} {best[client]:6.1f} us CPU/request (best of {rounds})", flush=True)
+    return {
+        "requests": n,
+        "in_flight": 1024,
+        "client_cpu_us_per_request_best": {k: round(v, 1) for k, v in best.items()},
+        "cpu_ratio_fnlabel_vs_bare": round(best["fnlabel"] / best["bare_aiohttp"], 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-slot", type=int, default=8, help="requests per round = this x in flight")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--canned", type=int, default=20000, help="requests per round with canned answers")
+    ap.add_argument("--canned-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.canned_child:
+        print(json.dumps(canned_child(args.canned_child, args.canned, args.rounds)))
+        return
     proc, url = start_server(LATENCY)
     try:
         by_level = levels(url, args.per_slot, args.rounds)
@@ -125,11 +243,13 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    no_network = canned(args.canned)
     result = {
         "benchmark": "openai chat requests/s and client CPU/request vs a bare aiohttp client, 100 ms server",
         "server_latency_s": LATENCY,
         "in_flight": by_level,
         "fnlabel_run_processes": procs,
+        "canned_answers": no_network,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
         "load_average_at_end": list(os.getloadavg()),
         "note": "The server is one Python process on the same cores: past a few thousand requests/s it, "
@@ -155,6 +275,10 @@ def main() -> None:
         "fnlabel run rows/s, processes = 2 / processes = 1, 1024 in flight": {
             "value": procs["ratio_2_vs_1"],
             "better": "higher",
+        },
+        "fnlabel / bare aiohttp, client CPU per request, canned answers (no network)": {
+            "value": no_network["cpu_ratio_fnlabel_vs_bare"],
+            "better": "lower",
         },
     }
     out = ROOT / "benchmarks" / "results" / "throughput.json"

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from fnlabel import BackendError, ConfigError
+from fnlabel.backends.flow import Deadlines, Session, Slots
 from fnlabel.backends.http import MalformedResponse, RetryPolicy, classify, retry_after, with_retries
 from fnlabel.backends.loop import LoopThread
 from fnlabel.frozen import frozen_table
@@ -78,7 +79,8 @@ def test_a_malformed_retry_after_is_retried_with_backoff():
         return "ok"
 
     async def main():
-        return await with_retries(request, RetryPolicy(backoff=0.01), asyncio.Semaphore(1), "test")
+        session = Session(None, Slots(1), None, Deadlines(1.0))
+        return await with_retries(request, (), session, RetryPolicy(backoff=0.01), "test")
 
     assert asyncio.run(main()) == "ok" and len(calls) == 2
 

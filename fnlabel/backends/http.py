@@ -1,6 +1,6 @@
 """What the HTTP backends share: retries, error classification, secrets and extras.
 
-:func:`with_retries` runs one request under the backend's semaphore, retrying
+:func:`with_retries` runs one request in one of the backend's slots, retrying
 what is worth retrying: 408/409/425/429/5xx, timeouts, dropped connections and
 malformed responses, with exponential backoff and jitter that honours
 ``Retry-After``. 401/403/404 abort the whole call (a wrong key, model or
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import attrs
 
 from fnlabel import redact
+from fnlabel.backends.flow import Session
 from fnlabel.backends.ratelimit import RateLimiter
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.types import GenerationFailure
@@ -210,63 +211,80 @@ def describe(exc: BaseException) -> str:
 
 
 async def with_retries(
-    request: Callable[[], Awaitable[T]],
+    request: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    session: Session,
     policy: RetryPolicy,
-    semaphore: asyncio.Semaphore,
     what: str,
-    limiter: RateLimiter | None = None,
     tokens: int = 0,
     usage: Callable[[T], tuple[int | None, Mapping[str, str] | None]] | None = None,
 ) -> T:
-    """Await ``request()`` under ``semaphore``, retrying transient errors per ``policy``.
+    """Await ``request(*args)`` in one of the session's slots, retrying transient errors per ``policy``.
 
     Raises :class:`RowError` when retries are exhausted or the server refuses the
     request (4xx), and :class:`BackendError` for errors that would hit every row
     (401/403/404, and a server that cannot be reached at all once the retries are spent:
-    the connection refused, the host unknown). The semaphore is released while waiting to retry.
+    the connection refused, the host unknown). The slot is released while waiting to retry.
+    Each attempt runs under the session's deadlines (``policy.timeout``).
 
-    With a ``limiter``, every attempt first waits for its turn (``tokens``: the request's
+    With a rate limiter, every attempt first waits for its turn (``tokens``: the request's
     estimate; the wait does not count toward the attempt's timeout), and ``usage(result)``
     gives the tokens the server reported and its response headers, to settle the budget.
     """
+    slots, limiter, deadlines = session.slots, session.limiter, session.deadlines
     attempt = 0
     while True:
-        async with semaphore:
-            if limiter is not None:
+        await slots.acquire()
+        try:
+            if limiter is not None and not limiter.try_acquire(tokens):
                 await limiter.acquire(tokens)
+            task = deadlines.start()
             try:
-                async with asyncio.timeout(policy.timeout):  # no extra task per request, unlike wait_for
-                    result = await request()
+                result = await request(*args)
             except asyncio.CancelledError:
-                if limiter is not None:
-                    limiter.settle(tokens, None, ok=False)
-                raise
+                if not deadlines.timed_out(task):
+                    if limiter is not None:
+                        limiter.settle(tokens, None, ok=False)
+                    raise
+                error: Exception = TimeoutError(f"no answer within {policy.timeout:g} s")
             except Exception as exc:  # classified below; nothing escapes unlabelled
+                deadlines.finish(task)
                 error = exc
             else:
+                deadlines.finish(task)
                 if limiter is not None:
                     limiter.settle(tokens, *(usage(result) if usage is not None else (None, None)))
                 return result
-        wait = retry_after(error)
-        if limiter is not None:
-            limiter.settle(tokens, None, response_headers(error), ok=False)
-            if wait is not None and _status(error) == 429:
-                limiter.pause(wait)  # the server wants every request to wait, not only this one
-        kind = classify(error)
-        if kind == "call":
-            raise BackendError(f"{what}: {describe(error)}") from error
-        if kind == "row":
-            raise RowError(f"{what}: {describe(error)} (not retried)") from error
+        finally:
+            slots.release()
         attempt += 1
-        if attempt > policy.max_retries:
-            unreachable = cannot_connect(error)
-            if unreachable is not None:  # no request reached the server: every row would fail the same way
-                raise BackendError(
-                    f"{what}: cannot connect ({unreachable}; gave up after {attempt} attempts): is the server "
-                    "running at that address?"
-                ) from error
-            raise RowError(f"{what}: {describe(error)} (gave up after {attempt} attempts)") from error
-        await asyncio.sleep(policy.delay(attempt, wait))
+        await asyncio.sleep(_retry_delay(error, attempt, policy, what, limiter, tokens))
+
+
+def _retry_delay(
+    error: Exception, attempt: int, policy: RetryPolicy, what: str, limiter: RateLimiter | None, tokens: int
+) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based) of a request that failed with ``error``;
+    raises :class:`BackendError` or :class:`RowError` when it is not to be retried."""
+    wait = retry_after(error)
+    if limiter is not None:
+        limiter.settle(tokens, None, response_headers(error), ok=False)
+        if wait is not None and _status(error) == 429:
+            limiter.pause(wait)  # the server wants every request to wait, not only this one
+    kind = classify(error)
+    if kind == "call":
+        raise BackendError(f"{what}: {describe(error)}") from error
+    if kind == "row":
+        raise RowError(f"{what}: {describe(error)} (not retried)") from error
+    if attempt > policy.max_retries:
+        unreachable = cannot_connect(error)
+        if unreachable is not None:  # no request reached the server: every row would fail the same way
+            raise BackendError(
+                f"{what}: cannot connect ({unreachable}; gave up after {attempt} attempts): is the server "
+                "running at that address?"
+            ) from error
+        raise RowError(f"{what}: {describe(error)} (gave up after {attempt} attempts)") from error
+    return policy.delay(attempt, wait)
 
 
 def failed(error: BaseException | str, n: int) -> list[Any]:

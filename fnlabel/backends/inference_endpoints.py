@@ -193,9 +193,7 @@ class InferenceEndpointsBackend(LoopBackend):
             request = lambda: _chat(client, prompt, self.chat_kwargs(params, seed))
         tokens = estimate_tokens(prompt, params.max_new_tokens) if session.limiter is not None else 0
         try:
-            gen = await with_retries(
-                request, self._policy, session.semaphore, self._what, session.limiter, tokens, _usage
-            )
+            gen = await with_retries(request, (), session, self._policy, self._what, tokens, _usage)
         except RowError as exc:
             return failed(exc, 1)[0]
         # TGI keeps the stop sequence that ended the generation in its text; the other backends do not

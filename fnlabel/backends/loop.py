@@ -16,9 +16,8 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-import attrs
-
 from fnlabel.backends.base import BackendBase
+from fnlabel.backends.flow import Deadlines, Session, Slots
 from fnlabel.backends.http import gather_all
 from fnlabel.backends.ratelimit import RateLimiter
 from fnlabel.errors import BackendError
@@ -122,16 +121,6 @@ class LoopThread:
             loop.close()
 
 
-@attrs.frozen
-class Session:
-    """What an HTTP backend's requests share, made on its event loop: the client, the bound on
-    requests in flight, and the rate limiter (None: no budget, and no headers to read)."""
-
-    client: Any
-    semaphore: asyncio.Semaphore
-    limiter: RateLimiter | None
-
-
 class LoopBackend(BackendBase):
     """What the HTTP backends share: a :class:`LoopThread` holding a :class:`Session`.
 
@@ -161,7 +150,7 @@ class LoopBackend(BackendBase):
         async def setup() -> Session:
             # created on the backend's loop: the client's HTTP session belongs to it
             limiter = RateLimiter(rpm, tpm) if limited else None
-            return Session(await open_client(), asyncio.Semaphore(concurrency), limiter)
+            return Session(await open_client(), Slots(concurrency), limiter, Deadlines(self._policy.timeout))
 
         async def teardown(state: Session) -> None:
             await state.client.close()
@@ -211,15 +200,23 @@ class LoopBackend(BackendBase):
         self._loop.close()
 
     async def _generate(self, prompts: list[Any], params: Any, on_prompt: OnPrompt | None = None) -> Any:
-        """Every prompt's generations, concurrently, in order; each reported to ``on_prompt`` as it is done."""
+        """Every prompt's generations, in order; each reported to ``on_prompt`` as it is done.
 
-        async def one(j: int, prompt: Any) -> list[RawGeneration]:
-            gens = await self._prompt(prompt, params)
-            if on_prompt is not None:
-                on_prompt(j, gens)
-            return gens
+        At most ``max_concurrency`` prompts of the call are under way at once, each worker taking
+        the next prompt when its last is done: the requests beyond that would only wait for a slot,
+        and a waiting task per prompt is memory and garbage-collector work at a million rows.
+        """
+        out: list[Any] = [None] * len(prompts)
+        todo = iter(range(len(prompts)))  # shared by the workers
 
-        return await gather_all([one(j, p) for j, p in enumerate(prompts)])
+        async def work() -> None:
+            for j in todo:
+                out[j] = gens = await self._prompt(prompts[j], params)
+                if on_prompt is not None:
+                    on_prompt(j, gens)
+
+        await gather_all([work() for _ in range(min(len(prompts), self.max_concurrency))])
+        return out
 
     async def _prompt(self, prompt: Any, params: Any) -> list[RawGeneration]:
         """The ``params.num_generations`` generations of one prompt."""

@@ -17,7 +17,7 @@ out gets :class:`~fnlabel.types.GenerationFailure` entries; other rows go on.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -34,7 +34,7 @@ from fnlabel.backends.http import (
 )
 from fnlabel.backends.local import cut_at_stop
 from fnlabel.backends.loop import LoopBackend, Session
-from fnlabel.backends.openai_wire import DIALECTS, WireClient, constraint_fields, generations, usage
+from fnlabel.backends.openai_wire import DIALECTS, WireClient, constraint_fields, usage
 from fnlabel.backends.ratelimit import estimate_tokens
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.formats import check_format
@@ -206,53 +206,41 @@ class OpenAIBackend(LoopBackend):
             raise
 
     async def _prompt(self, prompt: FormattedPrompt, params: GenerationParams) -> list[RawGeneration]:
-        k, out = params.num_generations, list[RawGeneration]()
-        if params.temperature == 0 and k > 1:
+        k = params.num_generations
+        if k > 1 and params.temperature == 0:
             # greedy: every generation is the same text, so one choice stands for all k (as in the
             # local backends); vLLM's server refuses n > 1 at temperature 0, and each choice is billed
             return (await self._prompt(prompt, params.replace(num_generations=1))) * k
+        out: list[Any] = []  # RawGeneration entries
         if k == 1 or not self._n_ignored:
             try:
-                out = list((await self._retried(prompt, params, k, 0))[:k])
+                out = _cut(params, (await self._ask(prompt, params, k, 0))[0])
             except RowError as exc:
                 return failed(exc, k)
-            if len(out) < k:
-                self._n_ignored = True  # later prompts fan out at once
-        if len(out) < k:
-            out += await gather_all([self._one(prompt, params, i) for i in range(len(out), k)])
+            if len(out) >= k:
+                return out if len(out) == k else out[:k]
+            self._n_ignored = True  # later prompts fan out at once
+        out += await gather_all([self._one(prompt, params, i) for i in range(len(out), k)])
         return out
 
     async def _one(self, prompt: FormattedPrompt, params: GenerationParams, index: int) -> RawGeneration:
         try:
-            return (await self._retried(prompt, params, 1, index))[0]
+            return _cut(params, (await self._ask(prompt, params, 1, index))[0])[0]
         except RowError as exc:
             return failed(exc, 1)[0]
 
-    async def _retried(self, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int) -> list[Generation]:
+    def _ask(
+        self, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int
+    ) -> Coroutine[Any, Any, tuple[list[Generation], Any]]:
+        """The retried request for ``n`` choices from generation ``index`` on: (its generations, its
+        headers). A coroutine the caller awaits (no frame of its own: thousands are in flight)."""
         session: Session = self._loop.state
-        tokens = estimate_tokens(prompt, params.max_new_tokens, n) if session.limiter is not None else 0
-        gens, _headers = await with_retries(
-            lambda: self._request(session.client, prompt, params, n, index),
-            self._policy,
-            session.semaphore,
-            self._what,
-            session.limiter,
-            tokens,
-            usage,
-        )
-        return gens
-
-    async def _request(
-        self, client: Any, prompt: FormattedPrompt, params: GenerationParams, n: int, index: int
-    ) -> tuple[list[Generation], Any]:
         chat = not isinstance(prompt, str)
         body = self.request_body(params, n, index, chat)
         body["messages" if chat else "prompt"] = prompt
-        data, headers = await client.post(chat, body)
-        gens = generations(data, chat=chat, top=params.logprobs)
-        if params.stop:  # TGI's messages API keeps the stop sequence in the text; OpenAI and vLLM do not
-            gens = [attrs.evolve(g, text=cut_at_stop(g.text, params.stop)) for g in gens]
-        return gens, headers
+        tokens = estimate_tokens(prompt, params.max_new_tokens, n) if session.limiter is not None else 0
+        args = (chat, body, params.logprobs)
+        return with_retries(session.client.post, args, session, self._policy, self._what, tokens, usage)
 
     def request_body(self, params: GenerationParams, n: int = 1, index: int = 0, chat: bool = True) -> dict[str, Any]:
         """The JSON body (without the prompt) for ``n`` choices from generation ``index`` on.
@@ -289,6 +277,13 @@ class OpenAIBackend(LoopBackend):
         if params.structured_output is not None:
             body.update(constraint_fields(params.structured_output, cfg.structured_output_dialect))
         return body
+
+
+def _cut(params: GenerationParams, gens: list[Any]) -> list[Any]:
+    """``gens`` cut at the first stop sequence: TGI's messages API keeps it in the text; OpenAI and vLLM do not."""
+    if not params.stop:
+        return gens
+    return [attrs.evolve(g, text=cut_at_stop(g.text, params.stop)) for g in gens]
 
 
 def openai(**options: Any) -> OpenAIBackend:

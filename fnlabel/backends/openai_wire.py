@@ -113,19 +113,21 @@ class WireClient:
             connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=None)
         )
 
-    async def post(self, chat: bool, body: dict[str, Any]) -> tuple[Any, Any]:
-        """POST ``body`` to the completions endpoint: (the decoded JSON answer, the headers).
+    async def post(self, chat: bool, body: dict[str, Any], top: int | None) -> tuple[list[Generation], Any]:
+        """POST ``body`` to the (chat) completions endpoint: (the answer's :func:`generations`, its headers).
 
-        Raises HTTPStatusError for a 4xx/5xx, MalformedResponse for an answer that is not JSON.
+        Raises HTTPStatusError for a 4xx/5xx, MalformedResponse for an answer that is not a completion.
         """
         async with self.session.post(self.urls[chat], data=json.dumps(body).encode()) as response:
             raw = await response.read()
             if response.status >= 400:
                 raise HTTPStatusError(response.status, response.headers, raw)
-            try:
-                return json.loads(raw), response.headers
-            except ValueError as exc:
-                raise MalformedResponse(f"response is not JSON: {raw[:200]!r}") from exc
+            headers = response.headers
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise MalformedResponse(f"response is not JSON: {raw[:200]!r}") from exc
+        return generations(data, chat=chat, top=top), headers
 
     async def close(self) -> None:
         await self.session.close()

@@ -68,7 +68,11 @@ def estimate_tokens(prompt: Any, max_new_tokens: int, choices: int = 1) -> int:
     if isinstance(prompt, str):
         chars = len(prompt)
     else:  # chat messages: their contents, and a few tokens per message for the roles and separators
-        chars = sum(len(str(m.get("content", ""))) + 16 for m in prompt if isinstance(m, Mapping))
+        chars = 0
+        for m in prompt:
+            if type(m) is dict or isinstance(m, Mapping):
+                content = m.get("content", "")
+                chars += (len(content) if type(content) is str else len(str(content))) + 16
     return -(-chars // 4) + max_new_tokens * choices
 
 
@@ -124,14 +128,28 @@ class RateLimiter:
                     await asyncio.wait_for(self._changed.wait(), start - now)
                 except TimeoutError:
                     pass
-            if self.request_gap is not None:
-                self._request_at = max(self._request_at, now) + self.request_gap
-            if self.token_gap is not None:
-                self._token_at = max(self._token_at, now) + tokens * self.token_gap
-            if self._allowance is not None:
-                self._allowance -= 1
-            self._in_flight += 1
-            self._reserved += tokens
+            self._take(now, tokens)
+
+    def try_acquire(self, tokens: int) -> bool:
+        """Take a turn now if one is free (no request waiting before it, nothing to wait for): the
+        common case, without a coroutine. False: ``await acquire(tokens)``."""
+        if self._lock is not None and self._lock.locked():
+            return False
+        now = self.clock()
+        if self._start(now, tokens) > now:
+            return False
+        self._take(now, tokens)
+        return True
+
+    def _take(self, now: float, tokens: int) -> None:
+        if self.request_gap is not None:
+            self._request_at = max(self._request_at, now) + self.request_gap
+        if self.token_gap is not None:
+            self._token_at = max(self._token_at, now) + tokens * self.token_gap
+        if self._allowance is not None:
+            self._allowance -= 1
+        self._in_flight += 1
+        self._reserved += tokens
 
     def _start(self, now: float, tokens: int) -> float:
         """When a request of ``tokens`` may leave, as things stand at ``now``."""

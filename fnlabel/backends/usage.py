@@ -51,6 +51,8 @@ def split_exact(total: int | None, weights: Sequence[float]) -> list[int | None]
     """
     if total is None:
         return [None] * len(weights)
+    if len(weights) == 1:  # (one choice: the whole of it)
+        return [total]
     if not weights:
         return []
     weight_sum = float(sum(weights))
