@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from fnlabel import GenerationParams
+from fnlabel import BackendError, GenerationParams
 from fnlabel.backends.flow import Deadlines, Session, Slots
 from fnlabel.backends.http import RetryPolicy, RowError, with_retries
 from fnlabel.backends.openai import openai
-from tests.servers import FaultServer
+from tests.servers import Fault, FaultServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -186,3 +186,40 @@ def test_a_call_keeps_one_worker_per_slot_not_a_task_per_row():
         gen.close()
     assert [row[0].text.split(" ")[0] for row in out] == [f"p{i}" for i in range(2000)]
     assert most <= 2 * 8 + 2
+
+
+@pytest.mark.parametrize("how", ["401", "on_prompt"])
+def test_a_call_that_fails_stops_sending_at_once(how):
+    """A 401 (or a failure reporting a prompt) ends the call: the workers do not go on sending the rest
+    of its prompts (with a request budget, a cancelled wait for a turn must not be lost)."""
+
+    def script(body, path):
+        return Fault.error(401, "bad key") if how == "401" and "poison" in str(body) else None
+
+    def on_prompt(j, gens):
+        if how == "on_prompt" and j == 5:
+            raise OSError("disk full")
+
+    prompts = [f"{'poison' if i == 5 else 'ok'} {i}" for i in range(60)]
+    with FaultServer(script=script, latency=0.01) as srv:
+        gen = openai(model="fault-model", base_url=srv.url, max_concurrency=8, max_requests_per_minute=1200)
+        with pytest.raises((BackendError, OSError)):
+            gen.generate_from(prompts, GenerationParams(), 0, on_prompt)
+        gen.close()
+        sent = srv.count()
+    assert sent <= 8 + 4, f"{sent} requests sent by a call that failed at its 6th prompt"
+
+
+def test_a_prompt_waiting_to_retry_lends_its_place_to_the_next_prompts():
+    """Every 10th prompt always fails (500, retried with a 1 s backoff); the other 36 are answered at
+    once and must not wait behind them: max_concurrency counts requests, not prompts stuck in backoff."""
+    prompts = [f"{'poison' if i % 10 == 0 else 'ok'} {i}" for i in range(40)]
+    done_at: dict[int, float] = {}
+    with FaultServer(script={"poison": Fault.error(500)}, latency=0.01) as srv:
+        gen = openai(model="fault-model", base_url=srv.url, max_concurrency=4, max_retries=2, backoff=1.0)
+        start = time.monotonic()
+        out = gen.generate_from(prompts, GenerationParams(), 0, lambda j, g: done_at.setdefault(j, time.monotonic()))
+        gen.close()
+    assert [type(row[0]).__name__ for row in out].count("GenerationFailure") == 4
+    healthy = max(t for j, t in done_at.items() if j % 10) - start
+    assert healthy < 0.45, f"the healthy prompts were done after {healthy:.2f} s (the failing ones back off >= 0.5 s)"

@@ -120,3 +120,28 @@ def test_the_limiter_gives_back_what_a_request_did_not_use():
         assert limiter._token_at == pytest.approx(10 * 60 / (600 * HEADROOM))
 
     asyncio.run(go())
+
+
+def test_two_429s_with_an_answer_between_them_do_not_stop_the_backend_for_good():
+    """A 429's pause, then a probe that is answered, then another 429: requests leave again once
+    the second pause is over (the probe's 'until further notice' must not outlive its answer)."""
+    now = [0.0]
+    limiter = RateLimiter(None, None, clock=lambda: now[0])
+    limiter.pause(1.0)
+    now[0] = 2.0
+    assert limiter.try_acquire(0)  # the probe, once the pause is over
+    limiter.settle(0, None, {}, ok=True)  # answered: the server says nothing of its limits
+    limiter.pause(1.0)  # another 429
+    now[0] = 3.5
+    assert limiter.try_acquire(0), "the second pause is over: the next request may leave"
+
+
+def test_a_backend_that_met_two_429s_answers_every_row():
+    from tests.servers import Fault, FaultServer
+
+    script = {"first": [Fault.rate_limit(0.01)], "second": [Fault.rate_limit(0.01)]}
+    with FaultServer(script=script) as srv:
+        gen = backend(srv.url, max_concurrency=1)
+        out = gen(["first", "second"], GenerationParams())
+        gen.close()
+    assert [row[0].text.split(" ")[0] for row in out] == ["first", "second"]

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import attrs
 
 from fnlabel import redact
-from fnlabel.backends.flow import Session
+from fnlabel.backends.flow import Session, waiting_to_retry
 from fnlabel.backends.ratelimit import RateLimiter
 from fnlabel.errors import BackendError, ConfigError
 from fnlabel.types import GenerationFailure
@@ -250,6 +250,11 @@ async def with_retries(
             except Exception as exc:  # classified below; nothing escapes unlabelled
                 deadlines.finish(task)
                 error = exc
+            except BaseException:  # e.g. KeyboardInterrupt: nothing of the attempt is left behind
+                deadlines.finish(task)
+                if limiter is not None:
+                    limiter.settle(tokens, None, ok=False)
+                raise
             else:
                 deadlines.finish(task)
                 if limiter is not None:
@@ -258,7 +263,7 @@ async def with_retries(
         finally:
             slots.release()
         attempt += 1
-        await asyncio.sleep(_retry_delay(error, attempt, policy, what, limiter, tokens))
+        await waiting_to_retry(_retry_delay(error, attempt, policy, what, limiter, tokens))
 
 
 def _retry_delay(

@@ -177,7 +177,7 @@ class InferenceEndpointsBackend(LoopBackend):
 
     async def _prompt(self, prompt: FormattedPrompt, params: GenerationParams) -> list[RawGeneration]:
         """Each generation is its own request, with its own seed, all at once."""
-        session = self._loop.state
+        session = self._session
         base = params.seed if params.seed is not None else random.randrange(2**31)
         return await gather_all(
             [self._one(session, prompt, params, generation_seed(base, i)) for i in range(params.num_generations)]

@@ -17,8 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from fnlabel.backends.base import BackendBase
-from fnlabel.backends.flow import Deadlines, Session, Slots
-from fnlabel.backends.http import gather_all
+from fnlabel.backends.flow import Deadlines, Session, Slots, work_through
 from fnlabel.backends.ratelimit import RateLimiter
 from fnlabel.errors import BackendError
 from fnlabel.seeds import generation_seed
@@ -43,7 +42,7 @@ class LoopThread:
         setup: Callable[[], Coroutine[Any, Any, Any]] | None = None,
         teardown: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
     ) -> None:
-        self._name, self._setup, self._teardown = name, setup, teardown
+        self.name, self._setup, self._teardown = name, setup, teardown
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -54,7 +53,7 @@ class LoopThread:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
                 thread.start()
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
                 if self._setup is not None:
@@ -77,7 +76,7 @@ class LoopThread:
             raise
         if threading.current_thread() is self._thread:
             coro.close()
-            raise BackendError(f"{self._name}: generate() called from its own event loop thread; use agenerate()")
+            raise BackendError(f"{self.name}: generate() called from its own event loop thread; use agenerate()")
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -86,7 +85,7 @@ class LoopThread:
         try:
             return future.result()
         except concurrent.futures.CancelledError:
-            raise BackendError(f"{self._name}: closed while this call was running") from None
+            raise BackendError(f"{self.name}: closed while this call was running") from None
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt: stop the requests in flight
             raise
@@ -202,21 +201,26 @@ class LoopBackend(BackendBase):
     async def _generate(self, prompts: list[Any], params: Any, on_prompt: OnPrompt | None = None) -> Any:
         """Every prompt's generations, in order; each reported to ``on_prompt`` as it is done.
 
-        At most ``max_concurrency`` prompts of the call are under way at once, each worker taking
-        the next prompt when its last is done: the requests beyond that would only wait for a slot,
-        and a waiting task per prompt is memory and garbage-collector work at a million rows.
+        At most ``max_concurrency`` prompts of the call are under way at once (not counting those
+        waiting to retry): :func:`~fnlabel.backends.flow.work_through`.
         """
         out: list[Any] = [None] * len(prompts)
-        todo = iter(range(len(prompts)))  # shared by the workers
 
-        async def work() -> None:
-            for j in todo:
-                out[j] = gens = await self._prompt(prompts[j], params)
-                if on_prompt is not None:
-                    on_prompt(j, gens)
+        def done(j: int, gens: list[RawGeneration]) -> None:
+            out[j] = gens
+            if on_prompt is not None:
+                on_prompt(j, gens)
 
-        await gather_all([work() for _ in range(min(len(prompts), self.max_concurrency))])
+        await work_through(len(prompts), lambda j: self._prompt(prompts[j], params), done, self.max_concurrency)
         return out
+
+    @property
+    def _session(self) -> Session:
+        """The session of the backend's loop (BackendError once the backend is closed)."""
+        session = self._loop.state
+        if session is None:
+            raise BackendError(f"{self._loop.name}: closed while this call was running")
+        return session
 
     async def _prompt(self, prompt: Any, params: Any) -> list[RawGeneration]:
         """The ``params.num_generations`` generations of one prompt."""

@@ -33,7 +33,7 @@ from fnlabel.backends.http import (
     with_retries,
 )
 from fnlabel.backends.local import cut_at_stop
-from fnlabel.backends.loop import LoopBackend, Session
+from fnlabel.backends.loop import LoopBackend
 from fnlabel.backends.openai_wire import DIALECTS, WireClient, constraint_fields, usage
 from fnlabel.backends.ratelimit import estimate_tokens
 from fnlabel.errors import BackendError, ConfigError
@@ -234,7 +234,7 @@ class OpenAIBackend(LoopBackend):
     ) -> Coroutine[Any, Any, tuple[list[Generation], Any]]:
         """The retried request for ``n`` choices from generation ``index`` on: (its generations, its
         headers). A coroutine the caller awaits (no frame of its own: thousands are in flight)."""
-        session: Session = self._loop.state
+        session = self._session
         chat = not isinstance(prompt, str)
         body = self.request_body(params, n, index, chat)
         body["messages" if chat else "prompt"] = prompt

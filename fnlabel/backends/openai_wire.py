@@ -108,7 +108,7 @@ class WireClient:
         if organization:
             headers["OpenAI-Organization"] = organization
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
-        # no timeout here: fnlabel's retry loop times each attempt (asyncio.timeout)
+        # no timeout here: fnlabel's retry loop times each attempt (flow.Deadlines)
         self.session = aiohttp.ClientSession(
             connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=None)
         )

@@ -124,8 +124,9 @@ class RateLimiter:
                 if start <= now:
                     break
                 self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), start - now)
+                try:  # (not wait_for: on Python 3.11 it can swallow a cancellation that comes as it ends)
+                    async with asyncio.timeout(start - now):
+                        await self._changed.wait()
                 except TimeoutError:
                     pass
             self._take(now, tokens)
@@ -176,7 +177,9 @@ class RateLimiter:
         if headers and ("x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers):
             self.observe(headers)
         elif ok:
-            self._allowance = None  # a server that says nothing of its limits: no allowance to keep to
+            # a server that says nothing of its limits: no allowance to keep to (nor a probe's "until
+            # its answer": a later pause would keep to that forever)
+            self._allowance, self._allowance_until = None, 0.0
         elif self._allowance is not None:
             self._allowance_until = min(self._allowance_until, self.clock())  # no answer: ask again
         if self._changed is not None:
@@ -200,4 +203,5 @@ class RateLimiter:
         """No request leaves for ``seconds`` (a 429's ``Retry-After``); then one, to find out where the limit stands."""
         now = self.clock()
         self._paused_until = max(self._paused_until, now + seconds)
-        self._allowance, self._allowance_until = 0, max(self._allowance_until, now + seconds)
+        until = self._allowance_until if self._allowance is not None else 0.0  # (no allowance: none to keep)
+        self._allowance, self._allowance_until = 0, max(until, now + seconds)
