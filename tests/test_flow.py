@@ -211,15 +211,15 @@ def test_a_call_that_fails_stops_sending_at_once(how):
 
 
 def test_a_prompt_waiting_to_retry_lends_its_place_to_the_next_prompts():
-    """Every 10th prompt always fails (500, retried with a 1 s backoff); the other 36 are answered at
-    once and must not wait behind them: max_concurrency counts requests, not prompts stuck in backoff."""
+    """Every 10th prompt always fails (500, retried after 1-2 s); the other 36 are answered at once and
+    must not wait behind them: max_concurrency counts requests, not prompts waiting to retry."""
     prompts = [f"{'poison' if i % 10 == 0 else 'ok'} {i}" for i in range(40)]
     done_at: dict[int, float] = {}
     with FaultServer(script={"poison": Fault.error(500)}, latency=0.01) as srv:
-        gen = openai(model="fault-model", base_url=srv.url, max_concurrency=4, max_retries=2, backoff=1.0)
+        gen = openai(model="fault-model", base_url=srv.url, max_concurrency=4, max_retries=1, backoff=2.0)
         start = time.monotonic()
         out = gen.generate_from(prompts, GenerationParams(), 0, lambda j, g: done_at.setdefault(j, time.monotonic()))
         gen.close()
     assert [type(row[0]).__name__ for row in out].count("GenerationFailure") == 4
     healthy = max(t for j, t in done_at.items() if j % 10) - start
-    assert healthy < 0.45, f"the healthy prompts were done after {healthy:.2f} s (the failing ones back off >= 0.5 s)"
+    assert healthy < 0.9, f"the healthy prompts were done after {healthy:.2f} s (the failing ones wait >= 1 s)"
