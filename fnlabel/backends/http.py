@@ -241,20 +241,16 @@ async def with_retries(
             task = deadlines.start()
             try:
                 result = await request(*args)
-            except asyncio.CancelledError:
-                if not deadlines.timed_out(task):
-                    if limiter is not None:
-                        limiter.settle(tokens, None, ok=False)
-                    raise
-                error: Exception = TimeoutError(f"no answer within {policy.timeout:g} s")
             except Exception as exc:  # classified below; nothing escapes unlabelled
                 deadlines.finish(task)
                 error = exc
-            except BaseException:  # e.g. KeyboardInterrupt: nothing of the attempt is left behind
-                deadlines.finish(task)
-                if limiter is not None:
-                    limiter.settle(tokens, None, ok=False)
-                raise
+            except BaseException as exc:  # cancelled (by its deadline, or from outside), KeyboardInterrupt, ...
+                if not (isinstance(exc, asyncio.CancelledError) and deadlines.timed_out(task)):
+                    deadlines.finish(task)  # (nothing of the attempt is left behind)
+                    if limiter is not None:
+                        limiter.settle(tokens, None, ok=False)
+                    raise
+                error = TimeoutError(f"no answer within {deadlines.seconds:g} s")
             else:
                 deadlines.finish(task)
                 if limiter is not None:
